@@ -1,0 +1,41 @@
+"""The ``jaxbp`` command: one sub-command per module, imported only when needed.
+
+Each sub-command lives in a module ``jaxbp._cmd_<name>`` that imports nothing heavy at import time
+and provides ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``. Start-up stays fast
+because JAX is imported inside ``run`` only.
+"""
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "demo": "jaxbp._cmd_demo",
+}
+
+
+def build_parser():
+  parser = argparse.ArgumentParser(
+      prog="jaxbp",
+      description="Backpropagation as explicit Jacobian-transpose rules, in JAX.")
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+  for name, module_name in COMMANDS.items():
+    module = importlib.import_module(module_name)
+    p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.configure(p)
+    p.set_defaults(_run=module.run)
+  return parser
+
+
+def main(argv=None):
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if args.command is None:
+    parser.print_help()
+    return 0
+  return args._run(args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
