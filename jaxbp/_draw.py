@@ -1,0 +1,156 @@
+"""The picture of a trace: the computational graph as note 001 draws it, with matplotlib only.
+
+Inputs sit on the left, each node in the column after the latest of its inputs, the loss on the right.
+Every edge carries its forward value above it (black) and, below it in red, the gradient that flows
+back along it: the downstream gradient ∂L/∂x its consumer sends to that input. No system package is
+needed (no Graphviz); the figure is written as PNG or SVG by matplotlib's own backends, without pyplot,
+so drawing never touches a global figure or backend.
+"""
+
+import pathlib
+
+from jaxbp._table import fmt
+
+# How each op is written inside its circle; anything else is written by name.
+_SYMBOLS = {
+    "add": "+", "multiply": "×", "maximum": "max", "sigmoid": "σ", "logistic": "σ", "tanh": "tanh",
+    "relu": "ReLU", "sub": "−", "div": "÷", "neg": "−x", "integer_pow": "xⁿ", "pow": "xʸ",
+    "exp": "exp", "log": "log", "matmul": "@", "dot_general": "@",
+}
+_RED, _GREY, _NODE = "#c0392b", "#7f8c8d", "#eaf2f8"
+# Data units: one row is 1; a column is _COL_WIDTH rows wide; the axes keep an equal aspect.
+_COL_WIDTH, _ROW_HEIGHT, _RADIUS, _INCH = 2.4, 1.0, 0.3, 0.95
+
+
+def layout(trace):
+  """Positions {name: (x, y)} of the inputs (column 0) and nodes, and the edges (src, dst, k).
+
+  A node's column is one more than its latest input's; its height is the mean of its inputs' heights,
+  then spread apart so no two nodes in a column are closer than one row. A constant input (a number
+  written in the function) gets its own point just left of the node reading it.
+  """
+  names = {n.name for n in trace.nodes}
+  pos = {name: (0.0, float(i) * _ROW_HEIGHT) for i, name in enumerate(_inputs_in_use_order(trace))}
+  column, by_column = {name: 0 for name in pos}, {}
+  for node in trace.nodes:
+    known = [x for x in node.inputs if x in pos or x in names]
+    column[node.name] = 1 + max((column[x] for x in known), default=0)
+    by_column.setdefault(column[node.name], []).append(node)
+  for col in sorted(by_column):
+    _place_column(by_column[col], col, pos)
+  edges = []
+  for node in trace.nodes:
+    x, y = pos[node.name]
+    for k, src in enumerate(node.inputs):
+      if src not in pos:  # a constant written in the function
+        src = f"{node.name}:{k}"
+        pos[src] = (x - 0.3 * _COL_WIDTH, y + 0.6)
+      edges.append((src, node.name, k))
+  return pos, edges
+
+
+def _inputs_in_use_order(trace):
+  order = []
+  for node in trace.nodes:
+    order += [x for x in node.inputs if x in trace.inputs and x not in order]
+  return order + [x for x in trace.inputs if x not in order]
+
+
+def _place_column(nodes, col, pos):
+  """Places the nodes of one column at their inputs' mean height, at least one row apart."""
+  entries = []
+  for node in nodes:
+    ys = [pos[x][1] for x in node.inputs if x in pos]
+    entries.append((sum(ys) / len(ys) if ys else 0.0, node))
+  entries.sort(key=lambda e: e[0])
+  last = None
+  for y, node in entries:
+    if last is not None and y < last + _ROW_HEIGHT:
+      y = last + _ROW_HEIGHT
+    pos[node.name] = (col * _COL_WIDTH, y)
+    last = y
+
+
+def draw_trace(trace, path, decimals=2):
+  """Draws ``trace``'s graph to ``path``; the format (``.png`` or ``.svg``) follows the suffix.
+
+  Returns:
+    The ``pathlib.Path`` written.
+  """
+  from matplotlib.figure import Figure
+
+  path = pathlib.Path(path)
+  if path.suffix.lower() not in (".png", ".svg"):
+    raise ValueError(f"draw: path must end in .png or .svg, got {str(path)!r}")
+  pos, edges = layout(trace)
+  xs = [p[0] for p in pos.values()] + [max(p[0] for p in pos.values()) + 0.45 * _COL_WIDTH]
+  ys = [p[1] for p in pos.values()]
+  x0, x1, y0, y1 = min(xs) - 0.7, max(xs) + 0.4, min(ys) - 0.8, max(ys) + 0.9
+  fig = Figure(figsize=(_INCH * (x1 - x0), _INCH * (y1 - y0) + 0.5))
+  ax = fig.add_axes((0, 0, 1, (y1 - y0) / (y1 - y0 + 0.5 / _INCH)))
+  ax.set_xlim(x0, x1)
+  ax.set_ylim(y1, y0)
+  ax.set_aspect("equal")
+  ax.axis("off")
+  nodes = {n.name: n for n in trace.nodes}
+  fan_out = {}
+  for src, _, _ in edges:
+    fan_out[src] = fan_out.get(src, 0) + 1
+  for src, dst, k in edges:
+    # Edges that leave one input meet at their source, those into one node at their target:
+    # label each where it is alone.
+    t = 0.5 if src in nodes else (0.3 if fan_out[src] == 1 else 0.68)
+    if src in nodes or src in trace.inputs:
+      value, grad = _value_of(trace, nodes, src), nodes[dst].downstream[k]
+    else:  # a constant: its value is its label, and no gradient is asked of it
+      value = grad = ""
+    _edge(ax, pos[src], pos[dst], value, grad, decimals, src in nodes, t)
+  for name, (x, y) in pos.items():
+    _point(ax, name, x, y, nodes, trace, decimals)
+  if trace.nodes:
+    out = trace.nodes[-1]
+    x, y = pos[out.name]
+    end = x + 0.4 * _COL_WIDTH
+    _edge(ax, (x, y), (end, y), out.value, 1.0, decimals, True, 0.45, arrow_end=True)
+    ax.text(end + 0.05, y, "L", va="center", ha="left", fontsize=13, fontweight="bold")
+  fig.suptitle(f"L = {fmt(trace.output, decimals)}    forward values in black, "
+               f"gradients ∂L/∂· in red", fontsize=11, y=0.98)
+  fig.savefig(path, dpi=150 if path.suffix.lower() == ".png" else 72)
+  return path
+
+
+def _value_of(trace, nodes, name):
+  return nodes[name].value if name in nodes else trace.inputs[name]
+
+
+def _edge(ax, p, q, value, grad, decimals, from_node, t=0.5, arrow_end=False):
+  """One edge p → q with its forward value above and its gradient below, in red."""
+  start = (p[0] + (_RADIUS if from_node else 0.12), p[1])
+  end = (q[0] - (_RADIUS if not arrow_end else 0), q[1])
+  ax.annotate("", xy=end, xytext=start,
+              arrowprops=dict(arrowstyle="-|>", color="black", lw=1.1, shrinkA=0, shrinkB=0))
+  mx, my = start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1])
+  label = lambda v: v if isinstance(v, str) else fmt(v, decimals)
+  ax.text(mx, my - 0.08, label(value), ha="center", va="bottom", fontsize=10,
+          color="black", bbox=dict(fc="white", ec="none", pad=0.3, alpha=0.8))
+  ax.text(mx, my + 0.08, label(grad), ha="center", va="top", fontsize=10,
+          color=_RED, bbox=dict(fc="white", ec="none", pad=0.3, alpha=0.8))
+
+
+def _point(ax, name, x, y, nodes, trace, decimals):
+  """A node (circle with its op) or an input (its name) or a constant (its value, grey)."""
+  from matplotlib.patches import Circle
+
+  if name in nodes:
+    node = nodes[name]
+    ax.add_patch(Circle((x, y), _RADIUS, fc=_NODE, ec="black", lw=1.2, zorder=3))
+    symbol = _SYMBOLS.get(node.op, node.op)
+    ax.text(x, y, symbol, ha="center", va="center", zorder=4,
+            fontsize=15 if len(symbol) <= 2 else 9)
+    ax.text(x, y + _RADIUS + 0.05, name, ha="center", va="top", fontsize=8, color=_GREY)
+  elif name in trace.inputs:
+    ax.text(x + 0.08, y, name, ha="right", va="center", fontsize=13, fontweight="bold")
+  else:
+    node, k = name.split(":")
+    ax.text(x + 0.08, y, nodes[node].inputs[int(k)], ha="right", va="center", fontsize=10,
+            color=_GREY)

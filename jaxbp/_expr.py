@@ -1,0 +1,252 @@
+"""The expression language of ``jaxbp trace``: a safe parser (no ``eval``) that builds a jaxbp function.
+
+Grammar (the usual precedence; ``**`` binds tighter than unary minus and is right-associative)::
+
+  expr   := term (("+" | "-") term)*
+  term   := unary (("*" | "/") unary)*
+  unary  := ("-" | "+") unary | power
+  power  := atom (("**" | "^") unary)?
+  atom   := NUMBER | NAME | NAME "(" expr ("," expr)* ")" | "(" expr ")"
+
+``×``, ``÷`` and ``−`` are accepted for ``*``, ``/`` and ``-``. ``+`` and ``*`` are the add and
+multiply gates of ``jaxbp.ops``; ``-``, ``/`` and powers are jnp (shown as JAX primitives in a trace)
+unless ``jaxbp.ops`` gains ``subtract``, ``divide`` or ``power``. Functions are the activations of
+``jaxbp.ops`` plus ``max`` (the max gate), ``exp``, ``log`` and ``sqrt``. A syntax error, an unknown
+name or a missing input raises ``ExprError``: one line, with the 1-based position in the source.
+
+Example::
+
+  expr = parse("sigmoid(w0*x0 + w1*x1 + w2)")
+  expr.names                              # ('w0', 'x0', 'w1', 'x1', 'w2')
+  f = expr.function(jaxbp.ops)            # f(**inputs), on the manual rules
+  g = expr.function(jaxbp.ops.reference)  # the same, on plain jnp
+"""
+
+import difflib
+import re
+from typing import Any, NamedTuple
+
+# name in the expression -> (name in jaxbp.ops or jnp, number of arguments: min, max)
+FUNCTIONS = {
+    "sigmoid": ("sigmoid", 1, 1), "tanh": ("tanh", 1, 1), "relu": ("relu", 1, 1),
+    "leaky_relu": ("leaky_relu", 1, 2), "elu": ("elu", 1, 2), "softmax": ("softmax", 1, 1),
+    "log_softmax": ("log_softmax", 1, 1), "max": ("maximum", 2, 2), "maximum": ("maximum", 2, 2),
+    "exp": ("exp", 1, 1), "log": ("log", 1, 1), "sqrt": ("sqrt", 1, 1),
+}
+_OPERATORS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}
+_TOKEN = re.compile(r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+                    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>\*\*|[-+*/^(),×÷−]))")
+_UNICODE = {"×": "*", "÷": "/", "−": "-"}
+
+
+class ExprError(ValueError):
+  """A syntax error, unknown name or missing input, with its 1-based position in the source."""
+
+  def __init__(self, message, position=None):
+    self.message, self.position = message, position
+    where = f"at position {position + 1}: " if position is not None else ""
+    super().__init__(where + message)
+
+
+class Token(NamedTuple):
+  kind: str  # "num", "name", "op" or "end"
+  text: str
+  pos: int   # 0-based
+
+
+class Node(NamedTuple):
+  """A parsed expression: kind is "num", "var", "neg", "bin", "pow" or "call"."""
+  kind: str
+  value: Any   # the number, the name, the operator or the function
+  args: tuple  # sub-expressions
+  pos: int
+
+
+def tokenize(source):
+  """The tokens of ``source``, ending with an "end" token; ExprError on a character not allowed."""
+  tokens, pos = [], 0
+  while pos < len(source):
+    if source[pos:].strip() == "":
+      break
+    m = _TOKEN.match(source, pos)
+    if m is None or m.end() == pos:
+      bad = source[pos:].lstrip()[0]
+      raise ExprError(f"unexpected character {bad!r}", len(source) - len(source[pos:].lstrip()))
+    kind = m.lastgroup
+    text = _UNICODE.get(m.group(kind), m.group(kind))
+    tokens.append(Token(kind, text, m.start(kind)))
+    pos = m.end()
+  return tokens + [Token("end", "", len(source))]
+
+
+class _Parser:
+  """Recursive descent over the tokens, one method per grammar rule."""
+
+  def __init__(self, source):
+    self.tokens, self.i = tokenize(source), 0
+
+  def peek(self):
+    return self.tokens[self.i]
+
+  def take(self):
+    self.i += 1
+    return self.tokens[self.i - 1]
+
+  def expect(self, text, what):
+    tok = self.take()
+    if tok.text != text:
+      raise ExprError(f"expected {what}, found {_describe(tok)}", tok.pos)
+    return tok
+
+  def parse(self):
+    node = self.expr()
+    tok = self.peek()
+    if tok.kind != "end":
+      raise ExprError(f"unexpected {_describe(tok)} after a complete expression", tok.pos)
+    return node
+
+  def expr(self):
+    node = self.term()
+    while self.peek().text in ("+", "-"):
+      tok = self.take()
+      node = Node("bin", tok.text, (node, self.term()), tok.pos)
+    return node
+
+  def term(self):
+    node = self.unary()
+    while self.peek().text in ("*", "/"):
+      tok = self.take()
+      node = Node("bin", tok.text, (node, self.unary()), tok.pos)
+    return node
+
+  def unary(self):
+    if self.peek().text in ("-", "+"):
+      tok = self.take()
+      operand = self.unary()
+      if tok.text == "+":
+        return operand
+      if operand.kind == "num":  # -2 is a number, not a node
+        return Node("num", -operand.value, (), tok.pos)
+      return Node("neg", "-", (operand,), tok.pos)
+    return self.power()
+
+  def power(self):
+    node = self.atom()
+    if self.peek().text in ("**", "^"):
+      tok = self.take()
+      node = Node("pow", "**", (node, self.unary()), tok.pos)
+    return node
+
+  def atom(self):
+    tok = self.take()
+    if tok.kind == "num":
+      return Node("num", float(tok.text), (), tok.pos)
+    if tok.text == "(":
+      node = self.expr()
+      self.expect(")", "')' to close the '(' at position %d" % (tok.pos + 1))
+      return node
+    if tok.kind == "name":
+      return self.call(tok) if self.peek().text == "(" else Node("var", tok.text, (), tok.pos)
+    raise ExprError(f"expected a number, a name or '(', found {_describe(tok)}", tok.pos)
+
+  def call(self, tok):
+    if tok.text not in FUNCTIONS:
+      hint = _suggest(tok.text, FUNCTIONS)
+      raise ExprError(f"unknown function {tok.text!r}{hint}; known: {', '.join(FUNCTIONS)}", tok.pos)
+    self.take()  # "("
+    args = [self.expr()]
+    while self.peek().text == ",":
+      self.take()
+      args.append(self.expr())
+    self.expect(")", f"',' or ')' in the call of {tok.text}")
+    _, lo, hi = FUNCTIONS[tok.text]
+    if not lo <= len(args) <= hi:
+      want = str(lo) if lo == hi else f"{lo} to {hi}"
+      raise ExprError(f"{tok.text} takes {want} argument(s), got {len(args)}", tok.pos)
+    for extra in args[1:] if lo == 1 else ():
+      if extra.kind != "num":
+        raise ExprError(f"{tok.text}'s parameter must be a number", extra.pos)
+    return Node("call", tok.text, tuple(args), tok.pos)
+
+
+def _describe(tok):
+  return "the end of the expression" if tok.kind == "end" else repr(tok.text)
+
+
+def _suggest(name, known):
+  close = difflib.get_close_matches(name, list(known), n=1)
+  return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Expression:
+  """A parsed expression: its source, its input names, and functions built from it."""
+
+  def __init__(self, source, tree):
+    self.source, self.tree = source, tree
+    uses = {}
+    _collect(tree, uses)
+    self.uses = uses  # name -> position of its first use
+    self.names = tuple(uses)
+
+  def check_inputs(self, inputs):
+    """Raises ExprError for an input the expression needs but is not given, or one it never uses."""
+    for name, pos in self.uses.items():
+      if name in FUNCTIONS:
+        raise ExprError(f"{name!r} is a function; call it as {name}(...)", pos)
+      if name not in inputs:
+        hint = _suggest(name, inputs)
+        raise ExprError(f"missing input {name!r}{hint}: give its value as {name}=NUMBER", pos)
+    for name in inputs:
+      if name not in self.uses:
+        raise ExprError(f"input {name!r} does not appear in {self.source!r}")
+
+  def function(self, ops):
+    """``f(**inputs)`` evaluating the expression with ``ops`` (``jaxbp.ops`` or its ``reference``)."""
+    import jax.numpy as jnp
+
+    def resolve(name):
+      fn = getattr(ops, name, None)
+      return fn if fn is not None else getattr(jnp, name)
+
+    def f(**inputs):
+      self.check_inputs(inputs)
+      return _evaluate(self.tree, inputs, resolve)
+
+    f.__name__ = "expression"
+    return f
+
+
+def _collect(node, uses):
+  if node.kind == "var":
+    uses.setdefault(node.value, node.pos)
+  for arg in node.args:
+    _collect(arg, uses)
+
+
+def _evaluate(node, inputs, resolve):
+  if node.kind == "num":
+    return node.value
+  if node.kind == "var":
+    return inputs[node.value]
+  if node.kind == "call":
+    fn = resolve(FUNCTIONS[node.value][0])
+    first = _evaluate(node.args[0], inputs, resolve)
+    if FUNCTIONS[node.value][1] == 2:
+      return fn(first, _evaluate(node.args[1], inputs, resolve))
+    return fn(first, *(a.value for a in node.args[1:]))
+  args = [_evaluate(a, inputs, resolve) for a in node.args]
+  if node.kind == "neg":
+    return resolve("negative")(args[0])
+  if node.kind == "pow":
+    base, exponent = args
+    if node.args[1].kind == "num" and float(exponent).is_integer():
+      return base ** int(exponent)  # integer_pow: x**2 stays defined for negative x
+    return resolve("power")(base, exponent)
+  return resolve(_OPERATORS[node.value])(*args)
+
+
+def parse(source):
+  """Parses ``source`` into an ``Expression``; raises ExprError (with the position) if it is not one."""
+  if not source.strip():
+    raise ExprError("empty expression", 0)
+  return Expression(source, _Parser(source).parse())
