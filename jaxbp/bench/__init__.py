@@ -1,0 +1,76 @@
+"""Benchmark: manual rules vs ``jax.grad`` vs PyTorch eager, measured side by side in one process.
+
+Sections (each a Markdown table; ``--json FILE`` writes every number):
+  1. the machine's square-GEMM ceiling (float32; bf16 too on a GPU);
+  2. the SGD training step of a small (batch 128, 64-256-256-10), a large (batch 512, 784-2048-2048-10)
+     and a deep (batch 128, 64-512x8-10) ReLU MLP, three ways, interleaved in rounds: step time, GFLOP/s
+     (XLA's count and the notes' 6·P·D), % of the ceiling, compiled temporary memory, and the medians of
+     the per-round paired ratios;
+  3. backward/forward FLOPs from XLA's cost analysis (note 003 predicts 2);
+  4. time to 97% test accuracy on the digits, start-up and compile separately, JAX vs PyTorch;
+  5. with ``--scale``: step time vs width (256-4096) and batch (32-2048), and what bounds each cell.
+
+``--tiny`` runs everything at toy sizes in seconds (for CI); timings then mean nothing.
+
+Usage: ``jaxbp bench [--tiny] [--scale] [--json FILE]`` or ``python -m jaxbp.bench ...``.
+"""
+
+import argparse
+import sys
+
+HELP = "measure manual rules vs jax.grad vs PyTorch: step time, FLOPs, memory, digits time-to-97%"
+
+FULL = {
+    "models": {"small": ((64, 256, 256, 10), 128), "large": ((784, 2048, 2048, 10), 512),
+               "deep": ((64,) + (512,) * 8 + (10,), 128)},
+    "gemm_cpu": (2048, 3072), "gemm_gpu": (4096, 8192), "rounds": 9, "target_s": 0.25,
+    "bandwidth_floats": 2**25, "max_epochs": 100, "startup_runs": 3, "train_command": True,
+    "scale": {"d_in": 784, "widths": (256, 1024, 4096), "batches": (32, 256, 2048), "rounds": 3, "target_s": 0.1},
+}
+TINY = {
+    "models": {"small": ((16, 32, 32, 4), 8), "large": ((32, 64, 64, 10), 16),
+               "deep": ((16,) + (32,) * 8 + (4,), 8)},
+    "gemm_cpu": (64,), "gemm_gpu": (64,), "rounds": 2, "target_s": 0.002,
+    "bandwidth_floats": 2**12, "max_epochs": 1, "startup_runs": 0, "train_command": False,
+    "scale": {"d_in": 32, "widths": (16,), "batches": (4, 8), "rounds": 2, "target_s": 0.002},
+}
+
+
+def configure(parser: argparse.ArgumentParser):
+  """Adds the benchmark's options to ``parser``."""
+  parser.add_argument("--tiny", action="store_true", help="toy sizes, 2 rounds: proves it runs (CI)")
+  parser.add_argument("--scale", action="store_true", help="add the width x batch scale table (minutes)")
+  parser.add_argument("--json", metavar="FILE", help="write every measurement to FILE as JSON")
+  parser.add_argument("--markdown", metavar="FILE", help="also write the Markdown report to FILE")
+  parser.add_argument("--models", default="small,large,deep", help="comma-separated: small,large,deep")
+  parser.add_argument("--rounds", type=int, help="rounds of interleaved timing (default 9; tiny 2)")
+  parser.add_argument("--dtypes", help="comma-separated step dtypes (default float32; on GPU also bfloat16)")
+  parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+  parser.add_argument("--no-digits", action="store_true", help="skip the digits time-to-97%% section")
+  parser.add_argument("--donate", choices=("auto", "on", "off"), default="auto",
+                      help="donate parameter buffers to the step (auto: on for GPU/TPU, off for CPU)")
+
+
+def run(args) -> int:
+  """Runs the benchmark described by ``args``; prints Markdown; returns the exit status."""
+  from jaxbp.bench import _run  # heavy imports (JAX) only now
+  results = _run.run_all(args, TINY if args.tiny else FULL)
+  text = _run.render(results)
+  print(text)
+  if args.markdown:
+    with open(args.markdown, "w") as f:
+      f.write(text)
+  if args.json:
+    _run.write_json(args.json, results)
+  return 0
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m jaxbp.bench", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  configure(parser)
+  return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from jaxbp.bench import main
+
+sys.exit(main())

@@ -1,0 +1,162 @@
+"""Time to 97% test accuracy on the digits: start-up, compile and training time, JAX vs PyTorch.
+
+Both sides train the same 64-256-256-10 ReLU MLP with Adam (lr 1e-3, batch 32) on the same split
+(80/20, stratified by scikit-learn, seed 0, features scaled to [0, 1]) and stop at the first epoch whose
+test accuracy reaches the target. Start-up is measured in fresh interpreters (importing the framework
+and running one tiny op); compile time is the first step and the first evaluation.
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+SIZES = (64, 256, 256, 10)
+BATCH = 32
+LR = 1e-3
+
+_STARTUP = {
+    "jax": "import jax, jax.numpy as jnp, optax, jaxbp.ops; jnp.zeros(1).block_until_ready()",
+    "torch": "import torch; torch.zeros(1) + 1",
+}
+
+
+def load(seed=0):
+  """``(x_train, y_train, x_test, y_test)`` of scikit-learn's bundled digits, float32 in [0, 1]."""
+  from sklearn.datasets import load_digits
+  from sklearn.model_selection import train_test_split
+  x, y = load_digits(return_X_y=True)
+  x = (x / 16.0).astype(np.float32)
+  return train_test_split(x, y.astype(np.int32), test_size=0.2, random_state=seed, stratify=y)
+
+
+def startup_seconds(framework, runs):
+  """Median wall time of ``runs`` fresh interpreters that import ``framework`` and run one op."""
+  if runs < 1:
+    return None
+  times = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", _STARTUP[framework]], check=True, capture_output=True)
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _batches(n, seed, epoch):
+  order = np.random.default_rng(seed + epoch).permutation(n)
+  return [order[i:i + BATCH] for i in range(0, n - BATCH + 1, BATCH)]
+
+
+def train_jax(data, target, max_epochs, seed=0):
+  """Trains on ``jaxbp.ops`` until test accuracy reaches ``target``; returns the timings."""
+  import jax
+  import optax
+  from jaxbp import ops
+  from jaxbp.bench import _models
+
+  x_tr, x_te, y_tr, y_te = data
+  spec = _models.ModelSpec("digits", SIZES, BATCH)
+  params, _, _ = _models.make_batch(spec, seed=seed)
+  opt = optax.adam(LR)
+
+  @jax.jit
+  def step(params, opt_state, x, y):
+    grads = jax.grad(lambda p: _models.mlp_loss(ops, p, x, y))(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  @jax.jit
+  def accuracy(params, x, y):
+    h = x
+    for w, b in params[:-1]:
+      h = ops.relu(ops.linear(h, w, b))
+    return (ops.linear(h, *params[-1]).argmax(-1) == y).mean()
+
+  state = [params, opt.init(params)]
+
+  def run_step(idx):
+    state[:] = step(state[0], state[1], x_tr[idx], y_tr[idx])
+
+  def evaluate():
+    return float(accuracy(state[0], x_te, y_te))
+  return _loop(run_step, evaluate, len(x_tr), target, max_epochs, seed,
+               sync=lambda: jax.block_until_ready(state))
+
+
+def train_torch(data, target, max_epochs, seed=0):
+  """The same training in PyTorch eager; returns the timings."""
+  import torch
+  torch.manual_seed(seed)
+  x_tr, x_te, y_tr, y_te = (torch.from_numpy(np.asarray(a)) for a in data)
+  layers = []
+  for d_in, d_out in zip(SIZES[:-1], SIZES[1:]):
+    layers += [torch.nn.Linear(d_in, d_out), torch.nn.ReLU()]
+  model = torch.nn.Sequential(*layers[:-1])
+  opt = torch.optim.Adam(model.parameters(), lr=LR)
+
+  def run_step(idx):
+    idx = torch.from_numpy(idx)
+    loss = torch.nn.functional.cross_entropy(model(x_tr[idx]), y_tr[idx].long())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+  def evaluate():
+    with torch.no_grad():
+      return float((model(x_te).argmax(-1) == y_te).float().mean())
+  return _loop(run_step, evaluate, len(x_tr), target, max_epochs, seed, sync=lambda: None)
+
+
+def _loop(run_step, evaluate, n, target, max_epochs, seed, sync):
+  batches = _batches(n, seed, 0)
+  start = time.perf_counter()
+  run_step(batches[0])  # first call: tracing and compilation (JAX), allocator warm-up (PyTorch)
+  sync()
+  evaluate()
+  compile_s = time.perf_counter() - start
+  start = time.perf_counter()
+  accuracy, epochs = 0.0, 0
+  while epochs < max_epochs and accuracy < target:
+    for idx in _batches(n, seed, epochs):
+      run_step(idx)
+    epochs += 1
+    accuracy = evaluate()
+  return {"compile_s": compile_s, "train_s": time.perf_counter() - start, "epochs": epochs,
+          "accuracy": accuracy, "reached": accuracy >= target}
+
+
+def jaxbp_train_command(timeout_s):
+  """Wall time of the whole ``jaxbp train`` command (start-up included), if the command exists."""
+  from jaxbp import cli
+  if "train" not in cli.COMMANDS:
+    return {"skipped": "the jaxbp train command does not exist yet"}
+  with tempfile.TemporaryDirectory() as cwd:
+    start = time.perf_counter()
+    try:
+      proc = subprocess.run([sys.executable, "-m", "jaxbp", "train"], cwd=cwd, capture_output=True,
+                            text=True, timeout=timeout_s, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    except subprocess.TimeoutExpired:
+      return {"wall_s": None, "returncode": None, "tail": f"timed out after {timeout_s} s"}
+    wall = time.perf_counter() - start
+  tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+  return {"wall_s": wall, "returncode": proc.returncode, "tail": tail}
+
+
+def measure(*, target, max_epochs, startup_runs, with_torch, train_command):
+  """Every digits figure in one dict: start-up, compile, training time, epochs, per framework."""
+  data = load()
+  frameworks = {"jax (jaxbp.ops)": ("jax", train_jax)}
+  if with_torch:
+    frameworks["torch eager"] = ("torch", train_torch)
+  out = {"target": target, "frameworks": {}}
+  for name, (startup_key, train) in frameworks.items():
+    result = train(data, target, max_epochs)
+    result["startup_s"] = startup_seconds(startup_key, startup_runs)
+    out["frameworks"][name] = result
+  if train_command:
+    out["jaxbp_train"] = jaxbp_train_command(timeout_s=120)
+  return out

@@ -1,0 +1,92 @@
+"""Training-step measurements: time, GFLOP/s, % of ceiling, temporary memory, backward/forward FLOPs."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxbp import cost
+from jaxbp import ops as jaxbp_ops
+from jaxbp.bench import _models
+from jaxbp.bench import _timing
+
+MANUAL, AUTODIFF, TORCH = "manual", "jax.grad", "torch eager"
+
+
+def _jax_variants(spec, dtype, donate):
+  params, x, labels = _models.make_batch(spec, dtype)
+  steps = {MANUAL: _models.make_step(jaxbp_ops, donate), AUTODIFF: _models.make_step(_models.PLAIN, donate)}
+  executables = {name: step.lower(params, x, labels).compile() for name, step in steps.items()}
+  compiled = {name: cost.compiled_cost(None, compiled=exe) for name, exe in executables.items()}
+  blocks = {name: _models.jax_block(exe, params, x, labels) for name, exe in executables.items()}
+  return (params, x, labels), compiled, blocks
+
+
+def _flop_split(ops, params, x, labels):
+  loss = functools.partial(_models.mlp_loss, ops)
+  forward = cost.flops(loss, params, x, labels)
+  dropped = cost.flops(jax.value_and_grad(loss), params, x, labels) - forward
+  counted = cost.flops(jax.value_and_grad(loss, argnums=(0, 1)), params, x, labels) - forward
+  return {"forward_flops": forward, "backward_flops": dropped, "ratio": dropped / forward,
+          "ratio_with_input_grad": counted / forward}
+
+
+def measure_model(spec, *, dtype, ceiling, rounds, target_s, with_torch, donate):
+  """Times the step of ``spec`` three ways and gathers its FLOP and memory accounting.
+
+  Returns:
+    A dict with ``variants`` (per variant: ms, GFLOP/s from XLA and from 6·P·D, % of ceiling, temp
+    bytes), ``ratios`` (medians of paired ratios), and ``flops`` (XLA's forward/backward split).
+  """
+  (params, x, labels), compiled, blocks = _jax_variants(spec, dtype, donate)
+  if with_torch and dtype == jnp.float32:
+    blocks[TORCH] = _models.torch_block(spec)
+  reps = {name: _timing.calibrate(block, target_s) for name, block in blocks.items()}
+  shared = reps[MANUAL]  # the same number of steps per block for every variant
+  timings = _timing.interleave(blocks, rounds, {name: shared for name in blocks})
+  six_pd = cost.six_pd(params, spec.batch)
+  variants = {}
+  for name, t in timings.items():
+    xla_flops = compiled.get(name, compiled[AUTODIFF]).flops  # torch: the same math, counted by XLA
+    variants[name] = {
+        "ms": t.median * 1e3, "best_ms": t.best * 1e3, "rounds_ms": [s * 1e3 for s in t.rounds],
+        "xla_flops": xla_flops, "gflops_xla": xla_flops / t.median / 1e9,
+        "gflops_6pd": six_pd / t.median / 1e9,
+        "temp_bytes": compiled[name].temp_bytes if name in compiled else None}
+    for key in ("xla", "6pd"):
+      variants[name][f"pct_ceiling_{key}"] = 100 * variants[name][f"gflops_{key}"] / ceiling
+  ratios = {f"{MANUAL} / {other}": _timing.paired_ratio(timings[MANUAL], timings[other])
+            for other in timings if other != MANUAL}
+  flops = {MANUAL: _flop_split(jaxbp_ops, params, x, labels),
+           AUTODIFF: _flop_split(_models.PLAIN, params, x, labels)}
+  return {"model": spec.label, "sizes": list(spec.sizes), "batch": spec.batch,
+          "dtype": jnp.dtype(dtype).name, "params": cost.param_count(params), "six_pd": six_pd,
+          "reps": shared, "variants": variants, "ratios": ratios, "flops": flops}
+
+
+def measure_scale(widths, batches, *, depth, d_in, classes, ceiling, bandwidth, floor, rounds, target_s):
+  """Step time of ``d_in``-w-...-w-``classes`` MLPs over a grid of widths and batch sizes.
+
+  Each cell names what bounds it: the largest of three lower bounds on the step time, XLA's FLOPs at
+  the GEMM ceiling ("arithmetic"), XLA's bytes accessed at the measured bandwidth ("memory"), and the
+  cost of dispatching an empty jitted call ("dispatch").
+  """
+  rows = []
+  for width in widths:
+    for batch in batches:
+      spec = _models.ModelSpec("scale", (d_in,) + (width,) * depth + (classes,), batch)
+      _, compiled, blocks = _jax_variants(spec, jnp.float32, False)
+      reps = _timing.calibrate(blocks[MANUAL], target_s)
+      timings = _timing.interleave(blocks, rounds, {name: reps for name in blocks})
+      manual = compiled[MANUAL]
+      bounds = {"arithmetic": manual.flops / (ceiling * 1e9),
+                "memory": manual.bytes_accessed / (bandwidth * 1e9), "dispatch": floor}
+      t = timings[MANUAL].median
+      rows.append({"width": width, "batch": batch, "ms": t * 1e3,
+                   "ratio_vs_autodiff": _timing.paired_ratio(timings[MANUAL], timings[AUTODIFF]),
+                   "gflops_xla": manual.flops / t / 1e9,
+                   "pct_ceiling": 100 * manual.flops / t / 1e9 / ceiling,
+                   "flops_per_byte": manual.flops / max(manual.bytes_accessed, 1.0),
+                   "bound": max(bounds, key=bounds.get),
+                   "bound_ms": {k: v * 1e3 for k, v in bounds.items()}})
+  return rows

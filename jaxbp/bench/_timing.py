@@ -1,0 +1,73 @@
+"""Fair timing under noise: variants interleaved in rounds, medians, and paired ratios per round.
+
+A shared machine drifts: another process starts, the CPU clocks down. Timing variant A for a minute and
+then variant B for a minute puts the drift into the comparison. Here every round runs each variant once
+(the order rotating from round to round), so variants see the same conditions, and each round yields a
+ratio A/B measured seconds apart. The median of those paired ratios is the comparison reported.
+"""
+
+import math
+import statistics
+import time
+from typing import Callable, NamedTuple
+
+
+class Timing(NamedTuple):
+  """Seconds per call of one variant.
+
+  Attributes:
+    median: median over rounds of the mean time per call in that round's block.
+    best: the fastest round.
+    rounds: every round's time per call, in round order.
+    reps: calls per block (one block per round).
+  """
+  median: float
+  best: float
+  rounds: tuple
+  reps: int
+
+
+def calibrate(block: Callable[[int], None], target_s: float, max_reps: int = 10_000) -> int:
+  """Calls per block so that one block lasts about ``target_s`` (one warm-up call, one timed call).
+
+  ``block(reps)`` must run ``reps`` calls and wait for their results.
+  """
+  block(1)
+  start = time.perf_counter()
+  block(1)
+  once = max(time.perf_counter() - start, 1e-7)
+  return int(min(max_reps, max(1, math.ceil(target_s / once))))
+
+
+def interleave(blocks: dict, rounds: int, reps: dict) -> dict:
+  """Times every variant ``rounds`` times, one block each per round, rotating the order.
+
+  Args:
+    blocks: name -> ``block(reps)``, which runs ``reps`` calls and blocks until they are done.
+    rounds: how many rounds.
+    reps: name -> calls per block (from ``calibrate``).
+
+  Returns:
+    name -> ``Timing``.
+  """
+  names = list(blocks)
+  times = {name: [] for name in names}
+  for r in range(rounds):
+    order = names[r % len(names):] + names[:r % len(names)]
+    for name in order:
+      start = time.perf_counter()
+      blocks[name](reps[name])
+      times[name].append((time.perf_counter() - start) / reps[name])
+  return {name: Timing(statistics.median(t), min(t), tuple(t), reps[name]) for name, t in times.items()}
+
+
+def paired_ratio(a: Timing, b: Timing) -> float:
+  """Median over rounds of a's time / b's time in the same round (< 1 means a is faster)."""
+  return statistics.median(x / y for x, y in zip(a.rounds, b.rounds))
+
+
+def time_once(fn: Callable[[], object]) -> float:
+  """Wall-clock seconds of one call of ``fn``."""
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start

@@ -1,0 +1,87 @@
+"""The benchmark runs end to end at toy sizes and its numbers are self-consistent. No timing asserted."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxbp import ops
+from jaxbp.bench import _models
+from jaxbp.bench import _timing
+from jaxbp.bench import main
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+  path = tmp_path_factory.mktemp("bench") / "tiny.json"
+  md = path.with_suffix(".md")
+  assert main(["--tiny", "--scale", "--models", "small,deep", "--no-torch", "--no-digits",
+               "--json", str(path), "--markdown", str(md)]) == 0
+  return json.loads(path.read_text()), md.read_text()
+
+
+def test_tiny_run_reports_every_model_both_ways(tiny_results):
+  results, _ = tiny_results
+  assert [r["sizes"][0] for r in results["steps"]] == [16, 16]
+  for r in results["steps"]:
+    assert set(r["variants"]) == {"manual", "jax.grad"}
+    assert set(r["ratios"]) == {"manual / jax.grad"}
+    for v in r["variants"].values():
+      assert v["ms"] > 0 and len(v["rounds_ms"]) == 2
+      assert v["temp_bytes"] is not None and v["temp_bytes"] >= 0
+  assert results["ceilings"][0]["dtype"] == "float32" and results["ceilings"][0]["ceiling"] > 0
+  assert len(results["scale"]["rows"]) == 2
+
+
+def test_flop_split_matches_the_matmul_count(tiny_results):
+  results, _ = tiny_results
+  small = results["steps"][0]
+  sizes, n = small["sizes"], small["batch"]
+  matmul_flops = sum(2 * n * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+  for rules in ("manual", "jax.grad"):
+    f = small["flops"][rules]
+    # XLA counts the matmuls exactly, plus a few element-wise FLOPs (bias, relu, softmax).
+    assert matmul_flops <= f["forward_flops"] < 1.2 * matmul_flops
+    assert f["ratio_with_input_grad"] == pytest.approx(2.0, abs=0.1)
+    assert f["ratio"] < f["ratio_with_input_grad"]
+
+
+def test_markdown_has_every_section(tiny_results):
+  _, md = tiny_results
+  for heading in ("GEMM ceiling", "Training step", "Paired ratios", "Backward / forward", "Scale"):
+    assert heading in md
+  assert "| small: batch 8, 16-32-32-4 | manual |" in md
+
+
+def test_manual_and_plain_steps_agree():
+  spec = _models.ModelSpec("t", (8, 16, 4), 6)
+  params, x, labels = _models.make_batch(spec, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+  manual = _models.make_step(ops)(params, x, labels)
+  plain = _models.make_step(_models.PLAIN)(params, x, labels)
+  for a, b in zip(jax.tree_util.tree_leaves(manual), jax.tree_util.tree_leaves(plain)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_interleave_rotates_and_pairs():
+  calls = []
+  blocks = {name: (lambda reps, name=name: calls.append(name)) for name in "abc"}
+  timings = _timing.interleave(blocks, rounds=3, reps={"a": 1, "b": 1, "c": 1})
+  assert calls == list("abc" + "bca" + "cab")
+  assert all(len(t.rounds) == 3 for t in timings.values())
+  same = _timing.Timing(1.0, 1.0, (1.0, 2.0, 4.0), 1)
+  assert _timing.paired_ratio(same, same) == 1.0
+
+
+def test_torch_variant_runs_when_installed():
+  pytest.importorskip("torch")
+  _models.torch_block(_models.ModelSpec("t", (8, 16, 4), 6))(2)
+
+
+def test_digits_training_path_runs():
+  pytest.importorskip("sklearn")
+  from jaxbp.bench import _digits
+  data = _digits.load()
+  result = _digits.train_jax(data, target=0.97, max_epochs=1)
+  assert result["epochs"] == 1 and 0.0 <= result["accuracy"] <= 1.0
