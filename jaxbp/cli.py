@@ -11,6 +11,7 @@ import sys
 
 COMMANDS = {
     "demo": "jaxbp._cmd_demo",
+    "bench": "jaxbp._cmd_bench",
 }
 
 
