@@ -279,7 +279,8 @@ class _Checker:
             for (p, w), g in zip(jax.tree_util.tree_flatten_with_path(want)[0], jax.tree.leaves(got))]
 
   def vjp(self):
-    return self._per_input("vjp", self.manual, self._vjp(self.ref, self.x, self.u))
+    want = jax.jit(functools.partial(self._vjp, self.ref))(self.x, self.u)
+    return self._per_input("vjp", self.manual, want)
 
   def finite_differences(self):
     with jax.enable_x64(True):
@@ -287,7 +288,7 @@ class _Checker:
       x = [jnp.asarray(leaves[i]) for i in self.spec.diff]
       u = jax.tree.map(lambda a: jnp.asarray(_f64(a)), self.u)
       ct = self._vjp(self.fn, x, u, leaves)
-      f = self.spec.bind(self.fn, leaves)
+      f = jax.jit(self.spec.bind(self.fn, leaves))  # one compile for the 2·directions calls per input
       return [self._fd_input(f, x, u, k, _f64(ct[k])) for k in range(len(x))]
 
   def _fd_input(self, f, x, u, k, ct):
@@ -316,7 +317,7 @@ class _Checker:
         self.skipped.append(("jacobian", label, f"the Jacobian has {n:,} entries"
                              f" > jacobian_max_size={self.opts.jacobian_max_size:,}"))
         continue
-      jac = jax.jacfwd(self.spec.bind(self.ref), argnums=k)(*self.x)
+      jac = jax.jit(jax.jacfwd(self.spec.bind(self.ref), argnums=k))(*self.x)
       jtu = sum((np.tensordot(_f64(u), _f64(j), axes=np.ndim(u))
                  for u, j in zip(jax.tree.leaves(self.u), jax.tree.leaves(jac))), np.zeros(x.shape))
       entries.append(_array_entry("jacobian", label, self.manual[k], jtu, self.tol(x.dtype)))
@@ -326,7 +327,7 @@ class _Checker:
     entries = []
     for k, (label, x, v) in enumerate(zip(self.labels, self.x, self.v)):
       tangents = tuple(v if j == k else jnp.zeros_like(y) for j, y in enumerate(self.x))
-      _, jv = jax.jvp(self.spec.bind(self.ref), tuple(self.x), tangents)
+      _, jv = jax.jit(functools.partial(jax.jvp, self.spec.bind(self.ref)))(tuple(self.x), tangents)
       lhs, rhs = _dot(self.u, jv), _dot(self.manual[k], v)
       scale = max(_norm(self.u) * _norm(jv), _norm(self.manual[k]) * _norm(v))
       err = abs(lhs - rhs) if np.isfinite(lhs - rhs) else np.inf
@@ -342,7 +343,7 @@ class _Checker:
     x1 = [self._draw(x, base=x, spread=0.05) for x in self.x]
     u1 = jax.tree.map(self._draw, self.u)
     stack = lambda a, b: jnp.stack([a, b])
-    got = jax.vmap(functools.partial(self._vjp, self.fn))(
+    got = jax.jit(jax.vmap(functools.partial(self._vjp, self.fn)))(
         [stack(a, b) for a, b in zip(self.x, x1)], jax.tree.map(stack, self.u, u1))
     want = [np.stack([_f64(a), _f64(b)]) for a, b in zip(self.manual, self._vjp(self.fn, x1, u1))]
     return self._per_input("vmap", got, want)
@@ -350,7 +351,7 @@ class _Checker:
   def _hvp(self, f):
     def inner(*x):
       return sum(jnp.vdot(c, v) for c, v in zip(self._vjp(f, x, self.u), self.v))
-    return jax.grad(inner, argnums=tuple(range(len(self.x))))(*self.x)
+    return jax.jit(jax.grad(inner, argnums=tuple(range(len(self.x)))))(*self.x)
 
   def second_order(self):
     return self._per_input("second_order", self._hvp(self.fn), self._hvp(self.ref))
@@ -397,8 +398,10 @@ def check_vjp(fn: Callable, reference: Callable, *args, kwargs=None, argnums=Non
     A ``Report``: every check of every input with its errors and tolerance, and the skipped checks.
 
   Raises:
-    AssertionError: with the report as its message, when any check fails (including when the rule
-      raises, e.g. a cotangent of the wrong shape), naming the check, the input and the error.
+    AssertionError: with the report as its message (and as its ``report`` attribute) when any check
+      fails, including when the rule raises (e.g. a cotangent of the wrong shape); the first line
+      names each failing check, its input and the size of the error.
+    ValueError, TypeError: for nothing to check (no floating-point input) or a non-float output.
   """
   names = _select(checks, second_order)
   fd_tol = (FD_TOLERANCE[0] if fd_rtol is None else fd_rtol, FD_TOLERANCE[1])
@@ -418,5 +421,7 @@ def check_vjp(fn: Callable, reference: Callable, *args, kwargs=None, argnums=Non
   name = f"{getattr(fn, '__name__', repr(fn))} vs {getattr(reference, '__name__', repr(reference))}"
   report = Report(name, tuple(entries), tuple(checker.skipped))
   if not report.passed:
-    raise AssertionError(str(report)) from cause
+    error = AssertionError(str(report))
+    error.report = report  # for programs that want the entries, not the text
+    raise error from cause
   return report
