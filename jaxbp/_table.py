@@ -127,17 +127,24 @@ class NoteCheck:
   def __init__(self, title, decimals=6):
     self.title, self.decimals, self.rows, self.failed = title, decimals, [], 0
 
-  def add(self, quantity, note, computed, tol, remark=""):
-    """Records ``quantity``; agreement means every element of |computed − note| ≤ tol."""
+  def add(self, quantity, note, computed, tol, remark="", known_erratum=False):
+    """Records ``quantity``; agreement means every element of |computed − note| ≤ tol.
+
+    With ``known_erratum`` the note is known to be wrong here (``remark`` says how): the row passes
+    only if the figures do differ beyond ``tol``, so the script still catches a change in either.
+    """
     diff = np.max(np.abs(np.asarray(computed, np.float64) - np.asarray(note, np.float64)))
-    ok = bool(diff <= tol)
+    agree = bool(diff <= tol)
+    ok = agree != known_erratum
     self.failed += not ok
+    status = ("ok" if agree else "DIFFERS") if not known_erratum else (
+        "note wrong (known)" if not agree else "UNEXPECTEDLY AGREES")
     self.rows.append([quantity, fmt(note, self.decimals), fmt(computed, self.decimals),
-                      f"{diff:.1e}", f"{tol:g}", "ok" if ok else "DIFFERS", remark])
+                      f"{diff:.1e}", f"{tol:g}", status, remark])
     return ok
 
   def report(self):
-    headers = ["quantity", "note", "computed", "|diff|", "tolerance", "", "remark"]
+    headers = ["quantity", "note / expected", "computed", "|diff|", "tolerance", "", "remark"]
     status = "all agree" if not self.failed else f"{self.failed} DISAGREE"
     return f"{self.title}\n{render(headers, self.rows)}\n→ {status}"
 
