@@ -1,5 +1,25 @@
 """jaxbp.ops: every operation with its backward written by hand as a custom_vjp rule."""
 
+from jaxbp.ops.activations import elu
+from jaxbp.ops.activations import leaky_relu
+from jaxbp.ops.activations import log_softmax
+from jaxbp.ops.activations import relu
+from jaxbp.ops.activations import sigmoid
+from jaxbp.ops.activations import softmax
+from jaxbp.ops.activations import tanh
+from jaxbp.ops.gates import add
+from jaxbp.ops.gates import maximum
+from jaxbp.ops.gates import multiply
+from jaxbp.ops.linalg import linear
+from jaxbp.ops.linalg import matmul
+from jaxbp.ops.losses import l2_penalty
+from jaxbp.ops.losses import mse
+from jaxbp.ops.losses import multiclass_hinge
+from jaxbp.ops.losses import softmax_cross_entropy
+from jaxbp.ops.losses import squared_error
+from jaxbp.ops.norm import batch_norm
+from jaxbp.ops.norm import dropout
+from jaxbp.ops.norm import layer_norm
 from jaxbp.ops._registry import REGISTRY
 from jaxbp.ops._registry import Rule
 from jaxbp.ops._registry import reference
@@ -7,5 +27,25 @@ from jaxbp.ops._registry import reference
 __all__ = [
     "REGISTRY",
     "Rule",
+    "add",
+    "batch_norm",
+    "dropout",
+    "elu",
+    "l2_penalty",
+    "layer_norm",
+    "leaky_relu",
+    "linear",
+    "log_softmax",
+    "matmul",
+    "maximum",
+    "mse",
+    "multiclass_hinge",
+    "multiply",
     "reference",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "softmax_cross_entropy",
+    "squared_error",
+    "tanh",
 ]

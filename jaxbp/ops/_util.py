@@ -6,20 +6,32 @@ import numpy as np
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def unbroadcast(g, shape):
+def unbroadcast(g, shape, dtype=None):
   """Sums cotangent ``g`` over the axes NumPy broadcasting added or stretched, back to ``shape``.
 
   If ``x`` of shape ``shape`` was broadcast to ``g.shape`` in the forward pass, every copy of an element
   received its own upstream gradient; the chain rule adds them (note 001: the add gate distributes, and
-  a fan-out sums). This is the one place the project does that sum.
+  a fan-out sums). This is the one place the project does that sum. With ``dtype``, the result is cast
+  to it, so an input keeps its own dtype when the forward promoted it.
   """
   shape = tuple(shape)
-  if g.shape == shape:
-    return g
-  lead = g.ndim - len(shape)
-  axes = tuple(range(lead)) + tuple(
-      lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
-  return jnp.sum(g, axis=axes).reshape(shape)
+  if g.shape != shape:
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    g = jnp.sum(g, axis=axes).reshape(shape)
+  return g if dtype is None else g.astype(dtype)
+
+
+def random_shape(rng, max_rank=3, max_dim=5):
+  """A random shape of rank 0..max_rank with dimensions 1..max_dim, for the registry's samplers."""
+  return tuple(int(n) for n in rng.integers(1, max_dim + 1, size=rng.integers(0, max_rank + 1)))
+
+
+def broadcastable_to(rng, shape):
+  """A random shape that broadcasts to ``shape``: a suffix of it, with some dimensions set to 1."""
+  suffix = shape[rng.integers(0, len(shape) + 1):]
+  return tuple(1 if rng.random() < 0.3 else n for n in suffix)
 
 
 def require_float(op, name, x):
@@ -57,10 +69,3 @@ def reduce_batch(per_sample, reduction):
     return per_sample
   total = jnp.sum(per_sample)
   return total / max(per_sample.size, 1) if reduction == "mean" else total
-
-
-def reduction_scale(g, n, reduction):
-  """Cotangent of ``reduce_batch`` for ``n`` samples: ``g`` broadcast back to one value per sample."""
-  if reduction == "none":
-    return g
-  return jnp.broadcast_to(g / n if reduction == "mean" else g, (n,) if n else ())

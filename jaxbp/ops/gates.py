@@ -1,0 +1,151 @@
+"""The gates of note 001's table: add distributes, multiply swaps, max routes.
+
+Each op broadcasts its arguments like NumPy; the backward sums the cotangent back to each input's
+shape (``unbroadcast``), because an input copied to several outputs receives the sum of their gradients.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxbp.ops._registry import draw
+from jaxbp.ops._registry import register
+from jaxbp.ops._util import broadcast_shape
+from jaxbp.ops._util import broadcastable_to
+from jaxbp.ops._util import random_shape
+from jaxbp.ops._util import require_floats
+from jaxbp.ops._util import unbroadcast
+
+
+def _meta(x):
+  return jnp.shape(x), jnp.result_type(x)
+
+
+def _sample_pair(rng, dtype, gap=None):
+  shape = random_shape(rng)
+  other = broadcastable_to(rng, shape)
+  if rng.random() < 0.5:
+    shape, other = other, shape
+  x = draw(rng, shape, dtype)
+  y = draw(rng, other, dtype)
+  if gap is not None:  # keep x and y apart, away from max's tie
+    y = (y + gap * np.sign(y - x + 1e-9)).astype(dtype)
+  return (x, y), {}
+
+
+# ----------------------------------------------------------------------------------------------- add
+
+def add(x, y):
+  """z = x + y, broadcasting.  (Note 001, the add gate.)
+
+  Local Jacobians: ∂z/∂x = I, ∂z/∂y = I. VJP: dx = g, dy = g, each summed over the axes its input
+  was broadcast along: the add gate hands the upstream gradient unchanged to both inputs.
+
+  Args:
+    x: float array, broadcastable with ``y``.
+    y: float array, broadcastable with ``x``.
+  """
+  require_floats("add", x=x, y=y)
+  broadcast_shape("add", x=x, y=y)
+  return _add(x, y, _meta(x), _meta(y))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _add(x, y, x_meta, y_meta):
+  del x_meta, y_meta
+  return jnp.add(x, y)
+
+
+def _add_fwd(x, y, x_meta, y_meta):
+  return _add(x, y, x_meta, y_meta), None  # the gradient of a sum needs no residual
+
+
+def _add_bwd(x_meta, y_meta, _, g):
+  dx = unbroadcast(g, *x_meta)
+  dy = unbroadcast(g, *y_meta)
+  return dx, dy
+
+
+_add.defvjp(_add_fwd, _add_bwd)
+register(add, jnp.add, _sample_pair, note="001")
+
+
+# ------------------------------------------------------------------------------------------ multiply
+
+def multiply(x, y):
+  """z = x · y elementwise, broadcasting.  (Note 001, the multiply gate.)
+
+  Local Jacobians: ∂z/∂x = diag(y), ∂z/∂y = diag(x). VJP: dx = g · y, dy = g · x, summed back over
+  broadcast axes: the multiply gate swaps its inputs (note 001's ``grad_w0 = grad_s0 * x0``).
+
+  Args:
+    x: float array, broadcastable with ``y``.
+    y: float array, broadcastable with ``x``.
+  """
+  require_floats("multiply", x=x, y=y)
+  broadcast_shape("multiply", x=x, y=y)
+  return _multiply(x, y)
+
+
+@jax.custom_vjp
+def _multiply(x, y):
+  return jnp.multiply(x, y)
+
+
+def _multiply_fwd(x, y):
+  return jnp.multiply(x, y), (x, y)  # each input's gradient is the other input
+
+
+def _multiply_bwd(res, g):
+  x, y = res
+  dx = unbroadcast(g * y, *_meta(x))
+  dy = unbroadcast(g * x, *_meta(y))
+  return dx, dy
+
+
+_multiply.defvjp(_multiply_fwd, _multiply_bwd)
+register(multiply, jnp.multiply, _sample_pair, note="001")
+
+
+# ------------------------------------------------------------------------------------------- maximum
+
+def maximum(x, y):
+  """z = max(x, y) elementwise, broadcasting.  (Note 001, the max gate.)
+
+  Local Jacobians: ∂z/∂x = diag(1[x > y]), ∂z/∂y = diag(1[x ≤ y]). VJP: dx = g · 1[x > y],
+  dy = g · 1[x ≤ y]: the max gate routes the whole gradient to the larger input.
+
+  At a tie (x == y) the function has no derivative. Following note 001's indicator 1(x > y) for x,
+  the whole gradient goes to ``y``, so it is routed, never split or lost (``jnp.maximum``'s own
+  derivative splits it half and half instead).
+
+  Args:
+    x: float array, broadcastable with ``y``.
+    y: float array, broadcastable with ``x``.
+  """
+  require_floats("maximum", x=x, y=y)
+  broadcast_shape("maximum", x=x, y=y)
+  return _maximum(x, y)
+
+
+@jax.custom_vjp
+def _maximum(x, y):
+  return jnp.maximum(x, y)
+
+
+def _maximum_fwd(x, y):
+  return jnp.maximum(x, y), (x, y)  # the comparison decides the route
+
+
+def _maximum_bwd(res, g):
+  x, y = res
+  x_wins = x > y
+  dx = unbroadcast(jnp.where(x_wins, g, 0), *_meta(x))
+  dy = unbroadcast(jnp.where(x_wins, 0, g), *_meta(y))
+  return dx, dy
+
+
+_maximum.defvjp(_maximum_fwd, _maximum_bwd)
+register(maximum, jnp.maximum, functools.partial(_sample_pair, gap=0.2), note="001")

@@ -1,0 +1,137 @@
+"""Matrix products (note 001, section 2): dX = dY·Wᵀ, dW = Xᵀ·dY, the only shapes that fit."""
+
+import jax
+import jax.numpy as jnp
+
+from jaxbp.ops._registry import draw
+from jaxbp.ops._registry import register
+from jaxbp.ops._util import require_floats
+
+
+def _check_matmul(op, x, w):
+  xs, ws = jnp.shape(x), jnp.shape(w)
+  if len(ws) != 2:
+    raise ValueError(f"{op}: argument 'w' must be a matrix [D, M], got shape {ws}")
+  if len(xs) < 1 or xs[-1] != ws[0]:
+    raise ValueError(f"{op}: inner dimensions differ: x has shape {xs} (last axis D = "
+                     f"{xs[-1] if xs else None}) but w has shape {ws} (first axis D = {ws[0]})")
+
+
+def _weight_grad(x, g):
+  """dW = Xᵀ·dY with the batch axes of X and dY flattened into one: [D, N] @ [N, M].
+
+  XLA:CPU runs a product that contracts over the leading axis of both operands well below its peak;
+  transposing X into a fresh [D, N] buffer first (the optimization barrier stops XLA folding the
+  transpose back into the product) makes it an ordinary row-major GEMM. See docs/performance.md.
+  """
+  x2 = x.reshape(-1, x.shape[-1])
+  g2 = g.reshape(-1, g.shape[-1])
+  xt = jax.lax.optimization_barrier(x2.T)
+  return jnp.matmul(xt, g2)
+
+
+def _input_grad(g, w):
+  """dX = dY·Wᵀ, for dY of shape [..., M] and W of shape [D, M]."""
+  return jnp.matmul(g, w.T)
+
+
+# -------------------------------------------------------------------------------------------- matmul
+
+def matmul(x, w):
+  """Y = X·W for X of shape [..., D] and W of shape [D, M].  (Note 001, section 2.)
+
+  Forward: y_{n,m} = Σ_d x_{n,d} w_{d,m}. Each x_{n,d} touches the whole row y_{n,:}, so
+  ∂L/∂x_{n,d} = Σ_m ∂L/∂y_{n,m} w_{d,m}: the VJP is dX = dY·Wᵀ ([N, M]·[M, D]) and
+  dW = Xᵀ·dY ([D, N]·[N, M]), with every leading axis of X counted as part of N. The rule keeps
+  both inputs: each one's gradient needs the other.
+
+  Args:
+    x: float array [..., D].
+    w: float array [D, M].
+
+  Returns:
+    Array [..., M].
+  """
+  require_floats("matmul", x=x, w=w)
+  _check_matmul("matmul", x, w)
+  return _matmul(x, w)
+
+
+@jax.custom_vjp
+def _matmul(x, w):
+  return jnp.matmul(x, w)
+
+
+def _matmul_fwd(x, w):
+  return jnp.matmul(x, w), (x, w)
+
+
+def _matmul_bwd(res, g):
+  x, w = res
+  dx = _input_grad(g, w).astype(x.dtype)
+  dw = _weight_grad(x, g).astype(w.dtype)
+  return dx, dw
+
+
+def _sample_matmul(rng, dtype):
+  lead = tuple(int(n) for n in rng.integers(1, 5, size=rng.integers(0, 3)))
+  d, m = (int(n) for n in rng.integers(1, 6, size=2))
+  return (draw(rng, lead + (d,), dtype), draw(rng, (d, m), dtype)), {}
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+register(matmul, jnp.matmul, _sample_matmul, note="001")
+
+
+# -------------------------------------------------------------------------------------------- linear
+
+def linear(x, w, b):
+  """Y = X·W + b for X [..., D], W [D, M], b [M]: the fully connected layer.  (Notes 001, 004.)
+
+  VJP: dX = dY·Wᵀ, dW = Xᵀ·dY (as ``matmul``), db = Σₙ dY_{n,:}: the bias was broadcast over
+  every row, so its gradient sums over them (note 004: "按样本求和").
+
+  Args:
+    x: float array [..., D].
+    w: float array [D, M].
+    b: float array [M].
+
+  Returns:
+    Array [..., M].
+  """
+  require_floats("linear", x=x, w=w, b=b)
+  _check_matmul("linear", x, w)
+  if jnp.shape(b) != (jnp.shape(w)[1],):
+    raise ValueError(f"linear: argument 'b' must have shape ({jnp.shape(w)[1]},) to match w of "
+                     f"shape {jnp.shape(w)}, got {jnp.shape(b)}")
+  return _linear(x, w, b)
+
+
+@jax.custom_vjp
+def _linear(x, w, b):
+  return jnp.matmul(x, w) + b
+
+
+def _linear_fwd(x, w, b):
+  return jnp.matmul(x, w) + b, (x, w)  # b's gradient needs nothing from the forward
+
+
+def _linear_bwd(res, g):
+  x, w = res
+  dx = _input_grad(g, w).astype(x.dtype)
+  dw = _weight_grad(x, g).astype(w.dtype)
+  db = jnp.sum(g.reshape(-1, g.shape[-1]), axis=0).astype(w.dtype)
+  return dx, dw, db
+
+
+def _linear_ref(x, w, b):
+  return jnp.matmul(x, w) + b
+
+
+def _sample_linear(rng, dtype):
+  (x, w), _ = _sample_matmul(rng, dtype)
+  return (x, w, draw(rng, (w.shape[1],), dtype)), {}
+
+
+_linear.defvjp(_linear_fwd, _linear_bwd)
+register(linear, _linear_ref, _sample_linear, note="001, 004")

@@ -1,0 +1,211 @@
+"""Normalisation and regularisation (notes 001, 004): batch norm, layer norm, inverted dropout."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxbp.ops._registry import draw
+from jaxbp.ops._registry import register
+from jaxbp.ops._util import require_floats
+
+
+def _normalize(x, axis, eps):
+  """x̂ = (x − μ)/√(σ² + ε) along ``axis`` (biased variance), and 1/√(σ² + ε)."""
+  mean = jnp.mean(x, axis=axis, keepdims=True)
+  centered = x - mean
+  inv_std = jax.lax.rsqrt(jnp.mean(centered * centered, axis=axis, keepdims=True) + eps)
+  return centered * inv_std, inv_std
+
+
+def _normalize_bwd(xhat, inv_std, h, axis):
+  """The compact backward of x̂ = (x − μ)/σ along ``axis``, for upstream gradient ``h`` = ∂L/∂x̂.
+
+  With n the number of elements normalised together:
+  dx = (1/σ)/n · (n·h − Σh − x̂·Σ(h·x̂)).
+  The first term is the direct path, the second the mean's, the third the variance's: the three
+  staged backward steps collapsed into one line.
+  """
+  n = xhat.shape[axis]
+  sum_h = jnp.sum(h, axis=axis, keepdims=True)
+  sum_hx = jnp.sum(h * xhat, axis=axis, keepdims=True)
+  return inv_std / n * (n * h - sum_h - xhat * sum_hx)
+
+
+def _check_affine(op, x, gamma, beta, expected):
+  for name, p in (("gamma", gamma), ("beta", beta)):
+    if jnp.shape(p) != expected:
+      raise ValueError(f"{op}: argument '{name}' must have shape {expected} for x of shape "
+                       f"{jnp.shape(x)}, got {jnp.shape(p)}")
+
+
+# ---------------------------------------------------------------------------------------- batch_norm
+
+def batch_norm(x, gamma, beta, eps=1e-5):
+  """Batch normalisation in training mode: y = γ·x̂ + β, x̂ = (x − μ_B)/√(σ²_B + ε).  (Notes 001, 004.)
+
+  μ_B and σ²_B (biased) are the statistics over the batch axis 0, per feature. VJP, with
+  h = g·γ and N the batch size:
+  dx = (γ/σ)/N · (N·g − Σₙg − x̂·Σₙ(g·x̂)) (the compact formula, not the staged one),
+  dγ = Σₙ g·x̂, dβ = Σₙ g. The rule keeps x̂, 1/σ and γ.
+
+  Running statistics for evaluation are the caller's state (see ``jaxbp.models``): this op only
+  normalises with the batch's own statistics.
+
+  Args:
+    x: float array [N, ...features], N ≥ 1.
+    gamma: float array of shape x.shape[1:], the scale.
+    beta: float array of shape x.shape[1:], the shift.
+    eps: Python float added to the variance.
+  """
+  require_floats("batch_norm", x=x, gamma=gamma, beta=beta)
+  if jnp.ndim(x) < 1 or jnp.shape(x)[0] < 1:
+    raise ValueError(f"batch_norm: argument 'x' needs a batch axis of length >= 1, got shape {jnp.shape(x)}")
+  _check_affine("batch_norm", x, gamma, beta, jnp.shape(x)[1:])
+  return _batch_norm(x, gamma, beta, float(eps))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _batch_norm(x, gamma, beta, eps):
+  return gamma * _normalize(x, 0, eps)[0] + beta
+
+
+def _batch_norm_fwd(x, gamma, beta, eps):
+  xhat, inv_std = _normalize(x, 0, eps)
+  return gamma * xhat + beta, (xhat, inv_std, gamma)
+
+
+def _batch_norm_bwd(eps, res, g):
+  xhat, inv_std, gamma = res
+  dx = _normalize_bwd(xhat, inv_std, g * gamma, axis=0)
+  return dx, jnp.sum(g * xhat, axis=0), jnp.sum(g, axis=0)
+
+
+def _batch_norm_ref(x, gamma, beta, eps=1e-5):
+  mean = jnp.mean(x, axis=0)
+  var = jnp.var(x, axis=0)
+  return gamma * (x - mean) / jnp.sqrt(var + eps) + beta
+
+
+def _sample_batch_norm(rng, dtype):
+  n, d = int(rng.integers(2, 6)), int(rng.integers(1, 5))
+  x = draw(rng, (n, d), dtype, low=-3.0, high=3.0)
+  return (x, draw(rng, (d,), dtype), draw(rng, (d,), dtype)), {"eps": float(rng.choice([1e-5, 0.1]))}
+
+
+_batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+register(batch_norm, _batch_norm_ref, _sample_batch_norm, note="001, 004")
+
+
+# ---------------------------------------------------------------------------------------- layer_norm
+
+def layer_norm(x, gamma, beta, eps=1e-5):
+  """Layer normalisation over the last axis: y = γ·x̂ + β, x̂ = (x − μ)/√(σ² + ε) per row.
+
+  The same compact backward as ``batch_norm`` along the last axis instead of the first, with
+  D features per row: dx = (1/σ)/D · (D·h − Σ_d h − x̂·Σ_d(h·x̂)), h = g·γ;
+  dγ = Σ_rows g·x̂, dβ = Σ_rows g.
+
+  Args:
+    x: float array [..., D].
+    gamma: float array [D].
+    beta: float array [D].
+    eps: Python float added to the variance.
+  """
+  require_floats("layer_norm", x=x, gamma=gamma, beta=beta)
+  if jnp.ndim(x) < 1:
+    raise ValueError("layer_norm: argument 'x' needs a feature axis [..., D], got a scalar")
+  _check_affine("layer_norm", x, gamma, beta, jnp.shape(x)[-1:])
+  return _layer_norm(x, gamma, beta, float(eps))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _layer_norm(x, gamma, beta, eps):
+  return gamma * _normalize(x, -1, eps)[0] + beta
+
+
+def _layer_norm_fwd(x, gamma, beta, eps):
+  xhat, inv_std = _normalize(x, -1, eps)
+  return gamma * xhat + beta, (xhat, inv_std, gamma)
+
+
+def _layer_norm_bwd(eps, res, g):
+  xhat, inv_std, gamma = res
+  dx = _normalize_bwd(xhat, inv_std, g * gamma, axis=-1)
+  rows = tuple(range(g.ndim - 1))
+  return dx, jnp.sum(g * xhat, axis=rows), jnp.sum(g, axis=rows)
+
+
+def _layer_norm_ref(x, gamma, beta, eps=1e-5):
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.var(x, axis=-1, keepdims=True)
+  return gamma * (x - mean) / jnp.sqrt(var + eps) + beta
+
+
+def _sample_layer_norm(rng, dtype):
+  lead = tuple(int(n) for n in rng.integers(1, 4, size=rng.integers(0, 3)))
+  d = int(rng.integers(2, 6))
+  x = draw(rng, lead + (d,), dtype, low=-3.0, high=3.0)
+  return (x, draw(rng, (d,), dtype), draw(rng, (d,), dtype)), {"eps": float(rng.choice([1e-5, 0.1]))}
+
+
+_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+register(layer_norm, _layer_norm_ref, _sample_layer_norm, note="004")
+
+
+# ------------------------------------------------------------------------------------------- dropout
+
+def dropout(key, x, rate):
+  """Inverted dropout: y = x · m / (1 − rate), m ~ Bernoulli(1 − rate) elementwise.  (Note 004.)
+
+  The mask is drawn from ``key``, so the same key gives the same mask; nothing is hidden. The local
+  Jacobian is diag(m)/(1 − rate): VJP dx = g · m / (1 − rate), reusing the forward's mask (the rule
+  keeps it; the key gets no gradient). Scaling at training time keeps E[y] = x, so evaluation just
+  skips the op. ``rate == 0`` returns ``x`` unchanged.
+
+  Args:
+    key: a PRNG key (``jax.random.key`` or ``PRNGKey``).
+    x: float array of any shape.
+    rate: Python float in [0, 1), the probability of dropping each element.
+  """
+  require_floats("dropout", x=x)
+  if not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+    raise ValueError(f"dropout: argument 'rate' must be a Python float in [0, 1), got {rate!r}")
+  if rate == 0:
+    return x
+  return _dropout(key, x, float(rate))
+
+
+def _dropout_mask(key, x, rate):
+  return jax.random.bernoulli(key, 1.0 - rate, jnp.shape(x))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _dropout(key, x, rate):
+  return jnp.where(_dropout_mask(key, x, rate), x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def _dropout_fwd(key, x, rate):
+  keep = _dropout_mask(key, x, rate)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype), keep
+
+
+def _dropout_bwd(rate, keep, g):
+  return None, jnp.where(keep, g / (1.0 - rate), 0).astype(g.dtype)
+
+
+def _dropout_ref(key, x, rate):
+  if rate == 0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, jnp.shape(x))
+  return jnp.where(keep, x / (1.0 - rate), 0)
+
+
+def _sample_dropout(rng, dtype):
+  key = jax.random.key(int(rng.integers(0, 2**31)))
+  x = draw(rng, tuple(int(n) for n in rng.integers(1, 6, size=2)), dtype)
+  return (key, x), {"rate": float(rng.choice([0.1, 0.5]))}
+
+
+_dropout.defvjp(_dropout_fwd, _dropout_bwd)
+register(dropout, _dropout_ref, _sample_dropout, note="004")
