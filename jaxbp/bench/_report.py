@@ -32,7 +32,7 @@ def steps(results):
   rows = []
   for r in results:
     for name, v in r["variants"].items():
-      rows.append([r["model"] + (f" ({r['dtype']})" if r["dtype"] != "float32" else ""), name,
+      rows.append([r["model"], name,
                    f"{v['ms']:.3f}", f"{v['gflops_xla']:.1f}", f"{v['pct_ceiling_xla']:.0f}%",
                    f"{v['gflops_6pd']:.1f}", f"{v['pct_ceiling_6pd']:.0f}%", _mib(v["temp_bytes"])])
   headers = ["model", "variant", "step ms (median)", "GFLOP/s (XLA count)", "% ceiling (XLA)",
@@ -79,7 +79,8 @@ def digits(d):
 
 def scale(s):
   rows = s["rows"]
-  body = [[r["width"], r["batch"], f"{r['ms']:.3f}", f"{r['ratio_vs_autodiff']:.3f}", f"{r['gflops_xla']:.1f}",
+  body = [[r["width"], r["batch"], f"{r['ms']:.3f}", f"{r['ratio_vs_autodiff']:.3f}",
+           f"{r['gflops_xla']:.1f}",
            f"{r['pct_ceiling']:.0f}%", f"{r['flops_per_byte']:.1f}", r["bound"],
            " / ".join(f"{v:.3f}" for v in r["bound_ms"].values())] for r in rows]
   headers = ["width", "batch", "manual step ms", "manual / jax.grad", "GFLOP/s (XLA)", "% ceiling",

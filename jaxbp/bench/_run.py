@@ -45,7 +45,8 @@ def run_all(args, cfg):
   notes = [] if with_torch else [torch_note]
   dtypes = _dtypes(args, backend)
   donate = _donate(args, backend)
-  notes.append(f"parameter donation {'on' if donate else 'off'} for backend {backend} (--donate {args.donate})")
+  notes.append(f"parameter donation {'on' if donate else 'off'} for backend {backend} "
+               f"(--donate {args.donate})")
   ceilings = _ceilings(cfg, dtypes, rounds, with_torch)
   ceiling_of = {c["dtype"]: c["ceiling"] for c in ceilings}
   results = {"machine": machine, "config": {"rounds": rounds, "tiny": args.tiny, "donate": donate},

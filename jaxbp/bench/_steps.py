@@ -59,7 +59,8 @@ def measure_model(spec, *, dtype, ceiling, rounds, target_s, with_torch, donate)
             for other in timings if other != MANUAL}
   flops = {MANUAL: _flop_split(jaxbp_ops, params, x, labels),
            AUTODIFF: _flop_split(_models.PLAIN, params, x, labels)}
-  return {"model": spec.label, "sizes": list(spec.sizes), "batch": spec.batch,
+  label = spec.label + ("" if dtype == jnp.float32 else f" ({jnp.dtype(dtype).name})")
+  return {"model": label, "sizes": list(spec.sizes), "batch": spec.batch,
           "dtype": jnp.dtype(dtype).name, "params": cost.param_count(params), "six_pd": six_pd,
           "reps": shared, "variants": variants, "ratios": ratios, "flops": flops}
 
