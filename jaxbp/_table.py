@@ -127,18 +127,19 @@ class NoteCheck:
   def __init__(self, title, decimals=6):
     self.title, self.decimals, self.rows, self.failed = title, decimals, [], 0
 
-  def add(self, quantity, note, computed, tol, remark="", known_erratum=False):
+  def add(self, quantity, note, computed, tol, remark="", expect_differ=False):
     """Records ``quantity``; agreement means every element of |computed − note| ≤ tol.
 
-    With ``known_erratum`` the note is known to be wrong here (``remark`` says how): the row passes
-    only if the figures do differ beyond ``tol``, so the script still catches a change in either.
+    With ``expect_differ`` the two are meant to differ (a figure the note gets wrong, or a claim
+    that must fail, ``remark`` says which): the row passes only if they differ beyond ``tol``, so the
+    script still catches a change on either side.
     """
     diff = np.max(np.abs(np.asarray(computed, np.float64) - np.asarray(note, np.float64)))
     agree = bool(diff <= tol)
-    ok = agree != known_erratum
+    ok = agree != expect_differ
     self.failed += not ok
-    status = ("ok" if agree else "DIFFERS") if not known_erratum else (
-        "note wrong (known)" if not agree else "UNEXPECTEDLY AGREES")
+    status = ("ok" if agree else "DIFFERS") if not expect_differ else (
+        "differs, as expected" if not agree else "UNEXPECTEDLY AGREES")
     self.rows.append([quantity, fmt(note, self.decimals), fmt(computed, self.decimals),
                       f"{diff:.1e}", f"{tol:g}", status, remark])
     return ok
