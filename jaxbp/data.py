@@ -1,0 +1,239 @@
+"""Data for training: the bundled digits, user ``.npz``/``.csv`` files, a stratified split, standardising.
+
+Everything here is NumPy on the host; nothing imports JAX, and nothing imports scikit-learn unless the
+digits file it ships cannot be found. Bad input raises :class:`DataError` with one line that names the file
+and what is wrong, so the command can print it without a traceback.
+"""
+
+import csv
+import gzip
+import importlib.util
+import math
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+
+class DataError(ValueError):
+  """A data file or array that cannot be used; the message names the file and the problem."""
+
+
+class Dataset(NamedTuple):
+  """A classification data set, split and ready to train on.
+
+  Attributes:
+    x_train: float32 ``[N_train, D]`` features.
+    y_train: int32 ``[N_train]`` class indices in ``[0, num_classes)``.
+    x_test: float32 ``[N_test, D]``.
+    y_test: int32 ``[N_test]``.
+    classes: the original label of each class index (``classes[i]`` is the label of index ``i``).
+    name: where the data came from, for reports.
+  """
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  classes: tuple
+  name: str
+
+  @property
+  def num_classes(self):
+    return len(self.classes)
+
+  @property
+  def num_features(self):
+    return self.x_train.shape[1]
+
+
+def _digits_csv_path():
+  """Path of ``digits.csv.gz`` inside the installed scikit-learn, found without importing it."""
+  spec = importlib.util.find_spec("sklearn")
+  if spec is None or spec.origin is None:
+    return None
+  path = os.path.join(os.path.dirname(spec.origin), "datasets", "data", "digits.csv.gz")
+  return path if os.path.isfile(path) else None
+
+
+def load_digits():
+  """scikit-learn's bundled handwritten digits: 1,797 8×8 images, 10 classes, no download.
+
+  Reads the CSV that ships inside scikit-learn's package data directly (importing ``sklearn.datasets``
+  costs about 1.5 s of start-up); falls back to ``sklearn.datasets.load_digits`` if the file moved.
+
+  Returns:
+    ``(x, y)``: float32 ``[1797, 64]`` pixel intensities 0..16 and int64 ``[1797]`` digits 0..9.
+  """
+  path = _digits_csv_path()
+  if path is not None:
+    with gzip.open(path, "rt") as f:
+      table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    return table[:, :-1], table[:, -1].astype(np.int64)
+  try:
+    from sklearn.datasets import load_digits as sk_load_digits  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise DataError('the default digits data set needs scikit-learn: pip install "jaxbp[train]"'
+                    " (or pass --data FILE)") from None
+  bunch = sk_load_digits()
+  return bunch.data.astype(np.float32), bunch.target.astype(np.int64)
+
+
+def load_npz(path):
+  """Loads arrays ``x`` (features, ``[N, ...]``) and ``y`` (integer labels, ``[N]``) from a ``.npz`` file."""
+  if not os.path.isfile(path):
+    raise DataError(f"{path}: no such file")
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      names = set(f.files)
+      missing = sorted({"x", "y"} - names)
+      if missing:
+        raise DataError(f"{path}: missing array(s) {', '.join(missing)} (found: {', '.join(sorted(names)) or 'none'});"
+                        " save with np.savez(path, x=features, y=labels)")
+      x, y = f["x"], f["y"]
+  except DataError:
+    raise
+  except ValueError as e:  # object arrays need pickle, which is refused
+    raise DataError(f"{path}: cannot read arrays without pickle ({e})") from None
+  except Exception as e:  # zipfile.BadZipFile, OSError, EOFError: not an npz or truncated
+    raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+  if x.ndim < 2:
+    raise DataError(f"{path}: array 'x' must have shape [N, features...], got {x.shape}")
+  if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+    raise DataError(f"{path}: array 'x' must be numeric, got dtype {x.dtype}")
+  return check_arrays(x.reshape(x.shape[0], -1), y, path)
+
+
+def load_csv(path, label_column="label"):
+  """Loads a CSV with a header row; column ``label_column`` holds integer labels, every other is a feature."""
+  if not os.path.isfile(path):
+    raise DataError(f"{path}: no such file")
+  with open(path, newline="", encoding="utf-8") as f:
+    rows = csv.reader(f)
+    header = next(rows, None)
+    if not header:
+      raise DataError(f"{path}: empty file; expected a header row naming the columns")
+    header = [h.strip() for h in header]
+    if label_column not in header:
+      raise DataError(f"{path}: no column named {label_column!r} (columns: {', '.join(header)});"
+                      " choose the label column with --label-column")
+    label_at = header.index(label_column)
+    table = []
+    for line, row in enumerate(rows, start=2):
+      if not row:
+        continue
+      if len(row) != len(header):
+        raise DataError(f"{path}: line {line} has {len(row)} fields, the header has {len(header)}")
+      try:
+        table.append([float(v) for v in row])
+      except ValueError:
+        bad = next(i for i, v in enumerate(row) if not _is_float(v))
+        raise DataError(f"{path}: line {line}, column {header[bad]!r}: {row[bad]!r} is not a number") from None
+  if not table:
+    raise DataError(f"{path}: no data rows after the header")
+  table = np.asarray(table, dtype=np.float64)
+  x = np.delete(table, label_at, axis=1)
+  return check_arrays(x, table[:, label_at], path)
+
+
+def _is_float(v):
+  try:
+    float(v)
+    return True
+  except ValueError:
+    return False
+
+
+def check_arrays(x, y, source):
+  """Validates features and labels; returns float32 ``x`` and int64 ``y``, or raises DataError."""
+  y = np.asarray(y)
+  if y.ndim != 1 or y.shape[0] != x.shape[0]:
+    raise DataError(f"{source}: labels 'y' must have shape [{x.shape[0]}] (one per row of x), got {y.shape}")
+  if x.shape[1] == 0:
+    raise DataError(f"{source}: no feature columns")
+  x = x.astype(np.float64)
+  bad = ~np.isfinite(x)
+  if bad.any():
+    row, col = np.argwhere(bad)[0]
+    raise DataError(f"{source}: features contain {int(bad.sum())} NaN/inf values (first at row {row}, column {col})")
+  if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
+    if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+      example = next((v for v in y.ravel() if not _is_integral(v)), y.ravel()[0])
+      raise DataError(f"{source}: labels must be integers, got {example!r} (dtype {y.dtype})")
+  return x.astype(np.float32), y.astype(np.int64)
+
+
+def _is_integral(v):
+  try:
+    return math.isfinite(float(v)) and float(v) == round(float(v))
+  except (TypeError, ValueError):
+    return False
+
+
+def stratified_split(y, test_fraction=0.2, seed=0):
+  """Indices of a stratified train/test split: each class contributes ``round(test_fraction · n_c)`` to test.
+
+  Args:
+    y: int ``[N]`` labels.
+    test_fraction: share of each class held out, in (0, 1).
+    seed: the split's seed; the same seed gives the same split on every machine (NumPy's PCG64).
+
+  Returns:
+    ``(train_idx, test_idx)``, each sorted int64 indices into ``y``.
+  """
+  if not 0.0 < test_fraction < 1.0:
+    raise ValueError(f"stratified_split: test_fraction must be in (0, 1), got {test_fraction}")
+  rng = np.random.default_rng(seed)
+  test = []
+  for c in np.unique(y):
+    idx = np.flatnonzero(y == c)
+    k = int(round(test_fraction * idx.size))
+    test.append(rng.permutation(idx)[:k])
+  test = np.sort(np.concatenate(test))
+  train = np.setdiff1d(np.arange(y.shape[0]), test)
+  return train, test
+
+
+def standardize(x_train, x_test):
+  """Scales features to zero mean and unit variance using the training set's statistics only.
+
+  Constant features (variance 0) are centred and left unscaled.
+  """
+  mean = x_train.mean(axis=0)
+  std = x_train.std(axis=0)
+  std = np.where(std > 0, std, 1.0)
+  return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+
+
+def load_dataset(path=None, label_column="label", test_fraction=0.2, seed=0):
+  """The data set ``jaxbp train`` uses: a file (``.npz``/``.csv``) or the digits, split and standardised.
+
+  Args:
+    path: ``None`` for the bundled digits, else a ``.npz`` (arrays ``x``, ``y``) or ``.csv`` file.
+    label_column: the CSV column holding the labels.
+    test_fraction: share of each class held out for testing.
+    seed: seed of the split.
+
+  Returns:
+    A :class:`Dataset`; labels are renumbered ``0..C-1`` in sorted order of the original labels.
+  """
+  if path is None:
+    x, y = load_digits()
+    name = "digits (scikit-learn, bundled)"
+  else:
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npz":
+      x, y = load_npz(path)
+    elif ext == ".csv":
+      x, y = load_csv(path, label_column)
+    else:
+      raise DataError(f"{path}: unknown file type {ext or '(none)'!r}; use .npz (arrays x, y) or .csv")
+    name = path
+  classes, y = np.unique(y, return_inverse=True)
+  if classes.size < 2:
+    raise DataError(f"{name}: need at least 2 classes, got {classes.size}")
+  train, test = stratified_split(y, test_fraction, seed)
+  if train.size == 0 or test.size == 0:
+    raise DataError(f"{name}: {y.size} rows are too few to split into train and test sets")
+  x_train, x_test = standardize(x[train], x[test])
+  return Dataset(x_train, y[train].astype(np.int32), x_test, y[test].astype(np.int32),
+                 tuple(int(c) for c in classes), name)

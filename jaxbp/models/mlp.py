@@ -1,0 +1,147 @@
+"""The multilayer perceptron of note 004, on the manual rules: any widths, five activations, He or Xavier
+initialisation, optional residual connections, batch norm (running statistics in a state pytree) and dropout.
+
+``params`` is ``{"layers": [{"w": [D_in, D_out], "b": [D_out], ("gamma", "beta": [D_out])}, ...]}`` and
+``state`` is ``{"layers": [{"mean": [D_out], "var": [D_out]}, ...]}`` for the hidden layers when batch norm
+is on, else ``{}``. Hidden layer ℓ computes
+
+    z = h·W + b;  z ← BN(z) (optional);  a = act(z);  a ← dropout(a) (training);  h' = h + a if residual
+                                                                                    and widths agree, else a
+
+and the last layer is linear (logits). Every operation comes from ``ops``.
+"""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxbp import ops as _ops
+
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "sigmoid", "tanh")
+INITS = ("he", "xavier", "glorot")
+
+
+class MLPConfig(NamedTuple):
+  """The architecture; hashable, so it can be a static argument of ``jax.jit``.
+
+  Attributes:
+    sizes: ``(D_in, H_1, ..., H_k, D_out)``; ``(D_in, D_out)`` is a linear model (no hidden layer).
+    activation: one of ``ACTIVATIONS``, applied after every hidden layer.
+    init: ``"he"`` (N(0, 2/fan_in), for ReLU-like activations) or ``"xavier"``/``"glorot"``
+      (U(±√(6/(fan_in + fan_out))), for sigmoid/tanh) (note 004); biases start at 0.
+    residual: add each hidden layer's input to its output where the widths agree (h' = h + a).
+    batch_norm: batch-normalise every hidden pre-activation; running statistics live in ``state``.
+    dropout: inverted-dropout rate for hidden activations in training, in [0, 1).
+    bn_momentum: running statistic update r ← m·r + (1 − m)·batch statistic.
+    bn_eps: the ε of batch norm, in training and evaluation.
+  """
+  sizes: tuple
+  activation: str = "relu"
+  init: str = "he"
+  residual: bool = False
+  batch_norm: bool = False
+  dropout: float = 0.0
+  bn_momentum: float = 0.9
+  bn_eps: float = 1e-5
+
+
+def check_config(config):
+  """Raises ValueError naming the field if ``config`` cannot build a network."""
+  sizes = tuple(config.sizes)
+  if len(sizes) < 2 or any(not isinstance(n, int) or n < 1 for n in sizes):
+    raise ValueError(f"MLPConfig.sizes must be at least two positive integers (in, ..., out), got {sizes}")
+  if config.activation not in ACTIVATIONS:
+    raise ValueError(f"MLPConfig.activation must be one of {ACTIVATIONS}, got {config.activation!r}")
+  if config.init not in INITS:
+    raise ValueError(f"MLPConfig.init must be one of {INITS}, got {config.init!r}")
+  if not 0.0 <= config.dropout < 1.0:
+    raise ValueError(f"MLPConfig.dropout must be in [0, 1), got {config.dropout}")
+
+
+def _init_weight(key, fan_in, fan_out, init, dtype):
+  if init == "he":
+    return jax.random.normal(key, (fan_in, fan_out), dtype) * math.sqrt(2.0 / fan_in)
+  limit = math.sqrt(6.0 / (fan_in + fan_out))
+  return jax.random.uniform(key, (fan_in, fan_out), dtype, -limit, limit)
+
+
+def init_mlp(key, config, *, dtype=jnp.float32):
+  """Draws the parameters and the (batch-norm) state of an MLP.
+
+  Args:
+    key: a PRNG key; one subkey per layer.
+    config: an :class:`MLPConfig`.
+    dtype: parameter dtype.
+
+  Returns:
+    ``(params, state)`` as described in the module docstring.
+  """
+  check_config(config)
+  sizes = tuple(config.sizes)
+  keys = jax.random.split(key, len(sizes) - 1)
+  layers, stats = [], []
+  for i, (k, fan_in, fan_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
+    layer = {"w": _init_weight(k, fan_in, fan_out, config.init, dtype), "b": jnp.zeros((fan_out,), dtype)}
+    if config.batch_norm and i < len(sizes) - 2:
+      layer["gamma"] = jnp.ones((fan_out,), dtype)
+      layer["beta"] = jnp.zeros((fan_out,), dtype)
+      stats.append({"mean": jnp.zeros((fan_out,), dtype), "var": jnp.ones((fan_out,), dtype)})
+    layers.append(layer)
+  return {"layers": layers}, ({"layers": stats} if stats else {})
+
+
+def _activate(ops, name, z):
+  return getattr(ops, name)(z)
+
+
+def _batch_norm(ops, config, layer, stats, z, train):
+  """BN of one hidden layer: batch statistics (and updated running ones) in training, running ones after."""
+  if train:
+    mean = jax.lax.stop_gradient(jnp.mean(z, axis=0))
+    var = jax.lax.stop_gradient(jnp.var(z, axis=0))
+    m = config.bn_momentum
+    new_stats = {"mean": m * stats["mean"] + (1 - m) * mean, "var": m * stats["var"] + (1 - m) * var}
+    return ops.batch_norm(z, layer["gamma"], layer["beta"], eps=config.bn_eps), new_stats
+  inv = jax.lax.rsqrt(stats["var"] + config.bn_eps)
+  z_hat = ops.multiply(ops.add(z, -stats["mean"]), inv)
+  return ops.add(ops.multiply(z_hat, layer["gamma"]), layer["beta"]), stats
+
+
+def mlp_apply(params, x, config, *, state=None, train=False, key=None, ops=_ops):
+  """Runs the MLP on a batch.
+
+  Args:
+    params: from :func:`init_mlp`.
+    x: ``[N, D_in]`` features.
+    config: the :class:`MLPConfig` the parameters were drawn for.
+    state: batch-norm running statistics from :func:`init_mlp` (required iff ``config.batch_norm``).
+    train: training mode: batch statistics for batch norm (updating the running ones) and dropout.
+    key: PRNG key for dropout; required when ``train`` and ``config.dropout > 0``.
+    ops: the op namespace, ``jaxbp.ops`` (manual rules) or ``jaxbp.ops.reference`` (autodiff).
+
+  Returns:
+    ``(logits, state)``: ``[N, D_out]`` outputs and the new state (unchanged unless training with batch norm).
+  """
+  layers = params["layers"]
+  if x.ndim != 2 or x.shape[1] != layers[0]["w"].shape[0]:
+    raise ValueError(f"mlp_apply: x must have shape [N, {layers[0]['w'].shape[0]}], got {x.shape}")
+  if config.batch_norm and not state:
+    raise ValueError("mlp_apply: config.batch_norm is on but 'state' (running statistics) was not given")
+  use_dropout = train and config.dropout > 0
+  if use_dropout and key is None:
+    raise ValueError("mlp_apply: training with dropout needs a PRNG 'key'")
+  keys = jax.random.split(key, len(layers)) if use_dropout else [None] * len(layers)
+  new_stats, h = [], x
+  for i, layer in enumerate(layers[:-1]):
+    z = ops.linear(h, layer["w"], layer["b"])
+    if config.batch_norm:
+      z, s = _batch_norm(ops, config, layer, state["layers"][i], z, train)
+      new_stats.append(s)
+    a = _activate(ops, config.activation, z)
+    if use_dropout:
+      a = ops.dropout(keys[i], a, config.dropout)
+    h = ops.add(h, a) if config.residual and h.shape == a.shape else a
+  out = ops.linear(h, layers[-1]["w"], layers[-1]["b"])
+  return out, ({"layers": new_stats} if new_stats else state if state is not None else {})
