@@ -10,6 +10,8 @@ import importlib
 import sys
 
 COMMANDS = {
+    "train": "jaxbp._cmd_train",
+    "info": "jaxbp._cmd_info",
     "demo": "jaxbp._cmd_demo",
     "bench": "jaxbp._cmd_bench",
 }
