@@ -80,7 +80,7 @@ def read(path):
   if not os.path.isfile(path):
     raise CheckpointError(f"checkpoint {path}: no such file")
   try:
-    with np.load(path, allow_pickle=False) as f:
+    with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
       if META_KEY not in f.files:
         raise CheckpointError(f"checkpoint {path}: not a jaxbp checkpoint (no {META_KEY} entry)")
       doc = json.loads(f[META_KEY].tobytes().decode("utf-8"))

@@ -83,7 +83,7 @@ def load_npz(path):
   if not os.path.isfile(path):
     raise DataError(f"{path}: no such file")
   try:
-    with np.load(path, allow_pickle=False) as f:
+    with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
       names = set(f.files)
       missing = sorted({"x", "y"} - names)
       if missing:

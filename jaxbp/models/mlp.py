@@ -11,6 +11,7 @@ is on, else ``{}``. Hidden layer ℓ computes
 and the last layer is linear (logits). Every operation comes from ``ops``.
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -79,7 +80,12 @@ def init_mlp(key, config, *, dtype=jnp.float32):
     ``(params, state)`` as described in the module docstring.
   """
   check_config(config)
-  sizes = tuple(config.sizes)
+  return _init_mlp(key, config._replace(sizes=tuple(config.sizes)), jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))  # one compile, not one per eager random op
+def _init_mlp(key, config, dtype):
+  sizes = config.sizes
   keys = jax.random.split(key, len(sizes) - 1)
   layers, stats = [], []
   for i, (k, fan_in, fan_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
