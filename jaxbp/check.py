@@ -121,23 +121,19 @@ def _f64(x):
 
 
 def _array_entry(check, label, got, want, tol):
-  """Compares two arrays (or pytrees of arrays) elementwise; NaN or inf where the other differs fails."""
-  got, want = jax.tree.leaves(got), jax.tree.leaves(want)
-  if [np.shape(g) for g in got] != [np.shape(w) for w in want]:
-    return Entry(check, label, "", np.inf, np.inf, *tol, False,
-                 f"shapes {[np.shape(g) for g in got]} vs expected {[np.shape(w) for w in want]}")
-  dtype = str(np.asarray(got[0]).dtype) if got else ""
-  g = np.concatenate([_f64(a).ravel() for a in got] or [np.zeros(0)])
-  w = np.concatenate([_f64(a).ravel() for a in want] or [np.zeros(0)])
-  same = (g == w) | (np.isnan(g) & np.isnan(w))
-  diff = np.where(same, 0.0, np.abs(g - w))
+  """Compares two arrays elementwise; NaN or inf where the other differs is an infinite error."""
+  dtype, g, w = str(np.asarray(got).dtype), _f64(got), _f64(want)
+  if g.shape != w.shape:
+    return Entry(check, label, dtype, np.inf, np.inf, *tol, False, f"shape {g.shape}, expected {w.shape}")
+  diff = np.where((g == w) | (np.isnan(g) & np.isnan(w)), 0.0, np.abs(g - w))
   diff = np.where(np.isnan(diff), np.inf, diff)
   finite = np.abs(w[np.isfinite(w)])
   scale = float(finite.max()) if finite.size else 0.0
-  abs_err = float(diff.max()) if diff.size else 0.0
-  worst = int(np.argmax(diff)) if diff.size else 0
-  detail = f"largest error at flat index {worst}: got {g[worst]:.6g}, expected {w[worst]:.6g}" if diff.size else ""
-  return _entry(check, label, dtype, abs_err, scale, tol, detail)
+  if not diff.size:
+    return _entry(check, label, dtype, 0.0, scale, tol)
+  worst = np.unravel_index(np.argmax(diff), diff.shape)
+  detail = f"largest error at index {tuple(map(int, worst))}: got {g[worst]:.6g}, expected {w[worst]:.6g}"
+  return _entry(check, label, dtype, float(diff[worst]), scale, tol, detail)
 
 
 def _entry(check, label, dtype, abs_err, scale, tol, detail=""):
