@@ -272,7 +272,7 @@ register(softmax, jax.nn.softmax, _sample_with_axis, note="004")
 
 
 def log_softmax(x, axis=-1):
-  """zᵢ = xᵢ − log Σⱼ e^{xⱼ} along ``axis`` (computed with the max subtracted: log-sum-exp).
+  """zᵢ = xᵢ − log Σⱼ e^{xⱼ} along ``axis``, with the max subtracted (log-sum-exp).  (Note 004.)
 
   Local Jacobian (per slice): ∂zᵢ/∂xⱼ = δᵢⱼ − softmax(x)ⱼ. VJP: dx = g − softmax(x) · Σⱼ gⱼ, with
   softmax(x) = e^z recovered from the saved output, never as log of a computed softmax.

@@ -104,11 +104,12 @@ register(squared_error, _squared_error_ref, _sample_regression, note="000, 004")
 # ----------------------------------------------------------------------------------------------- mse
 
 def mse(pred, target, reduction="mean"):
-  """Mean squared error like ``torch.nn.functional.mse_loss``: the mean of (pred − target)².
+  """Mean squared error like ``torch.nn.functional.mse_loss``: the mean of (pred − target)².  (Note 000.)
 
   Unlike the other losses, "mean" averages over every element (as PyTorch does, note 000's
   ``F.mse_loss``), "sum" adds every element, "none" returns the elementwise squares. Local gradient:
   ∂/∂pred = 2(pred − target)/K for K elements under "mean"; ∂/∂target is its negative.
+  VJP: dpred = g · 2(pred − target)/K, dtarget = −dpred.
 
   Args:
     pred: float array of any shape.
@@ -182,6 +183,7 @@ def softmax_cross_entropy(logits, labels, reduction="mean"):
   logsumexp(z) − z_y) or a given probability vector. log_softmax uses log-sum-exp with the max
   subtracted, so a probability that underflows to 0 still gives a finite loss and gradient.
   Local gradients: ∂L/∂z = (Σⱼ pⱼ) softmax(z) − p (= softmax(z) − onehot(y)), ∂L/∂p = −log_softmax(z).
+  VJP: dz = g · ((Σⱼ pⱼ) softmax(z) − p), dp = −g · log_softmax(z), g per sample.
   The rule keeps log_softmax(z) and the labels: softmax(z) = exp of it.
 
   Out-of-range integer labels raise ValueError when concrete; under ``jit``, where they cannot be
@@ -269,7 +271,7 @@ def multiclass_hinge(scores, labels, margin=1.0, reduction="mean"):
 
   Local gradient per sample: ∂L/∂s_j = 1[s_j − s_y + margin > 0] for j ≠ y, and
   ∂L/∂s_y = −Σ_{j≠y} 1[s_j − s_y + margin > 0]: every class that violates the margin pushes its own
-  score down and the true class's score up. At the kink (s_j − s_y + margin exactly 0) the rule
+  score down and the true class's score up. VJP: ds = g · ∂L/∂s per sample; labels get none. At the kink (s_j − s_y + margin exactly 0) the rule
   takes the subgradient 0, as relu does.
 
   Args:
@@ -339,7 +341,7 @@ def l2_penalty(tree, lam):
   """R = λ/2 · Σ ‖W‖² over every array leaf of ``tree``.  (Note 001, section 6.2.)
 
   Local gradients: ∂R/∂W = λW for every leaf (L2 regularisation is weight decay: the total gradient
-  is ∂L_data/∂W + λW) and ∂R/∂λ = ½ Σ ‖W‖². Pass the subtree to penalise (often the weights only).
+  is ∂L_data/∂W + λW) and ∂R/∂λ = ½ Σ ‖W‖². VJP: dW = g·λW, dλ = g·½ Σ ‖W‖². Pass the subtree to penalise (often the weights only).
 
   Args:
     tree: a pytree whose leaves are float arrays.
@@ -351,11 +353,12 @@ def l2_penalty(tree, lam):
   if jnp.ndim(lam) != 0:
     raise ValueError(f"l2_penalty: argument 'lam' must be a scalar, got shape {jnp.shape(lam)}")
   require_float("l2_penalty", "lam", lam)
-  return _l2_penalty(tree, jnp.asarray(lam, dtype=jnp.result_type(float)))
+  dtype = jnp.result_type(*(leaf for _, leaf in leaves)) if leaves else jnp.result_type(float)
+  return _l2_penalty(tree, jnp.asarray(lam, dtype=dtype))  # the penalty takes the weights' dtype
 
 
 def _sum_squares(tree):
-  return sum((jnp.sum(leaf * leaf) for leaf in jax.tree_util.tree_leaves(tree)), jnp.zeros(()))
+  return sum(jnp.sum(leaf * leaf) for leaf in jax.tree_util.tree_leaves(tree))
 
 
 @jax.custom_vjp

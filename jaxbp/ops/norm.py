@@ -44,8 +44,9 @@ def _check_affine(op, x, gamma, beta, expected):
 def batch_norm(x, gamma, beta, eps=1e-5):
   """Batch normalisation in training mode: y = γ·x̂ + β, x̂ = (x − μ_B)/√(σ²_B + ε).  (Notes 001, 004.)
 
-  μ_B and σ²_B (biased) are the statistics over the batch axis 0, per feature. VJP, with
-  h = g·γ and N the batch size:
+  μ_B and σ²_B (biased) are the statistics over the batch axis 0, per feature. Every x̂ depends on
+  every sample of its feature (through μ_B and σ²_B), so the local Jacobian is dense along the batch.
+  VJP, with N the batch size:
   dx = (γ/σ)/N · (N·g − Σₙg − x̂·Σₙ(g·x̂)) (the compact formula, not the staged one),
   dγ = Σₙ g·x̂, dβ = Σₙ g. The rule keeps x̂, 1/σ and γ.
 
@@ -100,9 +101,9 @@ register(batch_norm, _batch_norm_ref, _sample_batch_norm, note="001, 004")
 # ---------------------------------------------------------------------------------------- layer_norm
 
 def layer_norm(x, gamma, beta, eps=1e-5):
-  """Layer normalisation over the last axis: y = γ·x̂ + β, x̂ = (x − μ)/√(σ² + ε) per row.
+  """Layer normalisation over the last axis: y = γ·x̂ + β, x̂ = (x − μ)/√(σ² + ε) per row.  (Note 004.)
 
-  The same compact backward as ``batch_norm`` along the last axis instead of the first, with
+  Each row's local Jacobian is dense along its D features. VJP: the same compact backward as ``batch_norm`` along the last axis instead of the first, with
   D features per row: dx = (1/σ)/D · (D·h − Σ_d h − x̂·Σ_d(h·x̂)), h = g·γ;
   dγ = Σ_rows g·x̂, dβ = Σ_rows g.
 

@@ -1,0 +1,26 @@
+"""Shared test configuration: a hypothesis profile per environment, and float64 on demand."""
+
+import os
+
+import hypothesis
+import jax
+import pytest
+
+# CI runs few examples per property (the suite must stay under five minutes on two cores); a developer
+# can ask for more with HYPOTHESIS_PROFILE=thorough.
+# Shrinking is off by default: every example recompiles, and a failing seed is reported as it is.
+hypothesis.settings.register_profile(
+    "default", max_examples=1, deadline=None, derandomize=True,
+    phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+    suppress_health_check=[hypothesis.HealthCheck.too_slow])
+hypothesis.settings.register_profile("thorough", max_examples=25, deadline=None)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture
+def x64():
+  """Runs a test with float64 enabled, and restores the previous setting after it."""
+  previous = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", True)
+  yield
+  jax.config.update("jax_enable_x64", previous)
