@@ -12,7 +12,7 @@ import sys
 COMMANDS = {
     "train": "jaxbp._cmd_train",
     "info": "jaxbp._cmd_info",
-    "demo": "jaxbp._cmd_demo",
+    "trace": "jaxbp._cmd_trace",
     "bench": "jaxbp._cmd_bench",
 }
 
@@ -24,7 +24,7 @@ def build_parser():
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   for name, module_name in COMMANDS.items():
     module = importlib.import_module(module_name)
-    p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+    p = sub.add_parser(name, help=module.HELP.replace("%", "%%"), description=module.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     module.configure(p)
     p.set_defaults(_run=module.run)
