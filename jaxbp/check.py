@@ -9,8 +9,8 @@ pytrees; integer arrays, PRNG keys and Python scalars are passed through unchang
 * ``vjp``: the manual ``Jᵀ·u = jax.vjp(fn)(u)`` equals ``jax.vjp(reference)(u)`` for a random cotangent ``u``.
 * ``finite_differences``: in float64 whatever the inputs' dtype (x64 is switched on for the check and
   restored), ``⟨Jᵀ·u, v⟩`` from the manual rule equals ``⟨u, (f(x + εv) − f(x − εv)) / 2ε⟩`` of ``fn``
-  itself, for a few random unit directions ``v`` per input: no autodiff at all on the right-hand side, and
-  only ``2·directions`` forward calls per input, so it scales to large inputs.
+  itself (jitted), for a few random unit directions ``v`` per input: no autodiff at all on the right-hand
+  side, and only ``2·directions`` forward calls per input, so it scales to large inputs.
 * ``jacobian``: the notes' matrix form. The explicit Jacobian ``J`` of the reference by ``jax.jacfwd``
   (forward mode, independent of any reverse-mode rule), contracted with ``u``, equals the manual ``Jᵀ·u``.
   Skipped, and reported as skipped, when ``J`` has more than ``jacobian_max_size`` entries.
@@ -199,7 +199,8 @@ def _label(path, params):
   return f"input '{params[idx]}' ({where})" if idx < len(params) else f"input {where}"
 
 
-_BWD_TYPE_ERROR = re.compile(r"at output(\S*) the bwd rule produced .* corresponding to an input of type (\S+)")
+_BWD_TYPE_ERROR = re.compile(  # jax.custom_vjp's message for a cotangent of the wrong shape or dtype
+    r"at output(\S*) the bwd rule produced .* corresponding to an input of type (\w+\[[\d,]*\])")
 
 
 def _blame(exc, fn, spec):
@@ -390,7 +391,8 @@ def check_vjp(fn: Callable, reference: Callable, *args, kwargs=None, argnums=Non
     *args: the inputs, arrays or pytrees of arrays. Floating-point array leaves are differentiated;
       integer arrays, PRNG keys and Python scalars are passed through unchanged.
     kwargs: keyword arguments passed unchanged to ``fn`` and ``reference`` (e.g. ``axis=-1``).
-    argnums: positions of ``args`` to differentiate (default: all); the rest are passed through.
+    argnums: position or positions of ``args`` to differentiate (default: all); the rest are passed
+      through unchanged, so a rule that returns no gradient for an array (``None``) can be checked.
     checks: a subset of ``CHECKS`` to run (default: all but ``second_order``).
     second_order: also run ``second_order`` (Hessian-vector products through the rule).
     rtol, atol: override the per-dtype ``TOLERANCES`` of every check but finite differences.
@@ -410,6 +412,7 @@ def check_vjp(fn: Callable, reference: Callable, *args, kwargs=None, argnums=Non
     ValueError, TypeError: for nothing to check (no floating-point input) or a non-float output.
   """
   names = _select(checks, second_order)
+  argnums = (argnums,) if isinstance(argnums, int) else argnums
   fd_tol = (FD_TOLERANCE[0] if fd_rtol is None else fd_rtol, FD_TOLERANCE[1])
   opts = _Options(rtol, atol, fd_eps, fd_tol, directions, jacobian_max_size)
   with jax.enable_x64(_wants_x64(args)):

@@ -4,6 +4,7 @@ Every planted bug is its own ``jax.custom_vjp`` defined here, next to the correc
 reader can see the one-line difference that each check must catch.
 """
 
+import math
 import re
 
 import chex
@@ -169,15 +170,14 @@ def test_correct_rule_passes_with_per_input_errors(dtype):
 
 
 def test_x64_state_is_restored():
-  x = _draw((5,), np.float64)
-  assert not jax.config.jax_enable_x64
-  report = check_vjp(sigmoid, sigmoid_ref, x)  # float64 inputs: checked in float64, then x64 back off
-  assert not jax.config.jax_enable_x64
-  assert {e.dtype for e in report.entries} == {"float64"}
-  with jax.enable_x64(True):
-    check_vjp(sigmoid, sigmoid_ref, _draw((5,)))
-    assert jax.config.jax_enable_x64
-  assert not jax.config.jax_enable_x64
+  for caller in (False, True):
+    with jax.enable_x64(caller):
+      report = check_vjp(sigmoid, sigmoid_ref, _draw((5,), np.float64))  # float64 even with x64 off
+      assert jax.config.jax_enable_x64 == caller
+      assert {e.dtype for e in report.entries} == {"float64"}
+      report = check_vjp(sigmoid, sigmoid_ref, _draw((5,)))
+      assert jax.config.jax_enable_x64 == caller
+      assert {e.dtype for e in report.entries} == {"float32", "float64"}  # float64: finite differences
 
 
 # --- the planted bugs, each named by input and size -------------------------------------------------------
@@ -220,6 +220,11 @@ def test_broadcast_add_without_sum_fails_naming_y():
   assert {label for _, label in _failures(excinfo)} == {"input 'y' (args[1])"}
   assert isinstance(excinfo.value.__cause__, ValueError)
 
+  def model(x, bias):  # not a custom_vjp itself: the input is found by the shape JAX's message names
+    return 2 * add_unsummed(x, bias)
+  with pytest.raises(AssertionError, match=r"vjp, .* for input 'bias' \(args\[1\]\) raised ValueError"):
+    check_vjp(model, lambda x, bias: 2 * (x + bias), x, y, checks=("vjp", "jit"))
+
 
 def test_broadcast_add_with_mean_fails_by_two_thirds():
   x, y = _draw((3, 4), seed=1), _draw((4,), seed=2)
@@ -261,7 +266,7 @@ def test_rule_right_only_away_from_jit_fails_jit_vmap_and_second_order():
 # --- bugs that jax.test_util.check_grads lets through ------------------------------------------------------
 
 def gelu_ref(x):
-  return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+  return 0.5 * x * (1 + erf(x / math.sqrt(2)))
 
 
 @jax.custom_vjp
@@ -271,7 +276,7 @@ def gelu_tanh_backward(x):
 
 def _gelu_tanh_backward_bwd(x, g):
   # planted: the forward is the exact erf GELU, the backward the derivative of its tanh approximation
-  c = np.sqrt(2 / np.pi)
+  c = math.sqrt(2 / math.pi)  # Python floats: the cotangent keeps x's dtype even with x64 on
   t = jnp.tanh(c * (x + 0.044715 * x ** 3))
   return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t ** 2) * c * (1 + 3 * 0.044715 * x ** 2)),)
 
@@ -409,7 +414,7 @@ def test_pytree_output_and_argnums():
   assert {e.input for e in report.entries if e.check == "forward"} == {"output['dy']", "output['y']"}
   # argnums: w is passed through, so a rule that gets dw wrong but dx right passes.
   x, w = _draw((3, 4), seed=1), _draw((4, 4), seed=2)
-  report = check_vjp(matmul_forgets_transpose, matmul_ref, x, w, argnums=(1,))
+  report = check_vjp(matmul_forgets_transpose, matmul_ref, x, w, argnums=1)
   assert {e.input for e in report.entries} == {"output", "input 'w' (args[1])"}
 
 
