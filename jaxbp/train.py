@@ -239,7 +239,7 @@ def make_train_step(loss_fn, optimizer, *, donate=None, mesh=None):
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     state = TrainState(keep(params, state.params), keep(model_state, state.model_state),
                        keep(opt_state, state.opt_state), state.step + 1, key)
-    return state, dict(metrics, finite=finite, grad_norm=optax.global_norm(grads))
+    return state, dict(metrics, finite=finite, grad_norm=optax.tree.norm(grads))
 
   donate = default_donate() if donate is None else donate
   kwargs = {"donate_argnums": (0,)} if donate else {}
@@ -381,6 +381,8 @@ def fit(config, data, *, out_dir=None, resume=False, mesh=None, progress=None, o
   steps = n // batch
   net = mlp_config(config, data.num_features, data.num_classes)
   path = os.path.join(out_dir, CHECKPOINT) if out_dir else None
+  if out_dir and not resume and jax.process_index() == 0:
+    os.makedirs(out_dir, exist_ok=True)
   state, step_fn, eval_fn, test, compile_seconds = _compile(config, data, net, mesh, path if resume else None)
   history, start = [], 0
   if resume:

@@ -1,12 +1,15 @@
 """The multilayer perceptron of note 004, on the manual rules: any widths, five activations, He or Xavier
 initialisation, optional residual connections, batch norm (running statistics in a state pytree) and dropout.
 
-``params`` is ``{"layers": [{"w": [D_in, D_out], "b": [D_out], ("gamma", "beta": [D_out])}, ...]}`` and
+``params`` is ``{"layers": [{"w": [D_in, D_out], "b": [D_out]}, ...]}``, where a batch-normalised hidden layer
+has ``"gamma"`` and ``"beta"`` ``[D_out]`` instead of ``"b"`` (a bias before BN is subtracted again, so its
+true gradient is 0; left in, Adam would amplify its rounding noise into steps of size lr), and
 ``state`` is ``{"layers": [{"mean": [D_out], "var": [D_out]}, ...]}`` for the hidden layers when batch norm
 is on, else ``{}``. Hidden layer ℓ computes
 
-    z = h·W + b;  z ← BN(z) (optional);  a = act(z);  a ← dropout(a) (training);  h' = h + a if residual
-                                                                                    and widths agree, else a
+    z = h·W + b  (with batch norm: z = BN(h·W; γ, β))
+    a = act(z);  a ← dropout(a) in training
+    h' = h + a if residual and the widths agree, else a
 
 and the last layer is linear (logits). Every operation comes from ``ops``.
 """
@@ -89,8 +92,10 @@ def _init_mlp(key, config, dtype):
   keys = jax.random.split(key, len(sizes) - 1)
   layers, stats = [], []
   for i, (k, fan_in, fan_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
-    layer = {"w": _init_weight(k, fan_in, fan_out, config.init, dtype), "b": jnp.zeros((fan_out,), dtype)}
-    if config.batch_norm and i < len(sizes) - 2:
+    layer = {"w": _init_weight(k, fan_in, fan_out, config.init, dtype)}
+    if not (config.batch_norm and i < len(sizes) - 2):
+      layer["b"] = jnp.zeros((fan_out,), dtype)
+    else:  # no bias before batch norm: BN subtracts it again, its true gradient is 0
       layer["gamma"] = jnp.ones((fan_out,), dtype)
       layer["beta"] = jnp.zeros((fan_out,), dtype)
       stats.append({"mean": jnp.zeros((fan_out,), dtype), "var": jnp.ones((fan_out,), dtype)})
@@ -141,7 +146,7 @@ def mlp_apply(params, x, config, *, state=None, train=False, key=None, ops=_ops)
   keys = jax.random.split(key, len(layers)) if use_dropout else [None] * len(layers)
   new_stats, h = [], x
   for i, layer in enumerate(layers[:-1]):
-    z = ops.linear(h, layer["w"], layer["b"])
+    z = ops.matmul(h, layer["w"]) if config.batch_norm else ops.linear(h, layer["w"], layer["b"])
     if config.batch_norm:
       z, s = _batch_norm(ops, config, layer, state["layers"][i], z, train)
       new_stats.append(s)

@@ -57,7 +57,8 @@ def test_batch_norm_running_statistics_live_in_state():
   params, state = init_mlp(jax.random.key(0), config)
   x, _ = _batch()
   _, new_state = mlp_apply(params, x, config, state=state, train=True)
-  z = x @ params["layers"][0]["w"] + params["layers"][0]["b"]
+  assert "b" not in params["layers"][0] and "b" in params["layers"][1]
+  z = x @ params["layers"][0]["w"]
   chex.assert_trees_all_close(new_state["layers"][0]["mean"], 0.1 * z.mean(0), rtol=1e-5, atol=1e-6)
   chex.assert_trees_all_close(new_state["layers"][0]["var"], 0.9 + 0.1 * z.var(0), rtol=1e-5)
   # evaluation uses the running statistics, does not change them, and is per-example (batch-independent)
