@@ -1,0 +1,108 @@
+"""``jaxbp train`` and ``jaxbp info`` as a newcomer runs them: the default run's accuracy and artifacts,
+resume, one-line errors, the missing-extra message, and a parser that imports no JAX."""
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxbp import _cmd_train
+from jaxbp import checkpoint
+from jaxbp import train
+from jaxbp.models import mlp
+
+
+def _jaxbp(*args, cwd=None):
+  code = ("import sys, jaxbp.cli as c; c.COMMANDS = {k: c.COMMANDS[k] for k in ('train', 'info')};"
+          " sys.exit(c.main(sys.argv[1:]))")
+  return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd,
+                        timeout=240, check=False)
+
+
+def test_default_run_reaches_97_percent_and_writes_artifacts(tmp_path):
+  out = _jaxbp("train", "--out", str(tmp_path / "run"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+  assert metrics["final_test_accuracy"] >= 0.97
+  assert len(metrics["test_accuracy"]) == metrics["config"]["epochs"] == 10
+  for key in ("train_loss", "train_accuracy", "test_loss", "wall_seconds", "compile_seconds", "device"):
+    assert key in metrics
+  assert (tmp_path / "run" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  doc, _ = checkpoint.read(str(tmp_path / "run" / "checkpoint.npz"))
+  assert doc["meta"]["epoch"] == 10
+  assert "test accuracy" in out.stdout and "epoch 10/10" in out.stderr
+
+
+def test_resume_extends_a_run_and_bad_input_is_one_line(tmp_path):
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 2, 60)
+  np.savez(tmp_path / "d.npz", x=rng.normal(size=(60, 3)) + y[:, None], y=y)
+  small = ["train", "--data", str(tmp_path / "d.npz"), "--hidden", "8", "--batch-size", "16", "--no-plot",
+           "--out", str(tmp_path / "r")]
+  assert _jaxbp(*small, "--epochs", "1").returncode == 0
+  resumed = _jaxbp(*small, "--epochs", "2", "--resume", "--lr", "0.5")
+  assert resumed.returncode == 0, resumed.stderr
+  assert "ignoring --lr" in resumed.stderr
+  metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+  assert [r["epoch"] for r in metrics["history"]] == [1, 2] and metrics["config"]["lr"] == 2e-3
+  (tmp_path / "bad.csv").write_text("a,label\n1,0\n2\n")
+  bad = _jaxbp("train", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "b"))
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1] == (
+      f"jaxbp train: error: {tmp_path / 'bad.csv'}: line 3 has 1 fields, the header has 2")
+  assert "Traceback" not in bad.stderr
+
+
+def test_missing_extra_names_the_install_command(monkeypatch, capsys):
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tqdm" else real(name, *a))
+  parser = argparse.ArgumentParser()
+  _cmd_train.configure(parser)
+  assert _cmd_train.run(parser.parse_args([])) == 1
+  err = capsys.readouterr().err.strip()
+  assert err == 'jaxbp train: missing tqdm; install the training extra: pip install "jaxbp[train]"'
+
+
+def test_help_documents_every_flag_and_choices_match_the_library():
+  parser = argparse.ArgumentParser()
+  _cmd_train.configure(parser)
+  text = parser.format_help()
+  for flag in ("--model", "--hidden", "--activation", "--init", "--optimizer", "--lr", "--schedule", "--epochs",
+               "--batch-size", "--weight-decay", "--l2", "--clip", "--accumulate", "--batch-norm", "--dropout",
+               "--residual", "--data", "--label-column", "--seed", "--devices", "--out", "--resume", "--autodiff",
+               "--coordinator-address", "--num-processes", "--process-id"):
+    assert flag in text
+  assert _cmd_train.OPTIMIZERS == train.OPTIMIZERS and _cmd_train.SCHEDULES == train.SCHEDULES
+  assert _cmd_train.MODELS == train.MODELS and _cmd_train.LOSSES == train.LOSSES
+  assert _cmd_train.ACTIVATIONS == mlp.ACTIVATIONS and _cmd_train.INITS == mlp.INITS
+  defaults = _cmd_train._config_from_args(parser.parse_args([]))  # pylint: disable=protected-access
+  assert defaults == train.TrainConfig()
+
+
+def test_command_modules_import_no_jax():
+  code = ("import sys; import importlib.util as u; sys.modules['jaxbp'] = type(sys)('jaxbp');"
+          " sys.modules['jaxbp'].__path__ = [%r]; import jaxbp._cmd_train, jaxbp._cmd_info;"
+          " print('jax' in sys.modules)") % os.path.dirname(_cmd_train.__file__)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "False"
+
+
+def test_info_lists_versions_and_devices():
+  out = _jaxbp("info")
+  assert out.returncode == 0
+  assert "jax " in out.stdout and "backend" in out.stdout and "default float     float32" in out.stdout
+
+
+@pytest.mark.parametrize("flags,fragment", [
+    (["--resume"], "--resume needs --out DIR"),
+    (["--batch-size", "5000", "--no-plot"], "larger than the 1438 training examples"),
+    (["--devices", "3", "--no-plot"], "devices must be between 1 and 1"),
+])
+def test_flag_errors_are_one_line(tmp_path, flags, fragment):
+  out = _jaxbp("train", "--out", str(tmp_path / "o"), *flags) if flags != ["--resume"] else _jaxbp("train", *flags)
+  assert out.returncode == 2 and fragment in out.stderr and "Traceback" not in out.stderr
