@@ -106,3 +106,30 @@ def test_info_lists_versions_and_devices():
 def test_flag_errors_are_one_line(tmp_path, flags, fragment):
   out = _jaxbp("train", "--out", str(tmp_path / "o"), *flags) if flags != ["--resume"] else _jaxbp("train", *flags)
   assert out.returncode == 2 and fragment in out.stderr and "Traceback" not in out.stderr
+
+
+def test_two_local_processes_train_like_one(tmp_path):
+  """Multi-host through jax.distributed.initialize: two CPU processes (gloo collectives), one device each."""
+  import socket  # pylint: disable=import-outside-toplevel
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  rng = np.random.default_rng(1)
+  y = rng.integers(0, 3, 90)
+  np.savez(tmp_path / "d.npz", x=rng.normal(size=(90, 4)) + y[:, None], y=y)
+  common = ["train", "--data", str(tmp_path / "d.npz"), "--hidden", "8", "--batch-size", "16", "--epochs", "2",
+            "--no-plot"]
+  code = ("import sys, jaxbp.cli as c; c.COMMANDS = {'train': c.COMMANDS['train']}; sys.exit(c.main(sys.argv[1:]))")
+  procs = [subprocess.Popen(
+      [sys.executable, "-c", code, *common, "--out", str(tmp_path / "multi"), "--devices", "2",
+       "--coordinator-address", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+      for i in range(2)]
+  results = [p.communicate(timeout=240) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [r[1][-2000:] for r in results]
+  assert _jaxbp(*common, "--out", str(tmp_path / "single")).returncode == 0
+  multi = json.loads((tmp_path / "multi" / "metrics.json").read_text())
+  single = json.loads((tmp_path / "single" / "metrics.json").read_text())
+  assert multi["num_devices"] == 2
+  np.testing.assert_allclose(multi["train_loss"], single["train_loss"], rtol=1e-5)
+  assert multi["test_accuracy"] == single["test_accuracy"]
