@@ -1,0 +1,146 @@
+"""Writes docs/rules.md from the rules themselves: run ``python docs/gen_rules.py > docs/rules.md``.
+
+Every formula on that page lives once, in a rule's docstring (STYLE: no formula in two places); this
+script only arranges the docstrings, the registry's fields and the source of each ``_fwd``/``_bwd``.
+``tests/test_docs.py`` fails when the committed page differs from what this script prints now.
+"""
+
+import inspect
+import re
+import sys
+import textwrap
+
+from jaxbp.ops import REGISTRY
+
+# The families in reading order: the gates of note 001's table first, the losses and norms last.
+FAMILIES = ("gates", "activations", "linalg", "losses", "norm")
+SUMMARY = re.compile(r"^(?P<forward>.*?)\s*\((?P<note>Notes? [^)]*?)\.?\)\s*$")
+ARG = re.compile(r"^(?P<name>[\w*]+): (?P<text>.*)$")
+SECTION = re.compile(r"^(Args|Returns|Raises):$")
+
+
+def _markdown(text):
+  """Docstring prose as Markdown: ``code`` becomes `code`, and Markdown's own characters are escaped."""
+  parts = re.split(r"``(.+?)``", text)
+  out = []
+  for i, part in enumerate(parts):
+    if i % 2:
+      out.append(f"`{part}`")
+    else:
+      out.append(re.sub(r"([\\*_\[\]])", r"\\\1", part))
+  return "".join(out)
+
+
+def _sections(doc):
+  """Splits a Google-style docstring body into prose paragraphs and its Args/Returns sections."""
+  prose, sections, current = [], {}, None
+  for line in doc.splitlines():
+    head = SECTION.match(line.strip()) if not line.startswith(" ") else None
+    if head:
+      current = sections.setdefault(head.group(1), [])
+    elif current is not None and line.strip():
+      current.append(line)
+    elif current is None:
+      prose.append(line)
+  paragraphs = [" ".join(p.split()) for p in "\n".join(prose).split("\n\n") if p.strip()]
+  return paragraphs, sections
+
+
+def _args(lines):
+  """``name: text`` entries with their indented continuation lines, as (name, text) pairs."""
+  items = []
+  for line in textwrap.dedent("\n".join(lines)).splitlines():
+    match = ARG.match(line) if not line.startswith(" ") else None
+    if match:
+      items.append([match.group("name"), match.group("text")])
+    elif items:
+      items[-1][1] += " " + line.strip()
+  return items
+
+
+def _helpers(module, source, shown):
+  """The module's private functions that ``source`` calls (but ``shown``), in the file's order."""
+  names = set(re.findall(r"\b(_\w+)\(", source)) - {f.__name__ for f in shown}
+  found = []
+  for name, obj in vars(module).items():
+    if name in names and inspect.isfunction(obj) and obj.__module__ == module.__name__:
+      found.append(obj)
+  return found
+
+
+def _rule(rule):
+  module = sys.modules[rule.fn.__module__]
+  path = module.__name__.replace(".", "/") + ".py"
+  summary, _, body = inspect.getdoc(rule.fn).partition("\n")
+  match = SUMMARY.match(summary)
+  forward, note = (match["forward"], match["note"]) if match else (summary, f"Note {rule.note}")
+  paragraphs, sections = _sections(body)
+  vjp = getattr(module, "_" + rule.name)
+  lines = [
+      f"### `{rule.name}`", "",
+      f"`{rule.name}{inspect.signature(rule.fn)}` — {_markdown(note)} — code: "
+      f"[`{path}`](../{path}) — second order: {'yes' if rule.second_order else 'no'}", "",
+      f"**Forward.** {_markdown(forward)}", "",
+  ]
+  lines += [_markdown(p) + "\n" for p in paragraphs]
+  for section, entries in sections.items():
+    if section == "Args":
+      lines += ["**Arguments.**", ""]
+      lines += [f"- `{name}`: {_markdown(text)}" for name, text in _args(entries)]
+    else:
+      lines += [f"**{section}.** " + _markdown(" ".join(" ".join(entries).split()))]
+    lines.append("")
+  sources = [inspect.getsource(vjp.fwd), inspect.getsource(vjp.bwd)]
+  sources += [inspect.getsource(f) for f in _helpers(module, sources[1], (vjp.fwd, vjp.bwd))]
+  lines += [f"The residuals and the backward, `{vjp.fwd.__name__}` and `{vjp.bwd.__name__}`"
+            f" (`{vjp.fwd.__name__}` returns the output and what the backward needs):", "",
+            "```python", "\n\n".join(s.rstrip() for s in sources), "```", ""]
+  return lines
+
+
+def _family(name):
+  module = sys.modules[f"jaxbp.ops.{name}"]
+  rules = [r for r in REGISTRY.values() if r.fn.__module__ == module.__name__]
+  path = module.__name__.replace(".", "/") + ".py"
+  title, _, rest = inspect.getdoc(module).partition("\n")
+  lines = [f"## {_markdown(title)}", "", f"File: [`{path}`](../{path}).", ""]
+  lines += [_markdown(p) + "\n" for p in _sections(rest)[0]]
+  for rule in rules:
+    lines += _rule(rule)
+  return lines, rules
+
+
+def render():
+  """The whole page, as the string ``docs/rules.md`` must hold."""
+  body, listed = [], []
+  for family in FAMILIES:
+    lines, rules = _family(family)
+    body += lines
+    listed += rules
+  missing = sorted(set(REGISTRY) - {r.name for r in listed})
+  if missing:
+    raise SystemExit(f"gen_rules.py: rules in no family of FAMILIES: {missing}")
+  head = [
+      "<!-- Generated by docs/gen_rules.py from the rules' docstrings and jaxbp.ops.REGISTRY."
+      " Do not edit: change the docstring, then run `python docs/gen_rules.py > docs/rules.md`. -->",
+      "", "# The rules", "",
+      f"Every operation in `jaxbp.ops` ({len(REGISTRY)} rules) with its forward formula, local Jacobian,"
+      " VJP (the Jacobian-transpose product ∂L/∂x = Jᵀ·∂L/∂z), the choice it makes at points where it has"
+      " no derivative, the note it comes from, and the code of its backward. The text of each rule is its"
+      " docstring; `tests/ops/` proves every rule against `jax.grad` of its reference in"
+      " `jaxbp.ops.reference` with [`check_vjp`](custom-rule.md).", "",
+      "| rule | forward | notes | file |", "|---|---|---|---|",
+  ]
+  for rule in listed:
+    summary = inspect.getdoc(rule.fn).partition("\n")[0]
+    match = SUMMARY.match(summary)
+    forward = match["forward"] if match else summary
+    file = rule.fn.__module__.rpartition(".")[2] + ".py"
+    cell = _markdown(forward).replace("|", r"\|")
+    head.append(f"| [`{rule.name}`](#{rule.name}) | {cell} | {rule.note} |"
+                f" `{file}` |")
+  return "\n".join(head + [""] + body).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+  sys.stdout.write(render())
