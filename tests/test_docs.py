@@ -1,6 +1,9 @@
 """The docs say what the code does: the rules page is generated, pasted outputs are real, the site builds."""
 
+import ast
+import contextlib
 import importlib.util
+import io
 import os
 import pathlib
 import re
@@ -63,6 +66,39 @@ def test_custom_rule_page_quotes_the_example_verbatim():
   source = (ROOT / "examples" / "custom_rule_softplus.py").read_text(encoding="utf-8")
   for block in _pasted("custom-rule.md", "<!-- code: examples/custom_rule_softplus.py -->").split("\n"):
     assert block in source, f"docs/custom-rule.md quotes a line the example does not have: {block!r}"
+
+
+RUN = re.compile(r"<!-- run -->\s*```python\n(.*?)```\s*<!-- output -->\s*```text\n(.*?)```", re.S)
+
+
+def test_concepts_snippets_print_what_the_page_shows():
+  pairs = RUN.findall((DOCS / "concepts.md").read_text(encoding="utf-8"))
+  assert len(pairs) == 3
+  for code, shown in pairs:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+      exec(compile(code, "docs/concepts.md", "exec"), {})  # pylint: disable=exec-used
+    assert _shape(out.getvalue()) == _shape(shown), code
+
+
+def test_training_snippets_use_names_that_exist():
+  """Training them takes seconds each (they were run for the page); here: every module.name they use exists."""
+  from jaxbp import data, train  # pylint: disable=import-outside-toplevel
+  pairs = RUN.findall((DOCS / "training.md").read_text(encoding="utf-8"))
+  assert len(pairs) == 2
+  for code, _ in pairs:
+    for node in ast.walk(ast.parse(code)):
+      if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ("data", "train"):
+        assert hasattr({"data": data, "train": train}[node.value.id], node.attr), f"{node.value.id}.{node.attr}"
+      if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "TrainConfig":
+        assert {k.arg for k in node.keywords} <= set(train.TrainConfig._fields)
+
+
+def test_concepts_trace_is_the_commands_output(capsys):
+  from jaxbp import cli  # pylint: disable=import-outside-toplevel
+  assert cli.main(["trace", "sigmoid(w0*x0 + w1*x1 + w2)", "w0=2", "x0=-1", "w1=-3", "x1=-2", "w2=-3"]) == 0
+  shown = _pasted("concepts.md", "<!-- output: jaxbp trace -->")
+  assert shown.replace("wrote circuit.png\n", "").strip() == capsys.readouterr().out.strip()
 
 
 def test_site_builds_strict(tmp_path):
