@@ -21,8 +21,8 @@ import time
 HELP = "train an MLP on the digits (or your data) with the manual rules; metrics, plot, checkpoint"
 
 _DEFAULTS = {"model": "mlp", "hidden": "256,256", "activation": "relu", "init": "he", "loss": "cross-entropy",
-             "optimizer": "adam", "lr": 2e-3, "schedule": "constant", "epochs": 10, "batch_size": 64,
-             "weight_decay": None, "l2": 0.0, "clip": 0.0, "accumulate": 1, "dropout": 0.0, "seed": 0}
+             "optimizer": "adam", "lr": 2e-3, "schedule": "cosine", "epochs": 40, "batch_size": 64,
+             "weight_decay": None, "l2": 0.0, "clip": 0.0, "accumulate": 1, "dropout": 0.2, "seed": 0}
 
 
 # The choices of jaxbp.train and jaxbp.models.mlp, repeated here so that building the parser imports no JAX;

@@ -59,12 +59,12 @@ class TrainConfig(NamedTuple):
   init: str = "he"
   residual: bool = False
   batch_norm: bool = False
-  dropout: float = 0.0
+  dropout: float = 0.2
   loss: str = "cross-entropy"
   optimizer: str = "adam"
   lr: float = 2e-3
-  schedule: str = "constant"
-  epochs: int = 10
+  schedule: str = "cosine"
+  epochs: int = 40
   batch_size: int = 64
   weight_decay: Optional[float] = None
   l2: float = 0.0

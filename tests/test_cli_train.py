@@ -29,20 +29,21 @@ def test_default_run_reaches_97_percent_and_writes_artifacts(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
   assert metrics["final_test_accuracy"] >= 0.97
-  assert len(metrics["test_accuracy"]) == metrics["config"]["epochs"] == 10
+  epochs = train.TrainConfig().epochs
+  assert len(metrics["test_accuracy"]) == metrics["config"]["epochs"] == epochs
   for key in ("train_loss", "train_accuracy", "test_loss", "wall_seconds", "compile_seconds", "device"):
     assert key in metrics
   assert (tmp_path / "run" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   doc, _ = checkpoint.read(str(tmp_path / "run" / "checkpoint.npz"))
-  assert doc["meta"]["epoch"] == 10
-  assert "test accuracy" in out.stdout and "epoch 10/10" in out.stderr
+  assert doc["meta"]["epoch"] == epochs
+  assert "test accuracy" in out.stdout and f"epoch {epochs}/{epochs}" in out.stderr
 
 
 def test_resume_extends_a_run_and_bad_input_is_one_line(tmp_path):
   rng = np.random.default_rng(0)
   y = rng.integers(0, 2, 60)
   np.savez(tmp_path / "d.npz", x=rng.normal(size=(60, 3)) + y[:, None], y=y)
-  small = ["train", "--data", str(tmp_path / "d.npz"), "--hidden", "8", "--batch-size", "16", "--no-plot",
+  small = ["train", "--data", str(tmp_path / "d.npz"), "--hidden", "8", "--batch-size", "16", "--no-plot", "--schedule", "constant",
            "--out", str(tmp_path / "r")]
   assert _jaxbp(*small, "--epochs", "1").returncode == 0
   resumed = _jaxbp(*small, "--epochs", "2", "--resume", "--lr", "0.5")
