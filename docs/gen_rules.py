@@ -20,14 +20,13 @@ SECTION = re.compile(r"^(Args|Returns|Raises):$")
 
 
 def _markdown(text):
-  """Docstring prose as Markdown: ``code`` becomes `code`, and Markdown's own characters are escaped."""
-  parts = re.split(r"``(.+?)``", text)
-  out = []
-  for i, part in enumerate(parts):
-    if i % 2:
-      out.append(f"`{part}`")
-    else:
-      out.append(re.sub(r"([\\*_\[\]])", r"\\\1", part))
+  """Docstring prose as Markdown: ``code`` becomes `code`, and outside code Markdown's own characters are escaped."""
+  out, last = [], 0
+  for match in re.finditer(r"``(.+?)``|`([^`]+)`", text):
+    out.append(re.sub(r"([\\*_\[\]])", r"\\\1", text[last:match.start()]))
+    out.append(f"`{match.group(1) or match.group(2)}`")
+    last = match.end()
+  out.append(re.sub(r"([\\*_\[\]])", r"\\\1", text[last:]))
   return "".join(out)
 
 

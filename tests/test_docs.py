@@ -101,6 +101,32 @@ def test_concepts_trace_is_the_commands_output(capsys):
   assert shown.replace("wrote circuit.png\n", "").strip() == capsys.readouterr().out.strip()
 
 
+def _examples_page():
+  """The committed examples page, and the outputs and pictures pasted in it, by script."""
+  text = (DOCS / "examples.md").read_text(encoding="utf-8")
+  outputs = dict(re.findall(r"<!-- output: examples/(\S+) -->\n```text\n(.*?)\n```", text, re.S))
+  images = {}
+  for png, name in re.findall(r"!\[(\S+), written by (\S+)\]", text):
+    images.setdefault(name, []).append(png)
+  return text, outputs, images
+
+
+def test_examples_page_lists_every_script_with_its_docstring():
+  sys.path.insert(0, str(DOCS))
+  try:
+    gen = _load(DOCS / "gen_examples.py", "gen_examples")
+  finally:
+    sys.path.remove(str(DOCS))
+  text, outputs, images = _examples_page()
+  assert set(outputs) == set(gen.scripts()) - set(gen.ELSEWHERE), (
+      "docs/examples.md: a script is missing or gone: run `python docs/gen_examples.py > docs/examples.md`")
+  assert text == gen.render(outputs, images), (
+      "docs/examples.md is out of date with the examples' docstrings: "
+      "run `python docs/gen_examples.py > docs/examples.md` and commit it")
+  for pngs in images.values():
+    assert all((DOCS / "img" / png).is_file() for png in pngs)
+
+
 def test_site_builds_strict(tmp_path):
   pytest.importorskip("mkdocs")
   pytest.importorskip("material")
