@@ -25,6 +25,7 @@ IMAGES = ROOT / "docs" / "img"
 # Scripts with a page of their own: linked, not pasted here.
 ELSEWHERE = {"custom_rule_softplus.py": "custom-rule.md"}
 MARKER = "<!-- output: examples/{} -->"
+ITEM = re.compile(r"^\d+(\.\d+)*: ")
 
 
 def scripts():
@@ -72,11 +73,26 @@ def render(outputs, images):
       continue
     title, _, body = _docstring(name).partition("\n")
     lines += [f"## {name}", "", f"**{_markdown(title)}**", ""]
-    lines += [_markdown(" ".join(p.split())) + "\n" for p in body.split("\n\n") if p.strip()]
+    lines += [_paragraph(p.strip()) + "\n" for p in body.split("\n\n") if p.strip()]
     lines += [f"Code: [`examples/{name}`](../examples/{name}).", "", MARKER.format(name), "```text",
               outputs[name].rstrip(), "```", ""]
     lines += [f"![{png}, written by {name}](img/{png})\n" for png in images.get(name, ())]
   return "\n".join(lines).rstrip() + "\n"
+
+
+def _paragraph(text):
+  """A docstring paragraph as Markdown: ``Run: cmd`` as code, lines opening with ``3.1:`` as a list."""
+  if text.startswith("Run: "):
+    return f"Run: `{' '.join(text[5:].split())}`"
+  items = []
+  for line in text.splitlines():
+    if ITEM.match(line) or not items:
+      items.append(line.strip())
+    else:
+      items[-1] += " " + line.strip()
+  if ITEM.match(text):
+    return "\n".join("- " + _markdown(" ".join(item.split())) for item in items)
+  return _markdown(" ".join(text.split()))
 
 
 def _anchor(name):
