@@ -101,6 +101,17 @@ def test_concepts_trace_is_the_commands_output(capsys):
   assert shown.replace("wrote circuit.png\n", "").strip() == capsys.readouterr().out.strip()
 
 
+def test_training_page_shows_a_run_with_the_current_defaults():
+  from jaxbp import train  # pylint: disable=import-outside-toplevel
+  c = train.TrainConfig()
+  run = _pasted("training.md", "<!-- output: jaxbp train --out /tmp/run -->")
+  assert f"epoch {c.epochs}/{c.epochs}:" in run and f"{c.optimizer} lr {c.lr};" in run, (
+      "jaxbp train's defaults changed: rerun `jaxbp train --out /tmp/run`, paste its output and its "
+      "curves.png (docs/img/curves.png) into docs/training.md")
+  text = (DOCS / "training.md").read_text(encoding="utf-8")
+  assert f"dropout {c.dropout})" in text and f"{c.schedule} learning-rate decay for {c.epochs} epochs" in text
+
+
 def _examples_page():
   """The committed examples page, and the outputs and pictures pasted in it, by script."""
   text = (DOCS / "examples.md").read_text(encoding="utf-8")
