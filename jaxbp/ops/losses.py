@@ -124,7 +124,7 @@ def mse(pred, target, reduction="mean"):
 
 def _mse_forward(pred, target, reduction):
   diff = pred - target
-  return reduce_batch(diff * diff, reduction), diff  # "mean" of every element: the per-sample unit is one element
+  return reduce_batch(diff * diff, reduction), diff  # each element counts as a sample, as in PyTorch
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -271,8 +271,8 @@ def multiclass_hinge(scores, labels, margin=1.0, reduction="mean"):
 
   Local gradient per sample: ∂L/∂s_j = 1[s_j − s_y + margin > 0] for j ≠ y, and
   ∂L/∂s_y = −Σ_{j≠y} 1[s_j − s_y + margin > 0]: every class that violates the margin pushes its own
-  score down and the true class's score up. VJP: ds = g · ∂L/∂s per sample; labels get none. At the kink (s_j − s_y + margin exactly 0) the rule
-  takes the subgradient 0, as relu does.
+  score down and the true class's score up. VJP: ds = g · ∂L/∂s per sample; labels get none.
+  At the kink (s_j − s_y + margin exactly 0) the rule takes the subgradient 0, as relu does.
 
   Args:
     scores: float array [N, C] (or [..., C]).
@@ -341,7 +341,8 @@ def l2_penalty(tree, lam):
   """R = λ/2 · Σ ‖W‖² over every array leaf of ``tree``.  (Note 001, section 6.2.)
 
   Local gradients: ∂R/∂W = λW for every leaf (L2 regularisation is weight decay: the total gradient
-  is ∂L_data/∂W + λW) and ∂R/∂λ = ½ Σ ‖W‖². VJP: dW = g·λW, dλ = g·½ Σ ‖W‖². Pass the subtree to penalise (often the weights only).
+  is ∂L_data/∂W + λW) and ∂R/∂λ = ½ Σ ‖W‖². VJP: dW = g·λW, dλ = g·½ Σ ‖W‖².
+  Pass the subtree to penalise (often the weights only).
 
   Args:
     tree: a pytree whose leaves are float arrays.
