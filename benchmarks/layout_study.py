@@ -7,6 +7,10 @@ The formula is fixed; only how XLA is asked to lay out the product changes:
               product is an ordinary row-major GEMM (YNNPACK on CPU).
   gT-copy     (optimization_barrier(G2.T) @ X2).T: the upstream gradient transposed instead.
 
+Measured on a 2-core EPYC with jax 0.10.2, as-is ran at the GEMM ceiling and xT-copy made the large
+MLP's step ~3% slower and its temporary memory larger (the input's transposed copy), so the rule
+writes the product as-is; docs/performance.md has the figures.
+
 Each layout is swapped into ``jaxbp.ops.linalg._weight_grad`` for the duration of one compile; the
 steps then run interleaved in rounds with ``jax.grad`` of the plain model (and PyTorch eager, when
 installed), as in ``jaxbp bench``. Run: ``python benchmarks/layout_study.py [--models large] [--rounds 9]``.

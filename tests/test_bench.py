@@ -85,3 +85,14 @@ def test_digits_training_path_runs():
   data = _digits.load()
   result = _digits.train_jax(data, target=0.97, max_epochs=1)
   assert result["epochs"] == 1 and 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_torch_digits_path_starts_from_the_same_weights():
+  pytest.importorskip("torch")
+  pytest.importorskip("sklearn")
+  from jaxbp.bench import _digits
+  data = _digits.load()
+  jax_run = _digits.train_jax(data, target=0.97, max_epochs=1)
+  torch_run = _digits.train_torch(data, target=0.97, max_epochs=1)
+  # Same weights, batches and optimiser: one epoch lands on nearly the same test accuracy.
+  assert abs(jax_run["accuracy"] - torch_run["accuracy"]) < 0.03

@@ -73,7 +73,10 @@ def digits(d):
       out += f"\n\n`jaxbp train`: skipped ({cmd['skipped']})."
     else:
       wall = "n/a" if cmd["wall_s"] is None else f"{cmd['wall_s']:.2f} s"
-      out += f"\n\n`jaxbp train` (whole command, start-up included): {wall}, exit {cmd['returncode']}."
+      acc = cmd.get("test_accuracy")
+      acc = "" if acc is None else f", final test accuracy {100 * acc:.1f}%"
+      out += (f"\n\n`jaxbp train` with its defaults (whole command, start-up included): {wall}, "
+              f"exit {cmd['returncode']}{acc}.")
   return out
 
 
