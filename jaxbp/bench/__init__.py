@@ -25,7 +25,7 @@ FULL = {
                "deep": ((64,) + (512,) * 8 + (10,), 128)},
     "gemm_cpu": (2048, 3072), "gemm_gpu": (4096, 8192), "rounds": 9, "target_s": 0.25,
     "bandwidth_floats": 2**25, "max_epochs": 100, "startup_runs": 3, "train_command": True,
-    "scale": {"d_in": 784, "widths": (256, 1024, 4096), "batches": (32, 256, 2048), "rounds": 3,
+    "scale": {"d_in": 784, "widths": (256, 1024, 4096), "batches": (32, 256, 2048), "rounds": 5,
               "target_s": 0.1},
 }
 TINY = {

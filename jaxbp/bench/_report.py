@@ -8,7 +8,7 @@ def _table(headers, rows):
 
 
 def _mib(n):
-  return "–" if n is None else f"{n / 2**20:.1f} MiB"
+  return "–" if n is None else f"{n / 2**20:.3f} MiB"
 
 
 def machine(m, ceilings):
@@ -88,7 +88,7 @@ def scale(s):
            " / ".join(f"{v:.3f}" for v in r["bound_ms"].values())] for r in rows]
   headers = ["width", "batch", "manual step ms", "manual / jax.grad", "GFLOP/s (XLA)", "% ceiling",
              "FLOP/byte", "bound", "lower bounds ms (arith / mem / dispatch)"]
-  return (f"Measured memory bandwidth {s['bandwidth_gbs']:.1f} GB/s (jitted y = 2·x); dispatch floor "
+  return (f"Measured memory bandwidth {s['bandwidth_gbs']:.1f} GB/s (jitted sum, streaming read); dispatch floor "
           f"{s['dispatch_floor_us']:.1f} µs (an empty jitted call).\n\n" + _table(headers, body))
 
 

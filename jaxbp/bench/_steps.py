@@ -65,12 +65,19 @@ def measure_model(spec, *, dtype, ceiling, rounds, target_s, with_torch, donate)
           "reps": shared, "variants": variants, "ratios": ratios, "flops": flops}
 
 
+def _bound(bounds, seconds):
+  """The lower bound that explains at least half the measured time, else per-op overhead."""
+  name = max(bounds, key=bounds.get)
+  return name if bounds[name] >= 0.5 * seconds else "overhead (per-op launch, cache traffic)"
+
+
 def measure_scale(widths, batches, *, depth, d_in, classes, ceiling, bandwidth, floor, rounds, target_s):
   """Step time of ``d_in``-w-...-w-``classes`` MLPs over a grid of widths and batch sizes.
 
   Each cell names what bounds it: the largest of three lower bounds on the step time, XLA's FLOPs at
-  the GEMM ceiling ("arithmetic"), XLA's bytes accessed at the measured bandwidth ("memory"), and the
-  cost of dispatching an empty jitted call ("dispatch").
+  the GEMM ceiling ("arithmetic"), XLA's bytes accessed at the measured streaming-read bandwidth
+  ("memory"), and the cost of dispatching an empty jitted call ("dispatch"), provided it accounts for
+  at least half the measured time; otherwise the step is bound by per-op overhead.
   """
   rows = []
   for width in widths:
@@ -88,6 +95,6 @@ def measure_scale(widths, batches, *, depth, d_in, classes, ceiling, bandwidth, 
                    "gflops_xla": manual.flops / t / 1e9,
                    "pct_ceiling": 100 * manual.flops / t / 1e9 / ceiling,
                    "flops_per_byte": manual.flops / max(manual.bytes_accessed, 1.0),
-                   "bound": max(bounds, key=bounds.get),
+                   "bound": _bound(bounds, t),
                    "bound_ms": {k: v * 1e3 for k, v in bounds.items()}})
   return rows
