@@ -66,9 +66,9 @@ def measure_model(spec, *, dtype, ceiling, rounds, target_s, with_torch, donate)
 
 
 def _bound(bounds, seconds):
-  """The lower bound that explains at least half the measured time, else per-op overhead."""
+  """The lower bound that explains at least half the measured time, else "kernel efficiency"."""
   name = max(bounds, key=bounds.get)
-  return name if bounds[name] >= 0.5 * seconds else "overhead (per-op launch, cache traffic)"
+  return name if bounds[name] >= 0.5 * seconds else "kernel efficiency"
 
 
 def measure_scale(widths, batches, *, depth, d_in, classes, ceiling, bandwidth, floor, rounds, target_s):
@@ -77,7 +77,8 @@ def measure_scale(widths, batches, *, depth, d_in, classes, ceiling, bandwidth, 
   Each cell names what bounds it: the largest of three lower bounds on the step time, XLA's FLOPs at
   the GEMM ceiling ("arithmetic"), XLA's bytes accessed at the measured streaming-read bandwidth
   ("memory"), and the cost of dispatching an empty jitted call ("dispatch"), provided it accounts for
-  at least half the measured time; otherwise the step is bound by per-op overhead.
+  at least half the measured time; otherwise "kernel efficiency": launch overhead of many small
+  kernels, or skinny GEMMs that run far below peak without saturating memory either.
   """
   rows = []
   for width in widths:
