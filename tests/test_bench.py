@@ -96,3 +96,9 @@ def test_torch_digits_path_starts_from_the_same_weights():
   torch_run = _digits.train_torch(data, target=0.97, max_epochs=1)
   # Same weights, batches and optimiser: one epoch lands on nearly the same test accuracy.
   assert abs(jax_run["accuracy"] - torch_run["accuracy"]) < 0.03
+
+
+def test_jaxbp_bench_command(capsys):
+  from jaxbp import cli
+  assert cli.main(["bench", "--tiny", "--models", "small", "--no-torch", "--no-digits"]) == 0
+  assert "| small: batch 8, 16-32-32-4 | jax.grad |" in capsys.readouterr().out
