@@ -176,6 +176,12 @@ def _check_labels(op, scores, labels, allow_probabilities):
   return False
 
 
+def _nan_where_invalid(per_sample, labels, num_classes):
+  """NaN for a sample whose integer label lies outside [0, num_classes): under ``jit`` the label's
+  value cannot be checked, and a NaN loss stops training where a wrong number would not."""
+  return jnp.where((labels >= 0) & (labels < num_classes), per_sample, jnp.nan)
+
+
 def softmax_cross_entropy(logits, labels, reduction="mean"):
   """Cross-entropy of softmax(logits) against labels, fused.  (Notes 001, 004.)
 
@@ -213,8 +219,7 @@ def _sce_forward(logits, labels, reduction, probs):
   ls = _log_softmax(logits)
   per_sample = -jnp.sum(_targets(labels, logits.shape[-1], probs, ls.dtype) * ls, axis=-1)
   if not probs:
-    valid = (labels >= 0) & (labels < logits.shape[-1])
-    per_sample = jnp.where(valid, per_sample, jnp.nan)
+    per_sample = _nan_where_invalid(per_sample, labels, logits.shape[-1])
   return reduce_batch(per_sample, reduction), ls
 
 
@@ -273,6 +278,7 @@ def multiclass_hinge(scores, labels, margin=1.0, reduction="mean"):
   ∂L/∂s_y = −Σ_{j≠y} 1[s_j − s_y + margin > 0]: every class that violates the margin pushes its own
   score down and the true class's score up. VJP: ds = g · ∂L/∂s per sample; labels get none.
   At the kink (s_j − s_y + margin exactly 0) the rule takes the subgradient 0, as relu does.
+  Out-of-range labels raise ValueError when concrete; under ``jit`` that sample's loss is NaN.
 
   Args:
     scores: float array [N, C] (or [..., C]).
@@ -292,7 +298,7 @@ def _hinge_forward(scores, labels, margin, reduction):
   onehot = jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype)
   true_score = jnp.sum(scores * onehot, axis=-1, keepdims=True)
   margins = jnp.where(onehot > 0, 0, scores - true_score + margin)
-  per_sample = jnp.sum(jnp.maximum(margins, 0), axis=-1)
+  per_sample = _nan_where_invalid(jnp.sum(jnp.maximum(margins, 0), axis=-1), labels, scores.shape[-1])
   violated = (margins > 0).astype(scores.dtype)
   local = violated - onehot * jnp.sum(violated, axis=-1, keepdims=True)
   return reduce_batch(per_sample, reduction), local

@@ -41,10 +41,10 @@ def test_softmax_cross_entropy_int_and_one_hot_labels_agree():
   chex.assert_trees_all_close(grad, (jax.nn.softmax(logits) - onehot) / 5, rtol=1e-5, atol=1e-7)
 
 
-def test_out_of_range_labels_give_nan_under_jit():
-  loss = jax.jit(ops.softmax_cross_entropy, static_argnames="reduction")(
-      jnp.zeros((2, 3)), jnp.array([0, 7]), reduction="none")
-  assert np.isfinite(loss[0]) and np.isnan(loss[1])
+@pytest.mark.parametrize("op", [ops.softmax_cross_entropy, ops.multiclass_hinge])
+def test_out_of_range_labels_give_nan_under_jit(op):
+  loss = jax.jit(op, static_argnames="reduction")(jnp.zeros((3, 3)), jnp.array([0, 7, -1]), reduction="none")
+  assert np.isfinite(loss[0]) and np.isnan(loss[1]) and np.isnan(loss[2])
 
 
 def test_multiclass_hinge_matches_note_001_and_takes_zero_at_the_kink():
