@@ -80,7 +80,17 @@ def jax_block(step, params, x, labels):
   return block
 
 
-def torch_block(spec: ModelSpec, seed: int = 0):
+def torch_device():
+  """Where PyTorch runs beside JAX: "cuda" when JAX is on a GPU and torch sees one, "cpu" when JAX is
+  on the CPU, else None (no like-for-like comparison is possible)."""
+  import torch
+  backend = jax.default_backend()
+  if backend == "cpu":
+    return "cpu"
+  return "cuda" if backend == "gpu" and torch.cuda.is_available() else None
+
+
+def torch_block(spec: ModelSpec, seed: int = 0, device: str = "cpu"):
   """``block(reps)`` for the same MLP in PyTorch eager (``nn.Linear``, ``F.cross_entropy``, SGD)."""
   import torch  # optional: only imported when asked for
 
@@ -88,10 +98,11 @@ def torch_block(spec: ModelSpec, seed: int = 0):
   layers = []
   for d_in, d_out in zip(spec.sizes[:-1], spec.sizes[1:]):
     layers += [torch.nn.Linear(d_in, d_out), torch.nn.ReLU()]
-  model = torch.nn.Sequential(*layers[:-1])
+  model = torch.nn.Sequential(*layers[:-1]).to(device)
   opt = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
-  x = torch.randn(spec.batch, spec.sizes[0])
-  labels = torch.randint(0, spec.sizes[-1], (spec.batch,))
+  x = torch.randn(spec.batch, spec.sizes[0], device=device)
+  labels = torch.randint(0, spec.sizes[-1], (spec.batch,), device=device)
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
   def block(reps):
     for _ in range(reps):
@@ -99,6 +110,7 @@ def torch_block(spec: ModelSpec, seed: int = 0):
       opt.zero_grad(set_to_none=True)
       loss.backward()
       opt.step()
+    sync()
   return block
 
 

@@ -43,6 +43,10 @@ def run_all(args, cfg):
   machine = _machine.describe()
   machine["torch"] = torch_note if with_torch else "not used"
   notes = [] if with_torch else [torch_note]
+  if with_torch and _models.torch_device() is None:
+    notes.append(f"PyTorch eager left out of the steps: JAX runs on {backend}, torch sees no such device")
+  elif with_torch and backend != "cpu":
+    notes.append("the digits section runs PyTorch on the CPU")
   dtypes = _dtypes(args, backend)
   donate = _donate(args, backend)
   notes.append(f"parameter donation {'on' if donate else 'off'} for backend {backend} "

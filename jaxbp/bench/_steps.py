@@ -39,8 +39,9 @@ def measure_model(spec, *, dtype, ceiling, rounds, target_s, with_torch, donate)
     bytes), ``ratios`` (medians of paired ratios), and ``flops`` (XLA's forward/backward split).
   """
   (params, x, labels), compiled, blocks = _jax_variants(spec, dtype, donate)
-  if with_torch and dtype == jnp.float32:
-    blocks[TORCH] = _models.torch_block(spec)
+  device = _models.torch_device() if with_torch and dtype == jnp.float32 else None
+  if device is not None:
+    blocks[TORCH] = _models.torch_block(spec, device=device)
   reps = {name: _timing.calibrate(block, target_s) for name, block in blocks.items()}
   shared = reps[MANUAL]  # the same number of steps per block for every variant
   timings = _timing.interleave(blocks, rounds, {name: shared for name in blocks})
