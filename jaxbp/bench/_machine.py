@@ -16,17 +16,31 @@ import numpy as np
 from jaxbp.bench import _timing
 
 
-def describe():
-  """The machine, in words and numbers, for the report."""
-  cpu = platform.processor() or platform.machine()
+def _cpu_model():
+  """CPU name and its widest SIMD extension, from /proc/cpuinfo where there is one."""
+  name, simd = platform.processor() or platform.machine(), ""
   try:
     with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
+      info = f.read()
+  except OSError:
+    return name, simd
+  for line in info.splitlines():
+    if line.startswith("model name"):
+      name = line.split(":", 1)[1].strip()
+    if line.startswith("flags"):
+      flags = set(line.split(":", 1)[1].split())
+      simd = next((isa for isa in ("avx512f", "avx2", "avx", "sse4_2") if isa in flags), "")
+      break
+  return name, simd
+
+
+def describe():
+  """The machine, in words and numbers, for the report."""
+  cpu, simd = _cpu_model()
   device = jax.devices()[0]
   return {
       "cpu": cpu,
+      "simd": simd,
       "cpu_count": os.cpu_count(),
       "backend": jax.default_backend(),
       "device": getattr(device, "device_kind", str(device)),
