@@ -2,8 +2,9 @@
 
 Both sides train the same 64-256-256-10 ReLU MLP from the same He-initialised weights with Adam
 (lr 1e-3, batch 32, the same batch order) on the same split (80/20, stratified by scikit-learn, seed 0,
-features scaled to [0, 1]) and stop at the first epoch whose test accuracy reaches the target. Start-up is measured in fresh interpreters (importing the framework
-and running one tiny op); compile time is the first step and the first evaluation.
+features scaled to [0, 1]) and stop at the first epoch whose test accuracy reaches the target.
+Start-up is measured in fresh interpreters (importing the framework and running one tiny op);
+compile time is the first step and the first evaluation.
 """
 
 import os

@@ -89,8 +89,9 @@ def scale(s):
            " / ".join(f"{v:.3f}" for v in r["bound_ms"].values())] for r in rows]
   headers = ["width", "batch", "manual step ms", "manual / jax.grad", "GFLOP/s (XLA)", "% ceiling",
              "FLOP/byte", "bound", "lower bounds ms (arith / mem / dispatch)"]
-  return (f"Measured memory bandwidth {s['bandwidth_gbs']:.1f} GB/s (jitted sum, streaming read); dispatch floor "
-          f"{s['dispatch_floor_us']:.1f} µs (an empty jitted call).\n\n" + _table(headers, body))
+  return (f"Measured memory bandwidth {s['bandwidth_gbs']:.1f} GB/s (jitted sum, streaming read); "
+          f"dispatch floor {s['dispatch_floor_us']:.1f} µs (an empty jitted call).\n\n"
+          + _table(headers, body))
 
 
 def render(results):
