@@ -76,9 +76,10 @@ def compiled_cost(fn: Callable[..., Any], *args, compiled=None, **jit_kwargs) ->
   """FLOPs, bytes and temporary memory of ``fn(*args)`` as XLA compiles it for the default backend.
 
   Args:
-    fn: any jittable function.
+    fn: any jittable function (may be ``None`` when ``compiled`` is given).
     *args: example arguments (arrays or pytrees); only shapes and dtypes matter.
-    compiled: an already compiled executable of ``fn`` to read instead of compiling again.
+    compiled: an already compiled executable (``jax.jit(f).lower(...).compile()``) to read instead
+      of compiling ``fn`` again.
     **jit_kwargs: passed to ``jax.jit`` (e.g. ``donate_argnums``).
 
   Returns:
@@ -87,7 +88,9 @@ def compiled_cost(fn: Callable[..., Any], *args, compiled=None, **jit_kwargs) ->
   compiled = compiled if compiled is not None else compile_fn(fn, *args, **jit_kwargs)
   costs = _first(compiled.cost_analysis())
   memory = compiled.memory_analysis()
-  read = lambda name: int(getattr(memory, name, 0) or 0) if memory is not None else 0
+
+  def read(name):
+    return int(getattr(memory, name, 0) or 0)
   return Cost(
       flops=float(costs.get("flops", 0.0)),
       bytes_accessed=float(costs.get("bytes accessed", 0.0)),
