@@ -1,0 +1,65 @@
+"""Gradient flow: per-layer gradient norms of a parameter pytree, and their plot (notes 001 and 004).
+
+Note 001 says to watch how gradients flow back through a deep network; note 004 names what goes
+wrong: with saturating sigmoids the norms shrink layer by layer towards the input (vanishing), with a
+bad initialisation they grow (exploding); ReLU with He init, residual connections and batch norm keep
+them level. ``layer_grad_norms`` measures it, ``plot_grad_norms`` draws one curve per run or step.
+
+Example (inside a training loop)::
+
+  grads = jax.grad(loss)(params, x, y)
+  history[f"step {step}"] = list(layer_grad_norms(grads).values())
+  ...
+  plot_grad_norms(history, "grad_flow.png")
+"""
+
+import pathlib
+
+import jax
+import numpy as np
+
+
+def layer_grad_norms(grads):
+  """‖∂L/∂W‖₂ (Frobenius) of every weight matrix in ``grads``, input layer first.
+
+  Args:
+    grads: a gradient pytree shaped like the parameters (e.g. ``{"layers": [{"w", "b"}, ...]}``).
+
+  Returns:
+    ``{path: norm}`` in pytree order for every leaf with two or more axes (the weights; biases and
+    normalisation scales are left out), where ``path`` is the leaf's key path, e.g. ``['layers'][3]['w']``.
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(grads)[0]
+  return {jax.tree_util.keystr(path): float(np.linalg.norm(np.asarray(leaf, np.float64)))
+          for path, leaf in leaves if np.ndim(leaf) >= 2}
+
+
+def plot_grad_norms(curves, path, title="gradient norm per layer"):
+  """Draws one line per entry of ``curves`` ({label: [norm of layer 1, 2, ...]}) on a log scale.
+
+  Args:
+    curves: label -> per-layer norms (input layer first), e.g. one entry per model or per step.
+    path: the file to write; ``.png`` or ``.svg``.
+    title: the figure's title.
+
+  Returns:
+    The ``pathlib.Path`` written.
+  """
+  from matplotlib.figure import Figure
+
+  path = pathlib.Path(path)
+  fig = Figure(figsize=(8, 4.8))
+  ax = fig.add_subplot()
+  for label, norms in curves.items():
+    ax.plot(np.arange(1, len(norms) + 1), np.maximum(np.asarray(norms), 1e-30), marker="o",
+            markersize=3, label=label)
+  ax.set_yscale("log")
+  ax.xaxis.get_major_locator().set_params(integer=True)
+  ax.set_xlabel("layer (1 = input side)")
+  ax.set_ylabel("‖∂L/∂W‖")
+  ax.set_title(title)
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  return path
