@@ -83,7 +83,9 @@ def configure(parser):
   io.add_argument("--coordinator-address", metavar="HOST:PORT", help="multi-host: jax.distributed.initialize")
   io.add_argument("--num-processes", type=int, metavar="P", help="multi-host: number of processes")
   io.add_argument("--process-id", type=int, metavar="I", help="multi-host: this process's id")
-  io.add_argument("--no-plot", action="store_true", help="skip curves.png")
+  io.add_argument("--no-plot", action="store_true", help="skip curves.png (and grad_flow.png)")
+  io.add_argument("--grad-flow", action="store_true",
+                  help="record per-layer weight-gradient norms each epoch (metrics.json) and plot grad_flow.png")
 
 
 def _missing_extras(args):
@@ -97,7 +99,8 @@ def _config_from_args(args):
                      residual=args.residual, batch_norm=args.batch_norm, dropout=args.dropout, loss=args.loss,
                      optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, epochs=args.epochs,
                      batch_size=args.batch_size, weight_decay=args.weight_decay, l2=args.l2, clip=args.clip,
-                     accumulate=args.accumulate, seed=args.seed, autodiff=args.autodiff)
+                     accumulate=args.accumulate, seed=args.seed, autodiff=args.autodiff,
+                     grad_flow=args.grad_flow)
 
 
 def _resume_config(args, out):
@@ -142,6 +145,14 @@ def _plot(path, history):
   FigureCanvasAgg(fig).print_png(path)
 
 
+def _plot_grad_flow(path, history):
+  """Per-layer gradient norms at up to six epochs, first and last included (notes 001 and 004)."""
+  from jaxbp.gradflow import plot_grad_norms  # pylint: disable=import-outside-toplevel
+  picks = sorted({round(i * (len(history) - 1) / 5) for i in range(6)})
+  curves = {f"epoch {history[i]['epoch']}": history[i]["layer_grad_norms"] for i in picks}
+  plot_grad_norms(curves, path, title="‖∂L/∂W‖ per layer, epoch means, during training")
+
+
 def _initialize_distributed(args):
   flags = (args.coordinator_address, args.num_processes, args.process_id)
   if all(f is None for f in flags):
@@ -178,8 +189,11 @@ def _train(args, started):
                          progress=_progress(config.epochs) if lead else None)
   if not lead:
     return 0
+  plots = [] if args.no_plot else ["curves.png"] + (["grad_flow.png"] if config.grad_flow else [])
   if not args.no_plot:
     _plot(os.path.join(out, "curves.png"), result.history)
+  if "grad_flow.png" in plots:
+    _plot_grad_flow(os.path.join(out, "grad_flow.png"), result.history)
   final = result.history[-1]
   device = jax.devices()[0]
   train_lib.write_metrics(
@@ -190,7 +204,7 @@ def _train(args, started):
       jax_version=jax.__version__)
   print(f"test accuracy {final['test_accuracy']:.2%} after {final['epoch']} epochs"
         f" (compile {result.compile_seconds:.2f} s, training {sum(r['seconds'] for r in result.history):.2f} s);"
-        f" wrote {out}/metrics.json, checkpoint.npz" + ("" if args.no_plot else ", curves.png"))
+        f" wrote {out}/metrics.json, checkpoint.npz" + "".join(f", {p}" for p in plots))
   return 0
 
 

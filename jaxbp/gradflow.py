@@ -5,7 +5,9 @@ wrong: with saturating sigmoids the norms shrink layer by layer towards the inpu
 bad initialisation they grow (exploding); ReLU with He init, residual connections and batch norm keep
 them level. ``layer_grad_norms`` measures it, ``plot_grad_norms`` draws one curve per run or step.
 
-Example (inside a training loop)::
+``jaxbp train --grad-flow`` records the norms inside its jitted step and writes ``grad_flow.png``.
+
+Example (inside a training loop of your own)::
 
   grads = jax.grad(loss)(params, x, y)
   history[f"step {step}"] = list(layer_grad_norms(grads).values())
@@ -15,23 +17,9 @@ Example (inside a training loop)::
 
 import pathlib
 
-import jax
 import numpy as np
 
-
-def layer_grad_norms(grads):
-  """‖∂L/∂W‖₂ (Frobenius) of every weight matrix in ``grads``, input layer first.
-
-  Args:
-    grads: a gradient pytree shaped like the parameters (e.g. ``{"layers": [{"w", "b"}, ...]}``).
-
-  Returns:
-    ``{path: norm}`` in pytree order for every leaf with two or more axes (the weights; biases and
-    normalisation scales are left out), where ``path`` is the leaf's key path, e.g. ``['layers'][3]['w']``.
-  """
-  leaves = jax.tree_util.tree_flatten_with_path(grads)[0]
-  return {jax.tree_util.keystr(path): float(np.linalg.norm(np.asarray(leaf, np.float64)))
-          for path, leaf in leaves if np.ndim(leaf) >= 2}
+from jaxbp.train import layer_grad_norms  # re-exported: the measure lives with the step that records it
 
 
 def plot_grad_norms(curves, path, title="gradient norm per layer"):

@@ -52,6 +52,7 @@ class TrainConfig(NamedTuple):
     accumulate: micro-batches per update (``optax.MultiSteps``); 1 disables it.
     seed: seeds initialisation, dropout and the shuffling.
     autodiff: train with ``jax.grad`` of ``jaxbp.ops.reference`` instead of the manual rules.
+    grad_flow: record each weight matrix's gradient norm per epoch (``layer_grad_norms`` in the history).
   """
   model: str = "mlp"
   hidden: tuple = (256, 256)
@@ -72,6 +73,7 @@ class TrainConfig(NamedTuple):
   accumulate: int = 1
   seed: int = 0
   autodiff: bool = False
+  grad_flow: bool = False
 
   def to_json(self):
     return {k: list(v) if isinstance(v, tuple) else v for k, v in self._asdict().items()}
@@ -216,7 +218,21 @@ def default_donate():
   return jax.default_backend() != "cpu"
 
 
-def make_train_step(loss_fn, optimizer, *, donate=None, mesh=None):
+def layer_grad_norms(grads):
+  """‖∂L/∂W‖ (Frobenius) of every weight matrix in ``grads``, input layer first; works under ``jit``.
+
+  Args:
+    grads: a gradient pytree shaped like the parameters (e.g. ``{"layers": [{"w", "b"}, ...]}``).
+
+  Returns:
+    ``{path: norm}`` in pytree order for every leaf with two or more axes (the weights; biases and
+    normalisation scales are left out), where ``path`` is the leaf's key path, e.g. ``['layers'][3]['w']``.
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(grads)[0]
+  return {jax.tree_util.keystr(path): jnp.linalg.norm(leaf) for path, leaf in leaves if jnp.ndim(leaf) >= 2}
+
+
+def make_train_step(loss_fn, optimizer, *, donate=None, mesh=None, grad_flow=False):
   """The jitted training step ``step(state, batch) -> (state, metrics)``.
 
   One forward, one backward through the ops' rules (``jax.value_and_grad`` of ``loss_fn``), one optax
@@ -228,6 +244,7 @@ def make_train_step(loss_fn, optimizer, *, donate=None, mesh=None):
     optimizer: an optax ``GradientTransformation``.
     donate: donate the incoming state's buffers; ``None`` decides by backend (:func:`default_donate`).
     mesh: a ``Mesh`` with axis ``"data"`` for data parallelism (batch sharded, state replicated).
+    grad_flow: also return ``metrics["layer_grad_norms"]``, :func:`layer_grad_norms` as a vector.
   """
   def step(state, batch):
     key, subkey = jax.random.split(state.key)
@@ -239,7 +256,10 @@ def make_train_step(loss_fn, optimizer, *, donate=None, mesh=None):
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     state = TrainState(keep(params, state.params), keep(model_state, state.model_state),
                        keep(opt_state, state.opt_state), state.step + 1, key)
-    return state, dict(metrics, finite=finite, grad_norm=optax.tree.norm(grads))
+    metrics = dict(metrics, finite=finite, grad_norm=optax.tree.norm(grads))
+    if grad_flow:
+      metrics["layer_grad_norms"] = jnp.stack(list(layer_grad_norms(grads).values()))
+    return state, metrics
 
   donate = default_donate() if donate is None else donate
   kwargs = {"donate_argnums": (0,)} if donate else {}
@@ -322,7 +342,10 @@ def _summarise(metrics, first_step, epoch, path, last_saved):
              else "no checkpoint was written before it")
     raise NonFiniteError(f"non-finite loss or gradient at step {bad} (epoch {epoch}); the parameters were not"
                          f" updated with it; {where}. Try a lower --lr or --clip 1.0")
-  return {k: float(np.mean([s[k] for s in m])) for k in ("loss", "accuracy")}
+  means = {k: float(np.mean([s[k] for s in m])) for k in ("loss", "accuracy")}
+  if "layer_grad_norms" in m[0]:
+    means["layer_grad_norms"] = np.mean([s["layer_grad_norms"] for s in m], axis=0).tolist()
+  return means
 
 
 def _compile(config, data, net, mesh, resume_from):
@@ -340,7 +363,8 @@ def _compile(config, data, net, mesh, resume_from):
   batch_spec = (jax.ShapeDtypeStruct((config.batch_size, net.sizes[0]), jnp.float32, sharding=sharded),
                 jax.ShapeDtypeStruct((config.batch_size,), jnp.int32, sharding=sharded))
   jobs = [
-      (make_train_step(make_loss_fn(net, config, ops=ops), optimizer, mesh=mesh).lower(abstract, batch_spec), {}),
+      (make_train_step(make_loss_fn(net, config, ops=ops), optimizer, mesh=mesh, grad_flow=config.grad_flow)
+       .lower(abstract, batch_spec), {}),
       (make_eval_fn(net, config, ops=ops).lower(abstract.params, abstract.model_state, *test), {}),
   ]
   if resume_from is None:
@@ -403,6 +427,8 @@ def fit(config, data, *, out_dir=None, resume=False, mesh=None, progress=None, o
     record = {"epoch": epoch + 1, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
               "test_loss": float(test_m["loss"]), "test_accuracy": float(test_m["accuracy"]),
               "seconds": time.perf_counter() - t0}
+    if "layer_grad_norms" in train:
+      record["layer_grad_norms"] = train["layer_grad_norms"]
     history.append(record)
     if bar is not None:
       bar.set_postfix(loss=f"{record['train_loss']:.4f}", acc=f"{record['train_accuracy']:.3f}",

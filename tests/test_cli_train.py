@@ -39,12 +39,26 @@ def test_default_run_reaches_97_percent_and_writes_artifacts(tmp_path):
   assert "test accuracy" in out.stdout and f"epoch {epochs}/{epochs}" in out.stderr
 
 
+def test_grad_flow_writes_norms_and_their_plot(tmp_path):
+  rng = np.random.default_rng(1)
+  y = rng.integers(0, 3, 90)
+  np.savez(tmp_path / "d.npz", x=rng.normal(size=(90, 4)) + y[:, None], y=y)
+  out = _jaxbp("train", "--data", str(tmp_path / "d.npz"), "--hidden", "8,8", "--batch-size", "16",
+               "--epochs", "2", "--grad-flow", "--out", str(tmp_path / "g"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  history = json.loads((tmp_path / "g" / "metrics.json").read_text())["history"]
+  assert [len(r["layer_grad_norms"]) for r in history] == [3, 3]
+  assert all(n > 0 for r in history for n in r["layer_grad_norms"])
+  assert (tmp_path / "g" / "grad_flow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "grad_flow.png" in out.stdout
+
+
 def test_resume_extends_a_run_and_bad_input_is_one_line(tmp_path):
   rng = np.random.default_rng(0)
   y = rng.integers(0, 2, 60)
   np.savez(tmp_path / "d.npz", x=rng.normal(size=(60, 3)) + y[:, None], y=y)
-  small = ["train", "--data", str(tmp_path / "d.npz"), "--hidden", "8", "--batch-size", "16", "--no-plot", "--schedule", "constant",
-           "--out", str(tmp_path / "r")]
+  small = ["train", "--data", str(tmp_path / "d.npz"), "--hidden", "8", "--batch-size", "16", "--no-plot",
+           "--schedule", "constant", "--out", str(tmp_path / "r")]
   assert _jaxbp(*small, "--epochs", "1").returncode == 0
   resumed = _jaxbp(*small, "--epochs", "2", "--resume", "--lr", "0.5")
   assert resumed.returncode == 0, resumed.stderr

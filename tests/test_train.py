@@ -205,3 +205,21 @@ def test_data_parallel_step_equals_single_device():
   assert result["devices"] == 4 and result["replicated"]
   assert result["diff"] < 1e-5, result
   assert result["acc"][0] == result["acc"][1]
+
+
+def test_grad_flow_step_records_each_weight_gradients_norm():
+  config = SMALL._replace(hidden=(16, 12), dropout=0.0, grad_flow=True)
+  data, net = _dataset(), train.mlp_config(config, 8, 3)
+  opt = train.make_optimizer(config, 10)
+  state = train.init_state(config, net, opt)
+  batch = (data.x_train[:16], data.y_train[:16])
+  loss_fn = train.make_loss_fn(net, config)
+  _, metrics = train.make_train_step(loss_fn, opt, donate=False, grad_flow=True)(state, batch)
+  _, subkey = jax.random.split(state.key)
+  grads = jax.grad(lambda p: loss_fn(p, state.model_state, batch, subkey)[0])(state.params)
+  want = [np.linalg.norm(layer["w"]) for layer in grads["layers"]]  # input layer first, weights only
+  chex.assert_trees_all_close(metrics["layer_grad_norms"], jnp.asarray(want), rtol=1e-5)
+  _, plain = train.make_train_step(loss_fn, opt, donate=False)(state, batch)
+  assert "layer_grad_norms" not in plain  # off by default: nothing added to the hot path
+  result = train.fit(config, data)
+  assert all(len(r["layer_grad_norms"]) == 3 for r in result.history)
