@@ -3,11 +3,21 @@
 from jaxbp import models
 from jaxbp import ops
 from jaxbp.check import check_vjp
+from jaxbp.gradflow import plot_grad_norms
+from jaxbp.trace import Node
+from jaxbp.trace import Trace
+from jaxbp.trace import trace
+from jaxbp.train import layer_grad_norms
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Node",
+    "Trace",
     "check_vjp",
+    "layer_grad_norms",
     "models",
     "ops",
+    "plot_grad_norms",
+    "trace",
 ]

@@ -40,10 +40,16 @@ def parse_inputs(items):
 
 
 def run(args):
+  import importlib.util
   import sys
 
   from jaxbp._expr import ExprError
   from jaxbp._expr import parse
+
+  if (args.png or args.svg) and importlib.util.find_spec("matplotlib") is None:
+    print("jaxbp trace: error: --png/--svg draw with matplotlib, which is not installed: "
+          'pip install "jaxbp[train]" (or pip install matplotlib)', file=sys.stderr)
+    return 2
 
   try:
     expr = parse(args.expression)

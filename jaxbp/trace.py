@@ -71,6 +71,9 @@ class Trace(NamedTuple):
   grads: dict
   autodiff: dict
 
+  def __str__(self):
+    return self.table()
+
   def table(self, decimals=4):
     """The nodes as a plain-text table, one row per node and input; then the inputs' gradients."""
     from jaxbp import _table
