@@ -124,3 +124,13 @@ def test_command_errors_are_one_line_with_exit_code_2(argv, fragment, capsys):
   assert _run(argv) == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith("jaxbp trace: error: ") and fragment in err and "\n" not in err
+
+
+def test_picture_without_matplotlib_is_one_line_naming_the_extra(monkeypatch, tmp_path, capsys):
+  import importlib.util
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+  assert _run(["w0 * 2", "w0=1", "--png", str(tmp_path / "g.png")]) == 2
+  err = capsys.readouterr().err.strip()
+  assert 'pip install "jaxbp[train]"' in err and "\n" not in err
+  assert not (tmp_path / "g.png").exists()
