@@ -66,10 +66,13 @@ def test_manual_and_plain_steps_agree():
 
 def test_interleave_rotates_and_pairs():
   calls = []
-  blocks = {name: (lambda reps, name=name: calls.append(name)) for name in "abc"}
-  timings = _timing.interleave(blocks, rounds=3, reps={"a": 1, "b": 1, "c": 1})
-  assert calls == list("abc" + "bca" + "cab")
-  assert all(len(t.rounds) == 3 for t in timings.values())
+  blocks = {name: (lambda reps, name=name: calls.append((name, reps))) for name in "abc"}
+  timings = _timing.interleave(blocks, rounds=6, reps={"a": 2, "b": 2, "c": 2})
+  timed = [name for name, reps in calls if reps == 2]
+  assert [name for name, reps in calls if reps == 1] == timed  # one settling call before each block
+  rounds = ["".join(timed[i:i + 3]) for i in range(0, 18, 3)]
+  assert sorted(rounds) == ["abc", "acb", "bac", "bca", "cab", "cba"]
+  assert all(len(t.rounds) == 6 for t in timings.values())
   same = _timing.Timing(1.0, 1.0, (1.0, 2.0, 4.0), 1)
   assert _timing.paired_ratio(same, same) == 1.0
 

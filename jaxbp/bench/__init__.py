@@ -23,9 +23,9 @@ HELP = "measure manual rules vs jax.grad vs PyTorch: step time, FLOPs, memory, d
 FULL = {
     "models": {"small": ((64, 256, 256, 10), 128), "large": ((784, 2048, 2048, 10), 512),
                "deep": ((64,) + (512,) * 8 + (10,), 128)},
-    "gemm_cpu": (2048, 3072), "gemm_gpu": (4096, 8192), "rounds": 9, "target_s": 0.25,
+    "gemm_cpu": (2048, 3072), "gemm_gpu": (4096, 8192), "rounds": 12, "target_s": 0.25,
     "bandwidth_floats": 2**25, "max_epochs": 100, "startup_runs": 3, "train_command": True,
-    "scale": {"d_in": 784, "widths": (256, 1024, 4096), "batches": (32, 256, 2048), "rounds": 5,
+    "scale": {"d_in": 784, "widths": (256, 1024, 4096), "batches": (32, 256, 2048), "rounds": 4,
               "target_s": 0.1},
 }
 TINY = {
@@ -44,7 +44,7 @@ def configure(parser: argparse.ArgumentParser):
   parser.add_argument("--json", metavar="FILE", help="write every measurement to FILE as JSON")
   parser.add_argument("--markdown", metavar="FILE", help="also write the Markdown report to FILE")
   parser.add_argument("--models", default="small,large,deep", help="comma-separated: small,large,deep")
-  parser.add_argument("--rounds", type=int, help="rounds of interleaved timing (default 9; tiny 2)")
+  parser.add_argument("--rounds", type=int, help="rounds of interleaved timing (default 12; tiny 2)")
   parser.add_argument("--dtypes", help="comma-separated step dtypes (default float32; on GPU also bfloat16)")
   parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
   parser.add_argument("--no-digits", action="store_true", help="skip the digits time-to-97%% section")

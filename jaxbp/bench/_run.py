@@ -53,7 +53,9 @@ def run_all(args, cfg):
                f"(--donate {args.donate})")
   ceilings = _ceilings(cfg, dtypes, rounds, with_torch)
   ceiling_of = {c["dtype"]: c["ceiling"] for c in ceilings}
-  results = {"machine": machine, "config": {"rounds": rounds, "tiny": args.tiny, "donate": donate},
+  config = {"rounds": rounds, "tiny": args.tiny, "donate": donate,
+            "order": "every permutation in turn, one settling call before each timed block"}
+  results = {"machine": machine, "config": config,
              "ceilings": ceilings, "steps": [], "notes": notes}
   for dtype in dtypes:
     for name in args.models.split(","):

@@ -1,11 +1,16 @@
 """Fair timing under noise: variants interleaved in rounds, medians, and paired ratios per round.
 
 A shared machine drifts: another process starts, the CPU clocks down. Timing variant A for a minute and
-then variant B for a minute puts the drift into the comparison. Here every round runs each variant once
-(the order rotating from round to round), so variants see the same conditions, and each round yields a
-ratio A/B measured seconds apart. The median of those paired ratios is the comparison reported.
+then variant B for a minute puts the drift into the comparison. Here every round runs each variant once,
+so variants see the same conditions, and each round yields a ratio A/B measured seconds apart. The
+median of those paired ratios is the comparison reported.
+
+A variant can also disturb the one timed after it (PyTorch's worker threads spin on after its last op;
+caches hold its data), so the order cycles through every permutation of the variants, each variant
+following each other equally often, and one untimed call of a variant precedes its timed block.
 """
 
+import itertools
 import math
 import statistics
 import time
@@ -40,21 +45,23 @@ def calibrate(block: Callable[[int], None], target_s: float, max_reps: int = 10_
 
 
 def interleave(blocks: dict, rounds: int, reps: dict) -> dict:
-  """Times every variant ``rounds`` times, one block each per round, rotating the order.
+  """Times every variant ``rounds`` times, one block each per round, cycling through the orders.
 
   Args:
     blocks: name -> ``block(reps)``, which runs ``reps`` calls and blocks until they are done.
-    rounds: how many rounds.
+    rounds: how many rounds; a multiple of the number of orders (6 for 3 variants) balances them.
     reps: name -> calls per block (from ``calibrate``).
 
   Returns:
     name -> ``Timing``.
   """
   names = list(blocks)
+  orders = list(itertools.permutations(names)) if len(names) <= 4 else [
+      names[k:] + names[:k] for k in range(len(names))]
   times = {name: [] for name in names}
   for r in range(rounds):
-    order = names[r % len(names):] + names[:r % len(names)]
-    for name in order:
+    for name in orders[r % len(orders)]:
+      blocks[name](1)  # settle: absorbs what the previous variant left behind
       start = time.perf_counter()
       blocks[name](reps[name])
       times[name].append((time.perf_counter() - start) / reps[name])
