@@ -1,5 +1,6 @@
 """jaxbp: backpropagation as explicit Jacobian-transpose rules, in JAX."""
 
+from jaxbp import cost
 from jaxbp import models
 from jaxbp import ops
 from jaxbp.check import check_vjp
@@ -15,6 +16,7 @@ __all__ = [
     "Node",
     "Trace",
     "check_vjp",
+    "cost",
     "layer_grad_norms",
     "models",
     "ops",
