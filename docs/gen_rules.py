@@ -89,12 +89,18 @@ def _rule(rule):
     else:
       lines += [f"**{section}.** " + _markdown(" ".join(" ".join(entries).split()))]
     lines.append("")
-  sources = [inspect.getsource(vjp.fwd), inspect.getsource(vjp.bwd)]
-  sources += [inspect.getsource(f) for f in _helpers(module, sources[1], (vjp.fwd, vjp.bwd))]
-  lines += [f"The residuals and the backward, `{vjp.fwd.__name__}` and `{vjp.bwd.__name__}`"
-            f" (`{vjp.fwd.__name__}` returns the output and what the backward needs):", "",
+  fwd, bwd = _unwrap(vjp.fwd), _unwrap(vjp.bwd)
+  sources = [inspect.getsource(fwd), inspect.getsource(bwd)]
+  sources += [inspect.getsource(f) for f in _helpers(module, sources[1], (fwd, bwd))]
+  lines += [f"The residuals and the backward, `{fwd.__name__}` and `{bwd.__name__}`"
+            f" (`{fwd.__name__}` returns the output and what the backward needs):", "",
             "```python", "\n\n".join(s.rstrip() for s in sources), "```", ""]
   return lines
+
+
+def _unwrap(f):
+  """A rule's fwd or bwd, or the shared function behind a ``functools.partial`` that binds its axis."""
+  return getattr(f, "func", f)
 
 
 def _family(name):

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from jaxbp.ops._registry import draw
 from jaxbp.ops._registry import register
 from jaxbp.ops._util import require_floats
+from jaxbp.ops._util import unbroadcast
 
 
 def _check_matmul(op, x, w):
@@ -113,15 +114,13 @@ def _linear(x, w, b):
 
 
 def _linear_fwd(x, w, b):
-  return jnp.matmul(x, w) + b, (x, w)  # b's gradient needs nothing from the forward
+  return jnp.matmul(x, w) + b, (x, w, b)  # b only for its shape and dtype: a parameter, no new buffer
 
 
 def _linear_bwd(res, g):
-  x, w = res
-  dx = _input_grad(g, w).astype(x.dtype)
-  dw = _weight_grad(x, g).astype(w.dtype)
-  db = jnp.sum(g.reshape(-1, g.shape[-1]), axis=0).astype(w.dtype)
-  return dx, dw, db
+  x, w, b = res
+  dx, dw = _matmul_bwd((x, w), g)
+  return dx, dw, unbroadcast(g, b.shape, b.dtype)
 
 
 def _linear_ref(x, w, b):

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jaxbp.ops._registry import draw
 from jaxbp.ops._registry import register
 from jaxbp.ops._util import require_floats
+from jaxbp.ops._util import unbroadcast
 
 
 def _normalize(x, axis, eps):
@@ -48,7 +49,7 @@ def batch_norm(x, gamma, beta, eps=1e-5):
   every sample of its feature (through μ_B and σ²_B), so the local Jacobian is dense along the batch.
   VJP, with N the batch size:
   dx = (γ/σ)/N · (N·g − Σₙg − x̂·Σₙ(g·x̂)) (the compact formula, not the staged one),
-  dγ = Σₙ g·x̂, dβ = Σₙ g. The rule keeps x̂, 1/σ and γ.
+  dγ = Σₙ g·x̂, dβ = Σₙ g. The rule keeps x̂, 1/σ and γ (β only for its dtype).
 
   Running statistics for evaluation are the caller's state (see ``jaxbp.models``): this op only
   normalises with the batch's own statistics.
@@ -66,20 +67,25 @@ def batch_norm(x, gamma, beta, eps=1e-5):
   return _batch_norm(x, gamma, beta, float(eps))
 
 
+def _affine_norm_fwd(axis, x, gamma, beta, eps):
+  """y = γ·x̂ + β with x̂ normalised along ``axis``; keeps x̂, 1/σ, γ (and β, for its dtype only)."""
+  xhat, inv_std = _normalize(x, axis, eps)
+  return gamma * xhat + beta, (xhat, inv_std, gamma, beta)
+
+
+def _affine_norm_bwd(axis, eps, res, g):
+  """dx by the compact formula; dγ, dβ summed over every axis γ and β were broadcast along."""
+  del eps
+  xhat, inv_std, gamma, beta = res
+  dx = _normalize_bwd(xhat, inv_std, g * gamma, axis=axis)
+  dgamma = unbroadcast(g * xhat, gamma.shape, gamma.dtype)
+  dbeta = unbroadcast(g, beta.shape, beta.dtype)
+  return dx.astype(xhat.dtype), dgamma, dbeta
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _batch_norm(x, gamma, beta, eps):
-  return gamma * _normalize(x, 0, eps)[0] + beta
-
-
-def _batch_norm_fwd(x, gamma, beta, eps):
-  xhat, inv_std = _normalize(x, 0, eps)
-  return gamma * xhat + beta, (xhat, inv_std, gamma)
-
-
-def _batch_norm_bwd(eps, res, g):
-  xhat, inv_std, gamma = res
-  dx = _normalize_bwd(xhat, inv_std, g * gamma, axis=0)
-  return dx, jnp.sum(g * xhat, axis=0), jnp.sum(g, axis=0)
+  return _affine_norm_fwd(0, x, gamma, beta, eps)[0]
 
 
 def _batch_norm_ref(x, gamma, beta, eps=1e-5):
@@ -94,7 +100,7 @@ def _sample_batch_norm(rng, dtype):
   return (x, draw(rng, (d,), dtype), draw(rng, (d,), dtype)), {"eps": float(rng.choice([1e-5, 0.1]))}
 
 
-_batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+_batch_norm.defvjp(functools.partial(_affine_norm_fwd, 0), functools.partial(_affine_norm_bwd, 0))
 register(batch_norm, _batch_norm_ref, _sample_batch_norm, note="001, 004")
 
 
@@ -122,19 +128,7 @@ def layer_norm(x, gamma, beta, eps=1e-5):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _layer_norm(x, gamma, beta, eps):
-  return gamma * _normalize(x, -1, eps)[0] + beta
-
-
-def _layer_norm_fwd(x, gamma, beta, eps):
-  xhat, inv_std = _normalize(x, -1, eps)
-  return gamma * xhat + beta, (xhat, inv_std, gamma)
-
-
-def _layer_norm_bwd(eps, res, g):
-  xhat, inv_std, gamma = res
-  dx = _normalize_bwd(xhat, inv_std, g * gamma, axis=-1)
-  rows = tuple(range(g.ndim - 1))
-  return dx, jnp.sum(g * xhat, axis=rows), jnp.sum(g, axis=rows)
+  return _affine_norm_fwd(-1, x, gamma, beta, eps)[0]
 
 
 def _layer_norm_ref(x, gamma, beta, eps=1e-5):
@@ -150,7 +144,7 @@ def _sample_layer_norm(rng, dtype):
   return (x, draw(rng, (d,), dtype), draw(rng, (d,), dtype)), {"eps": float(rng.choice([1e-5, 0.1]))}
 
 
-_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+_layer_norm.defvjp(functools.partial(_affine_norm_fwd, -1), functools.partial(_affine_norm_bwd, -1))
 register(layer_norm, _layer_norm_ref, _sample_layer_norm, note="004")
 
 

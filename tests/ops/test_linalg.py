@@ -39,3 +39,16 @@ def test_matmul_errors_name_the_shapes():
     ops.linear(jnp.ones((3, 4)), jnp.ones((4, 2)), jnp.ones(3))
   with pytest.raises(TypeError, match=r"matmul: argument 'x' must be a floating-point array, got dtype int32"):
     ops.matmul(jnp.ones((3, 4), jnp.int32), jnp.ones((4, 2)))
+
+
+@pytest.mark.parametrize("op, params", [
+    (ops.linear, lambda: (jnp.ones((3, 4), jnp.float32), jnp.ones(4, jnp.float64))),
+    (ops.batch_norm, lambda: (jnp.ones(3, jnp.float64), jnp.zeros(3, jnp.float32))),
+    (ops.layer_norm, lambda: (jnp.ones(3, jnp.float32), jnp.zeros(3, jnp.float64))),
+])
+def test_each_cotangent_keeps_its_inputs_dtype(x64, op, params):
+  """A float64 bias beside float32 weights gets a float64 gradient, not one cast to the weights' dtype."""
+  x = jnp.arange(6.0, dtype=jnp.float32).reshape(2, 3)
+  args = (x, *params())
+  grads = jax.grad(lambda *a: jnp.sum(op(*a) ** 2), argnums=(0, 1, 2))(*args)
+  assert [g.dtype for g in grads] == [a.dtype for a in args]
