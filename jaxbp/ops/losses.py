@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbp.ops.activations import _log_softmax_forward
 from jaxbp.ops._registry import draw
 from jaxbp.ops._registry import register
 from jaxbp.ops._util import reduce_batch
@@ -206,17 +207,12 @@ def softmax_cross_entropy(logits, labels, reduction="mean"):
   return _softmax_cross_entropy(logits, labels, reduction, probs)
 
 
-def _log_softmax(z):
-  shifted = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
-  return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
-
-
 def _targets(labels, num_classes, probs, dtype):
   return labels.astype(dtype) if probs else jax.nn.one_hot(labels, num_classes, dtype=dtype)
 
 
 def _sce_forward(logits, labels, reduction, probs):
-  ls = _log_softmax(logits)
+  ls = _log_softmax_forward(logits, -1)
   per_sample = -jnp.sum(_targets(labels, logits.shape[-1], probs, ls.dtype) * ls, axis=-1)
   if not probs:
     per_sample = _nan_where_invalid(per_sample, labels, logits.shape[-1])
