@@ -18,22 +18,15 @@ import sys
 import threading
 import time
 
+from jaxbp.models.mlp import ACTIVATIONS
+from jaxbp.models.mlp import INITS
+from jaxbp.train import LOSSES
+from jaxbp.train import MODELS
+from jaxbp.train import OPTIMIZERS
+from jaxbp.train import SCHEDULES
+from jaxbp.train import TrainConfig
+
 HELP = "train an MLP on the digits (or your data) with the manual rules; metrics, plot, checkpoint"
-
-_DEFAULTS = {"model": "mlp", "hidden": "256,256", "activation": "relu", "init": "he", "loss": "cross-entropy",
-             "optimizer": "adam", "lr": 2e-3, "schedule": "cosine", "epochs": 40, "batch_size": 64,
-             "weight_decay": None, "l2": 0.0, "clip": 0.0, "accumulate": 1, "dropout": 0.2, "seed": 0}
-
-
-# The choices of jaxbp.train and jaxbp.models.mlp, repeated here so that building the parser imports no JAX;
-# tests/test_cli_train.py checks that they agree.
-MODELS = ("mlp", "linear")
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "sigmoid", "tanh")
-INITS = ("he", "xavier", "glorot")
-LOSSES = ("cross-entropy", "hinge")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
-SCHEDULES = ("constant", "cosine", "warmup", "warmup-cosine")
-
 
 def _hidden(text):
   try:
@@ -47,10 +40,10 @@ def _hidden(text):
 
 def configure(parser):
   """Adds the flags of ``jaxbp train`` to ``parser``."""
-  d = _DEFAULTS
+  d = TrainConfig()._asdict()
   m = parser.add_argument_group("model")
   m.add_argument("--model", choices=MODELS, default=d["model"], help="mlp, or linear (no hidden layer)")
-  m.add_argument("--hidden", type=_hidden, default=_hidden(d["hidden"]), metavar="W1,W2,...",
+  m.add_argument("--hidden", type=_hidden, default=d["hidden"], metavar="W1,W2,...",
                  help="hidden layer widths (default %(default)s)")
   m.add_argument("--activation", choices=ACTIVATIONS, default=d["activation"], help="hidden activation")
   m.add_argument("--init", choices=INITS, default=d["init"], help="he: N(0, 2/fan_in); xavier/glorot: U(±√(6/(in+out)))")
@@ -94,27 +87,22 @@ def _missing_extras(args):
 
 
 def _config_from_args(args):
-  from jaxbp.train import TrainConfig  # pylint: disable=import-outside-toplevel
-  return TrainConfig(model=args.model, hidden=tuple(args.hidden), activation=args.activation, init=args.init,
-                     residual=args.residual, batch_norm=args.batch_norm, dropout=args.dropout, loss=args.loss,
-                     optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, epochs=args.epochs,
-                     batch_size=args.batch_size, weight_decay=args.weight_decay, l2=args.l2, clip=args.clip,
-                     accumulate=args.accumulate, seed=args.seed, autodiff=args.autodiff,
-                     grad_flow=args.grad_flow)
+  """The ``TrainConfig`` the flags describe: every field has the flag of the same name."""
+  return TrainConfig(**{field: getattr(args, field) for field in TrainConfig._fields})
 
 
 def _resume_config(args, out):
   """The checkpoint's config; ``--epochs`` from the command line may extend it, other flags are ignored."""
   from jaxbp import checkpoint  # pylint: disable=import-outside-toplevel
-  from jaxbp.train import CHECKPOINT, TrainConfig  # pylint: disable=import-outside-toplevel
+  from jaxbp.train import CHECKPOINT  # pylint: disable=import-outside-toplevel
   doc, _ = checkpoint.read(os.path.join(out, CHECKPOINT))
   saved = TrainConfig.from_json(doc["meta"]["config"])
   given = _config_from_args(args)
   ignored = [f for f in saved._fields if f != "epochs" and getattr(given, f) != getattr(saved, f)
-             and getattr(given, f) != _DEFAULTS.get(f, getattr(TrainConfig(), f))]
+             and getattr(given, f) != getattr(TrainConfig(), f)]
   if ignored:
     print(f"jaxbp train: resuming with the checkpoint's config; ignoring --{', --'.join(ignored)}", file=sys.stderr)
-  epochs = args.epochs if args.epochs != _DEFAULTS["epochs"] else saved.epochs
+  epochs = args.epochs if args.epochs != TrainConfig().epochs else saved.epochs
   return saved._replace(epochs=epochs)
 
 

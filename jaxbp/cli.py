@@ -1,8 +1,9 @@
-"""The ``jaxbp`` command: one sub-command per module, imported only when needed.
+"""The ``jaxbp`` command: one sub-command per module.
 
-Each sub-command lives in a module ``jaxbp._cmd_<name>`` that imports nothing heavy at import time
-and provides ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``. Start-up stays fast
-because JAX is imported inside ``run`` only.
+Each sub-command lives in a module ``jaxbp._cmd_<name>`` that provides ``HELP`` (one line),
+``configure(parser)`` and ``run(args) -> int``. Importing the ``jaxbp`` package loads JAX (about a
+second), which every command needs; the optional extras (scikit-learn, matplotlib, tqdm, torch) are
+imported inside ``run`` only, so a missing one is reported as one line rather than at start-up.
 """
 
 import argparse

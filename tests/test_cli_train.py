@@ -1,5 +1,5 @@
 """``jaxbp train`` and ``jaxbp info`` as a newcomer runs them: the default run's accuracy and artifacts,
-resume, one-line errors, the missing-extra message, and a parser that imports no JAX."""
+resume, one-line errors and the missing-extra message."""
 
 import argparse
 import importlib.util
@@ -92,19 +92,10 @@ def test_help_documents_every_flag_and_choices_match_the_library():
                "--residual", "--data", "--label-column", "--seed", "--devices", "--out", "--resume", "--autodiff",
                "--coordinator-address", "--num-processes", "--process-id"):
     assert flag in text
-  assert _cmd_train.OPTIMIZERS == train.OPTIMIZERS and _cmd_train.SCHEDULES == train.SCHEDULES
-  assert _cmd_train.MODELS == train.MODELS and _cmd_train.LOSSES == train.LOSSES
-  assert _cmd_train.ACTIVATIONS == mlp.ACTIVATIONS and _cmd_train.INITS == mlp.INITS
+  for choices in (train.OPTIMIZERS, train.SCHEDULES, train.MODELS, train.LOSSES, mlp.ACTIVATIONS, mlp.INITS):
+    assert "{" + ",".join(choices) + "}" in text.replace("\n", "").replace(" ", "")
   defaults = _cmd_train._config_from_args(parser.parse_args([]))  # pylint: disable=protected-access
   assert defaults == train.TrainConfig()
-
-
-def test_command_modules_import_no_jax():
-  code = ("import sys; import importlib.util as u; sys.modules['jaxbp'] = type(sys)('jaxbp');"
-          " sys.modules['jaxbp'].__path__ = [%r]; import jaxbp._cmd_train, jaxbp._cmd_info;"
-          " print('jax' in sys.modules)") % os.path.dirname(_cmd_train.__file__)
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-  assert out.stdout.strip() == "False"
 
 
 def test_info_lists_versions_and_devices():
