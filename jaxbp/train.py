@@ -214,7 +214,7 @@ def make_train_step(loss_fn, optimizer, *, donate=None, mesh=None, grad_flow=Fal
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     state = TrainState(keep(params, state.params), keep(model_state, state.model_state),
                        keep(opt_state, state.opt_state), state.step + 1, key)
-    metrics = dict(metrics, finite=finite, grad_norm=optax.tree.norm(grads))
+    metrics = dict(metrics, finite=finite)
     if grad_flow:
       metrics["layer_grad_norms"] = jnp.stack(list(layer_grad_norms(grads).values()))
     return state, metrics
