@@ -2,7 +2,6 @@
 
 import functools
 
-import jax
 import jax.numpy as jnp
 
 from jaxbp import cost
@@ -24,11 +23,10 @@ def _jax_variants(spec, dtype, donate):
 
 def _flop_split(ops, params, x, labels):
   loss = functools.partial(_models.mlp_loss, ops)
-  forward = cost.flops(loss, params, x, labels)
-  dropped = cost.flops(jax.value_and_grad(loss), params, x, labels) - forward
-  counted = cost.flops(jax.value_and_grad(loss, argnums=(0, 1)), params, x, labels) - forward
-  return {"forward_flops": forward, "backward_flops": dropped, "ratio": dropped / forward,
-          "ratio_with_input_grad": counted / forward}
+  dropped = cost.backprop_cost(loss, params, x, labels)
+  counted = cost.backprop_cost(loss, params, x, labels, wrt_input=True)
+  return {"forward_flops": dropped.forward_flops, "backward_flops": dropped.backward_flops,
+          "ratio": dropped.ratio, "ratio_with_input_grad": counted.ratio}
 
 
 def measure_model(spec, *, dtype, ceiling, rounds, target_s, with_torch, donate):
