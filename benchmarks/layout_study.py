@@ -64,7 +64,7 @@ def study(name, rounds, target_s, with_torch):
   sizes, batch = FULL["models"][name]
   spec = _models.ModelSpec(name, sizes, batch)
   params, x, labels = _models.make_batch(spec)
-  executables = {"jax.grad": _models.make_step(_models.PLAIN).lower(params, x, labels).compile()}
+  executables = {"jax.grad": _models.make_step(ops.reference).lower(params, x, labels).compile()}
   executables["jaxbp.ops (current rule)"] = _models.make_step(ops).lower(params, x, labels).compile()
   for layout_name, layout in LAYOUTS.items():
     # A fresh jit per layout: the rule's backward is traced again with the layout swapped in.

@@ -1,11 +1,11 @@
 """The benchmarked training steps: one MLP, three ways (manual rules, ``jax.grad``, PyTorch eager).
 
-The model is written once against an op namespace: ``jaxbp.ops`` gives the hand-written rules, ``PLAIN``
-gives what a user writes in jnp/jax.nn and lets ``jax.grad`` differentiate. A step is forward, backward
-and a plain SGD update (``w ← w − lr·dw``), jitted, returning the new parameters.
+The model is written once against an op namespace: ``jaxbp.ops`` gives the hand-written rules,
+``jaxbp.ops.reference`` the same ops in plain jnp/jax.nn, which ``jax.grad`` differentiates by itself.
+A step is forward, backward and a plain SGD update (``w ← w − lr·dw``), jitted, returning the new
+parameters.
 """
 
-import types
 from typing import NamedTuple
 
 import jax
@@ -24,18 +24,6 @@ class ModelSpec(NamedTuple):
   @property
   def label(self):
     return f"{self.name}: batch {self.batch}, {'-'.join(map(str, self.sizes))}"
-
-
-def _plain_cross_entropy(logits, labels):
-  logp = jax.nn.log_softmax(logits)
-  return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=-1))
-
-
-PLAIN = types.SimpleNamespace(
-    linear=lambda x, w, b: x @ w + b,
-    relu=jax.nn.relu,
-    softmax_cross_entropy=_plain_cross_entropy)
-"""The same three ops as ``jaxbp.ops`` in plain jnp/jax.nn, differentiated by ``jax.grad``."""
 
 
 def mlp_loss(ops, params, x, labels):

@@ -14,7 +14,8 @@ MANUAL, AUTODIFF, TORCH = "manual", "jax.grad", "torch eager"
 
 def _jax_variants(spec, dtype, donate):
   params, x, labels = _models.make_batch(spec, dtype)
-  steps = {MANUAL: _models.make_step(jaxbp_ops, donate), AUTODIFF: _models.make_step(_models.PLAIN, donate)}
+  steps = {MANUAL: _models.make_step(jaxbp_ops, donate),
+           AUTODIFF: _models.make_step(jaxbp_ops.reference, donate)}
   executables = {name: step.lower(params, x, labels).compile() for name, step in steps.items()}
   compiled = {name: cost.compiled_cost(None, compiled=exe) for name, exe in executables.items()}
   blocks = {name: _models.jax_block(exe, params, x, labels) for name, exe in executables.items()}
@@ -57,7 +58,7 @@ def measure_model(spec, *, dtype, ceiling, rounds, target_s, with_torch, donate)
   ratios = {f"{MANUAL} / {other}": _timing.paired_ratio(timings[MANUAL], timings[other])
             for other in timings if other != MANUAL}
   flops = {MANUAL: _flop_split(jaxbp_ops, params, x, labels),
-           AUTODIFF: _flop_split(_models.PLAIN, params, x, labels)}
+           AUTODIFF: _flop_split(jaxbp_ops.reference, params, x, labels)}
   label = spec.label + ("" if dtype == jnp.float32 else f" ({jnp.dtype(dtype).name})")
   return {"model": label, "sizes": list(spec.sizes), "batch": spec.batch,
           "dtype": jnp.dtype(dtype).name, "params": cost.param_count(params), "six_pd": six_pd,
