@@ -98,8 +98,8 @@ def load_npz(path):
     raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
   if x.ndim < 2:
     raise DataError(f"{path}: array 'x' must have shape [N, features...], got {x.shape}")
-  if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-    raise DataError(f"{path}: array 'x' must be numeric, got dtype {x.dtype}")
+  if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
+    raise DataError(f"{path}: array 'x' must be real numbers, got dtype {x.dtype}")
   return check_arrays(x.reshape(x.shape[0], -1), y, path)
 
 
@@ -150,27 +150,31 @@ def check_arrays(x, y, source):
     raise DataError(f"{source}: labels 'y' must have shape [{x.shape[0]}] (one per row of x), got {y.shape}")
   if x.shape[1] == 0:
     raise DataError(f"{source}: no feature columns")
-  x = x.astype(np.float64)
+  with np.errstate(over="ignore"):
+    x = x.astype(np.float32)  # checked after the cast: a finite float64 beyond float32's range is inf here
   bad = ~np.isfinite(x)
   if bad.any():
     row, col = np.argwhere(bad)[0]
-    raise DataError(f"{source}: features contain {int(bad.sum())} NaN/inf values (first at row {row}, column {col})")
+    raise DataError(f"{source}: features contain {int(bad.sum())} NaN/inf values or values beyond float32's"
+                    f" range (first at row {row}, column {col})")
   if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
-    if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+    if not all(_is_integral(v) for v in (y.min(), y.max())) or np.any(y != np.round(y)):
       example = next((v for v in y.ravel() if not _is_integral(v)), y.ravel()[0])
       raise DataError(f"{source}: labels must be integers, got {example!r} (dtype {y.dtype})")
-  return x.astype(np.float32), y.astype(np.int64)
+  return x, y.astype(np.int64)
 
 
 def _is_integral(v):
+  """A finite whole number small enough to be exact in float64, so it converts to int64 unchanged."""
   try:
-    return math.isfinite(float(v)) and float(v) == round(float(v))
+    return math.isfinite(float(v)) and float(v) == round(float(v)) and abs(float(v)) < 2**53
   except (TypeError, ValueError):
     return False
 
 
 def stratified_split(y, test_fraction=0.2, seed=0):
-  """Indices of a stratified train/test split: each class contributes ``round(test_fraction · n_c)`` to test.
+  """Indices of a stratified train/test split: each class of n_c examples contributes
+  ``test_fraction · n_c`` rounded half up to test, but always leaves at least one example to train on.
 
   Args:
     y: int ``[N]`` labels.
@@ -186,7 +190,7 @@ def stratified_split(y, test_fraction=0.2, seed=0):
   test = []
   for c in np.unique(y):
     idx = np.flatnonzero(y == c)
-    k = int(round(test_fraction * idx.size))
+    k = min(math.floor(test_fraction * idx.size + 0.5), idx.size - 1)
     test.append(rng.permutation(idx)[:k])
   test = np.sort(np.concatenate(test))
   train = np.setdiff1d(np.arange(y.shape[0]), test)

@@ -26,6 +26,13 @@ def test_stratified_split_keeps_class_shares_and_is_deterministic():
   assert not np.array_equal(test, data.stratified_split(y, 0.2, seed=8)[1])
 
 
+def test_stratified_split_never_empties_a_class_of_training_examples():
+  y = np.array([0, 1, 1, 1, 1])
+  train, test = data.stratified_split(y, test_fraction=0.6)
+  assert 0 in y[train]  # round(0.6 · 1) = 1 would have sent the only example of class 0 to test
+  assert len(test) == 2  # class 1: 0.6 · 4 = 2.4 → 2
+
+
 def test_standardize_uses_training_statistics_only():
   rng = np.random.default_rng(0)
   x_train = rng.normal(3.0, 2.0, size=(200, 3)).astype(np.float32)
@@ -65,6 +72,9 @@ BAD_NPZ = {
     "fractional labels": (dict(x=np.zeros((4, 2)), y=np.array([0, 1.5, 1, 0])), "labels must be integers"),
     "label count": (dict(x=np.zeros((4, 2)), y=np.zeros(3, int)), "labels 'y' must have shape [4]"),
     "ragged (object) x": (dict(x=np.array([[1.0], [1.0, 2.0]], dtype=object), y=np.zeros(2, int)), "pickle"),
+    "beyond float32": (dict(x=np.array([[0.0, 1e39]] * 4), y=np.zeros(4, int)), "beyond float32's range"),
+    "complex x": (dict(x=np.ones((4, 2), complex), y=np.zeros(4, int)), "must be real numbers"),
+    "labels past int64": (dict(x=np.zeros((4, 2)), y=np.array([0, 1e20, 1, 0])), "labels must be integers"),
 }
 
 
