@@ -1,10 +1,10 @@
 """The benchmark's results as Markdown tables."""
 
+from jaxbp import _table
 
-def _table(headers, rows):
-  lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-  return "\n".join(lines)
+
+def _markdown(headers, rows):
+  return _table.render(headers, rows, markdown=True)
 
 
 def _mib(n):
@@ -22,7 +22,7 @@ def machine(m, ceilings):
   for c in ceilings:
     rows += [[c["dtype"], name, f"{rate:.1f}"] for name, rate in c["rates"].items()]
     rows.append([c["dtype"], "**ceiling (best)**", f"**{c['ceiling']:.1f}**"])
-  return "\n".join(lines) + "\n" + _table(["dtype", "square GEMM", "GFLOP/s"], rows)
+  return "\n".join(lines) + "\n" + _markdown(["dtype", "square GEMM", "GFLOP/s"], rows)
 
 
 def _load(values):
@@ -38,7 +38,7 @@ def steps(results):
                    f"{v['gflops_6pd']:.1f}", f"{v['pct_ceiling_6pd']:.0f}%", _mib(v["temp_bytes"])])
   headers = ["model", "variant", "step ms (median)", "GFLOP/s (XLA count)", "% ceiling (XLA)",
              "GFLOP/s (6·P·D)", "% ceiling (6·P·D)", "temp memory"]
-  return _table(headers, rows)
+  return _markdown(headers, rows)
 
 
 def ratios(results):
@@ -46,7 +46,7 @@ def ratios(results):
   for r in results:
     for name, value in r["ratios"].items():
       rows.append([r["model"], name, f"{value:.3f}"])
-  return _table(["model", "paired ratio (median over rounds)", "value"], rows)
+  return _markdown(["model", "paired ratio (median over rounds)", "value"], rows)
 
 
 def flop_split(results):
@@ -57,7 +57,7 @@ def flop_split(results):
                    f"{f['ratio']:.3f}", f"{f['ratio_with_input_grad']:.3f}", f"{r['six_pd'] / 1e9:.4f}"])
   headers = ["model", "rules", "forward GFLOP", "backward GFLOP", "bwd/fwd", "bwd/fwd with dX₀",
              "6·P·D GFLOP"]
-  return _table(headers, rows)
+  return _markdown(headers, rows)
 
 
 def digits(d):
@@ -66,7 +66,7 @@ def digits(d):
     startup = "–" if r["startup_s"] is None else f"{r['startup_s']:.2f}"
     rows.append([name, startup, f"{r['compile_s']:.2f}", f"{r['train_s']:.2f}",
                  r["epochs"], f"{100 * r['accuracy']:.1f}%" + ("" if r["reached"] else " (not reached)")])
-  out = _table(["framework", "start-up s", "compile / first step s", f"train to {100 * d['target']:.0f}% s",
+  out = _markdown(["framework", "start-up s", "compile / first step s", f"train to {100 * d['target']:.0f}% s",
                 "epochs", "test accuracy"], rows)
   cmd = d.get("jaxbp_train")
   if cmd:
@@ -91,7 +91,7 @@ def scale(s):
              "FLOP/byte", "bound", "lower bounds ms (arith / mem / dispatch)"]
   return (f"Measured memory bandwidth {s['bandwidth_gbs']:.1f} GB/s (jitted sum, streaming read); "
           f"dispatch floor {s['dispatch_floor_us']:.1f} µs (an empty jitted call).\n\n"
-          + _table(headers, body))
+          + _markdown(headers, body))
 
 
 def render(results):
