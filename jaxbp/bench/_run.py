@@ -6,6 +6,7 @@ import os
 import jax
 import jax.numpy as jnp
 
+from jaxbp import train
 from jaxbp.bench import _digits
 from jaxbp.bench import _machine
 from jaxbp.bench import _models
@@ -21,10 +22,9 @@ def _dtypes(args, backend):
   return [jnp.dtype(jnp.float32)] + ([jnp.dtype(jnp.bfloat16)] if backend == "gpu" else [])
 
 
-def _donate(args, backend):
-  # CPU: donation measured slower (defensive copies, page faults on fresh large buffers); see
-  # docs/performance.md. GPU/TPU: donation lets XLA update the parameters in place.
-  return {"on": True, "off": False}.get(args.donate, backend != "cpu")
+def _donate(args):
+  # "auto" is the training loop's choice (off on CPU, where it measured slower; docs/performance.md).
+  return train.default_donate() if args.donate == "auto" else args.donate == "on"
 
 
 def _ceilings(cfg, dtypes, rounds, with_torch):
@@ -48,7 +48,7 @@ def run_all(args, cfg):
   elif with_torch and backend != "cpu":
     notes.append("the digits section runs PyTorch on the CPU")
   dtypes = _dtypes(args, backend)
-  donate = _donate(args, backend)
+  donate = _donate(args)
   notes.append(f"parameter donation {'on' if donate else 'off'} for backend {backend} "
                f"(--donate {args.donate})")
   ceilings = _ceilings(cfg, dtypes, rounds, with_torch)
