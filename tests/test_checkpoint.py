@@ -96,3 +96,14 @@ def test_pickled_content_is_refused(tmp_path):
   np.savez(path, __meta__=np.array([{"x": 1}], dtype=object))
   with pytest.raises(checkpoint.CheckpointError, match="evil.npz"):
     checkpoint.load(path, _tree())
+
+
+def test_bfloat16_round_trips_and_keys_must_match_the_template(tmp_path):
+  path = str(tmp_path / "c.npz")
+  tree = {"w": jnp.asarray([[1.5, -2.0]], jnp.bfloat16), "k": jax.random.key(3)}
+  checkpoint.save(path, tree)
+  restored, _ = checkpoint.load(path, tree)
+  chex.assert_trees_all_equal(restored["w"], tree["w"])
+  assert restored["w"].dtype == jnp.bfloat16
+  with pytest.raises(checkpoint.CheckpointError, match=r"\['k'\] was saved as a PRNG key, the model's is not"):
+    checkpoint.load(path, {"w": tree["w"], "k": jnp.zeros((), jnp.uint32)})
