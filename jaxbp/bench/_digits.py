@@ -1,10 +1,10 @@
 """Time to 97% test accuracy on the digits: start-up, compile and training time, JAX vs PyTorch.
 
 Both sides train the same 64-256-256-10 ReLU MLP from the same He-initialised weights with Adam
-(lr 1e-3, batch 32, the same batch order) on the same split (80/20, stratified by scikit-learn, seed 0,
-features scaled to [0, 1]) and stop at the first epoch whose test accuracy reaches the target.
-Start-up is measured in fresh interpreters (importing the framework and running one tiny op);
-compile time is the first step and the first evaluation.
+(lr 1e-3, batch 32, the same batch order from ``jaxbp.train.epoch_order``, seed 0) on the same split
+(``jaxbp.data.stratified_split``, 80/20, seed 0; features scaled to [0, 1]) and stop at the first epoch
+whose test accuracy reaches the target. Start-up is measured in fresh interpreters (importing the
+framework and running one tiny op); compile time is the first step and the first evaluation.
 """
 
 import os
@@ -28,12 +28,13 @@ _STARTUP = {
 
 
 def load(seed=0):
-  """``(x_train, y_train, x_test, y_test)`` of scikit-learn's bundled digits, float32 in [0, 1]."""
-  from sklearn.datasets import load_digits
-  from sklearn.model_selection import train_test_split
-  x, y = load_digits(return_X_y=True)
-  x = (x / 16.0).astype(np.float32)
-  return train_test_split(x, y.astype(np.int32), test_size=0.2, random_state=seed, stratify=y)
+  """``(x_train, x_test, y_train, y_test)`` of scikit-learn's bundled digits: float32 pixels in [0, 1],
+  int32 labels, split 80/20 by ``jaxbp.data.stratified_split(y, 0.2, seed)``."""
+  from jaxbp import data
+  x, y = data.load_digits()
+  x, y = (x / 16.0).astype(np.float32), y.astype(np.int32)
+  train_idx, test_idx = data.stratified_split(y, test_fraction=0.2, seed=seed)
+  return x[train_idx], x[test_idx], y[train_idx], y[test_idx]
 
 
 def startup_seconds(framework, runs):
@@ -46,11 +47,6 @@ def startup_seconds(framework, runs):
     subprocess.run([sys.executable, "-c", _STARTUP[framework]], check=True, capture_output=True)
     times.append(time.perf_counter() - start)
   return statistics.median(times)
-
-
-def _batches(n, seed, epoch):
-  order = np.random.default_rng(seed + epoch).permutation(n)
-  return [order[i:i + BATCH] for i in range(0, n - BATCH + 1, BATCH)]
 
 
 def train_jax(data, target, max_epochs, seed=0):
@@ -73,10 +69,7 @@ def train_jax(data, target, max_epochs, seed=0):
 
   @jax.jit
   def accuracy(params, x, y):
-    h = x
-    for w, b in params[:-1]:
-      h = ops.relu(ops.linear(h, w, b))
-    return (ops.linear(h, *params[-1]).argmax(-1) == y).mean()
+    return (_models.mlp_logits(ops, params, x).argmax(-1) == y).mean()
 
   state = [params, opt.init(params)]
 
@@ -89,13 +82,9 @@ def train_jax(data, target, max_epochs, seed=0):
                sync=lambda: jax.block_until_ready(state))
 
 
-def train_torch(data, target, max_epochs, seed=0):
-  """The same training in PyTorch eager, from the same initial weights; returns the timings."""
+def _torch_mlp(params):
+  """The ReLU MLP ``params = [(w [D_in, D_out], b [D_out]), ...]`` as a ``torch.nn.Sequential``, same weights."""
   import torch
-  from jaxbp.bench import _models
-
-  x_tr, x_te, y_tr, y_te = (torch.tensor(np.asarray(a)) for a in data)
-  params, _, _ = _models.make_batch(_models.ModelSpec("digits", SIZES, BATCH), seed=seed)
   layers = []
   for w, b in params:
     layer = torch.nn.Linear(*w.shape)
@@ -103,7 +92,17 @@ def train_torch(data, target, max_epochs, seed=0):
       layer.weight.copy_(torch.tensor(np.asarray(w).T))
       layer.bias.copy_(torch.tensor(np.asarray(b)))
     layers += [layer, torch.nn.ReLU()]
-  model = torch.nn.Sequential(*layers[:-1])
+  return torch.nn.Sequential(*layers[:-1])
+
+
+def train_torch(data, target, max_epochs, seed=0):
+  """The same training in PyTorch eager, from the same initial weights; returns the timings."""
+  import torch
+  from jaxbp.bench import _models
+
+  x_tr, x_te, y_tr, y_te = (torch.tensor(np.asarray(a)) for a in data)
+  params, _, _ = _models.make_batch(_models.ModelSpec("digits", SIZES, BATCH), seed=seed)
+  model = _torch_mlp(params)
   opt = torch.optim.Adam(model.parameters(), lr=LR)
 
   def run_step(idx):
@@ -120,16 +119,17 @@ def train_torch(data, target, max_epochs, seed=0):
 
 
 def _loop(run_step, evaluate, n, target, max_epochs, seed, sync):
-  batches = _batches(n, seed, 0)
+  from jaxbp import train
   start = time.perf_counter()
-  run_step(batches[0])  # first call: tracing and compilation (JAX), allocator warm-up (PyTorch)
+  # The first call: tracing and compilation (JAX), allocator warm-up (PyTorch).
+  run_step(train.epoch_order(seed, 0, n, BATCH)[0])
   sync()
   evaluate()
   compile_s = time.perf_counter() - start
   start = time.perf_counter()
   accuracy, epochs = 0.0, 0
   while epochs < max_epochs and accuracy < target:
-    for idx in _batches(n, seed, epochs):
+    for idx in train.epoch_order(seed, epochs, n, BATCH):
       run_step(idx)
     epochs += 1
     accuracy = evaluate()

@@ -26,13 +26,18 @@ class ModelSpec(NamedTuple):
     return f"{self.name}: batch {self.batch}, {'-'.join(map(str, self.sizes))}"
 
 
-def mlp_loss(ops, params, x, labels):
-  """Mean softmax cross-entropy of the ReLU MLP ``params = [(w [D_in, D_out], b [D_out]), ...]``."""
+def mlp_logits(ops, params, x):
+  """Logits ``[N, D_out]`` of the ReLU MLP ``params = [(w [D_in, D_out], b [D_out]), ...]`` on ``x [N, D_in]``."""
   h = x
   for w, b in params[:-1]:
     h = ops.relu(ops.linear(h, w, b))
   w, b = params[-1]
-  return ops.softmax_cross_entropy(ops.linear(h, w, b), labels)
+  return ops.linear(h, w, b)
+
+
+def mlp_loss(ops, params, x, labels):
+  """Mean softmax cross-entropy of ``mlp_logits(ops, params, x)`` against integer ``labels [N]``."""
+  return ops.softmax_cross_entropy(mlp_logits(ops, params, x), labels)
 
 
 def make_batch(spec: ModelSpec, dtype=jnp.float32, seed: int = 0):

@@ -1,5 +1,6 @@
 """Runs the benchmark's sections in order and gathers one results dict."""
 
+import importlib.util
 import json
 import os
 
@@ -74,9 +75,7 @@ def run_all(args, cfg):
 
 
 def _digits_section(cfg, with_torch, notes):
-  try:
-    import sklearn  # noqa: F401  (the digits come with scikit-learn, in the train extra)
-  except ImportError:
+  if importlib.util.find_spec("sklearn") is None:  # the digits ship inside scikit-learn (train extra)
     notes.append("digits section skipped: scikit-learn not installed (pip install 'jaxbp[train]')")
     return None
   return _digits.measure(target=0.97, max_epochs=cfg["max_epochs"], startup_runs=cfg["startup_runs"],
