@@ -70,14 +70,11 @@ def digits(d):
                 "epochs", "test accuracy"], rows)
   cmd = d.get("jaxbp_train")
   if cmd:
-    if "skipped" in cmd:
-      out += f"\n\n`jaxbp train`: skipped ({cmd['skipped']})."
-    else:
-      wall = "n/a" if cmd["wall_s"] is None else f"{cmd['wall_s']:.2f} s"
-      acc = cmd.get("test_accuracy")
-      acc = "" if acc is None else f", final test accuracy {100 * acc:.1f}%"
-      out += (f"\n\n`jaxbp train` with its defaults (whole command, start-up included): {wall}, "
-              f"exit {cmd['returncode']}{acc}.")
+    wall = "n/a" if cmd["wall_s"] is None else f"{cmd['wall_s']:.2f} s"
+    acc = cmd.get("test_accuracy")
+    acc = "" if acc is None else f", final test accuracy {100 * acc:.1f}%"
+    out += (f"\n\n`jaxbp train` with its defaults (whole command, start-up included): {wall}, "
+            f"exit {cmd['returncode']}{acc}.")
   return out
 
 
