@@ -1,6 +1,7 @@
 """jaxbp.trace: the node-by-node backward pass equals jax.grad, and uses the ops' own rules."""
 
 import functools
+import sys
 
 import chex
 import jax
@@ -105,6 +106,21 @@ def test_plain_jnp_and_jit_are_traced_too():
   matmul = next(n for n in t.nodes if n.op == "matmul")
   chex.assert_shape(matmul.local[0], (2, 2, 2, 3))
   _assert_chain_rule(t)
+
+
+def test_a_step_with_an_integer_output_still_passes_its_gradient_back():
+  # top_k returns the values (float) and their indices (int32): the values' gradient must flow.
+  t = trace(lambda x: jnp.sum(jax.lax.top_k(x, 2)[0] ** 2), x=jnp.array([1.0, 3.0, 2.0]))
+  np.testing.assert_allclose(t.grads["x"], [0.0, 6.0, 4.0])
+  np.testing.assert_allclose(t.autodiff["x"], [0.0, 6.0, 4.0])
+
+
+def test_gradients_that_differ_from_autodiff_are_not_silent(monkeypatch):
+  trace_module = sys.modules["jaxbp.trace"]  # jaxbp.trace, the attribute, is the function
+  lost = lambda self, step, grads: (None, (None,) * len(step.invars), (None,) * len(step.invars))
+  monkeypatch.setattr(trace_module._Graph, "_backward", lost)  # a backward that drops every gradient
+  with pytest.warns(RuntimeWarning, match="∂L/∂x .* differs from jax.grad"):
+    trace(lambda x: ops.multiply(x, x), x=3.0)
 
 
 def test_non_scalar_output_is_refused():
