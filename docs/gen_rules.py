@@ -58,22 +58,37 @@ def _args(lines):
 
 
 def _helpers(module, source, shown):
-  """The module's private functions that ``source`` calls (but ``shown``), in the file's order."""
-  names = set(re.findall(r"\b(_\w+)\(", source)) - {f.__name__ for f in shown}
-  found = []
-  for name, obj in vars(module).items():
-    if name in names and inspect.isfunction(obj) and obj.__module__ == module.__name__:
-      found.append(obj)
-  return found
+  """The private jaxbp.ops functions ``source`` calls, and those they call in turn (but ``shown``),
+  in the order of the rule's module, so every name the quoted code uses is defined on the page."""
+  candidates = {name: obj for name, obj in vars(module).items()
+                if name.startswith("_") and inspect.isfunction(obj) and obj.__module__.startswith("jaxbp.ops")}
+  names, todo = set(), set(re.findall(r"\b(_\w+)\(", source))
+  while todo:
+    name = todo.pop()
+    if name in candidates and name not in names:
+      names.add(name)
+      todo |= set(re.findall(r"\b(_\w+)\(", inspect.getsource(candidates[name])))
+  names -= {f.__name__ for f in shown}
+  return [obj for name, obj in candidates.items() if name in names]
+
+
+def _summary(rule):
+  """``(forward formula, note)`` from the first line of a rule's docstring."""
+  summary = inspect.getdoc(rule.fn).partition("\n")[0]
+  match = SUMMARY.match(summary)
+  return (match["forward"], match["note"]) if match else (summary, f"Note {rule.note}")
+
+
+def _cell(text):
+  """``text`` as the content of one Markdown table cell: formatted, with its pipes escaped."""
+  return _markdown(text).replace("|", r"\|")
 
 
 def _rule(rule):
   module = sys.modules[rule.fn.__module__]
   path = module.__name__.replace(".", "/") + ".py"
-  summary, _, body = inspect.getdoc(rule.fn).partition("\n")
-  match = SUMMARY.match(summary)
-  forward, note = (match["forward"], match["note"]) if match else (summary, f"Note {rule.note}")
-  paragraphs, sections = _sections(body)
+  forward, note = _summary(rule)
+  paragraphs, sections = _sections(inspect.getdoc(rule.fn).partition("\n")[2])
   vjp = getattr(module, "_" + rule.name)
   lines = [
       f"### `{rule.name}`", "",
@@ -91,7 +106,7 @@ def _rule(rule):
     lines.append("")
   fwd, bwd = _unwrap(vjp.fwd), _unwrap(vjp.bwd)
   sources = [inspect.getsource(fwd), inspect.getsource(bwd)]
-  sources += [inspect.getsource(f) for f in _helpers(module, sources[1], (fwd, bwd))]
+  sources += [inspect.getsource(f) for f in _helpers(module, sources[0] + sources[1], (fwd, bwd))]
   lines += [f"The residuals and the backward, `{fwd.__name__}` and `{bwd.__name__}`"
             f" (`{fwd.__name__}` returns the output and what the backward needs):", "",
             "```python", "\n\n".join(s.rstrip() for s in sources), "```", ""]
@@ -137,11 +152,9 @@ def render():
       "| rule | forward | notes | file |", "|---|---|---|---|",
   ]
   for rule in listed:
-    summary = inspect.getdoc(rule.fn).partition("\n")[0]
-    match = SUMMARY.match(summary)
-    forward = match["forward"] if match else summary
+    forward, _ = _summary(rule)
     file = rule.fn.__module__.rpartition(".")[2] + ".py"
-    cell = _markdown(forward).replace("|", r"\|")
+    cell = _cell(forward)
     head.append(f"| [`{rule.name}`](#{rule.name}) | {cell} | {rule.note} |"
                 f" `{file}` |")
   return "\n".join(head + [""] + body).rstrip() + "\n"

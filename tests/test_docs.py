@@ -46,13 +46,6 @@ def test_rules_page_is_generated_from_the_rules():
       "run `python docs/gen_rules.py > docs/rules.md` and commit it")
 
 
-def test_rules_page_has_every_rule():
-  from jaxbp.ops import REGISTRY  # pylint: disable=import-outside-toplevel
-  text = (DOCS / "rules.md").read_text(encoding="utf-8")
-  for name in REGISTRY:
-    assert f"### `{name}`" in text
-
-
 def test_custom_rule_example_runs_and_matches_the_page(capsys):
   example = _load(ROOT / "examples" / "custom_rule_softplus.py", "custom_rule_softplus")
   assert example.main() == 0

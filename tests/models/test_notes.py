@@ -49,7 +49,10 @@ def test_note_000_neuron_gradient_is_the_closed_form():
 
 
 def test_inits_are_keyed_and_shaped():
-  k = jax.random.key(1)
+  k, other = jax.random.split(jax.random.key(1))
   chex.assert_trees_all_equal(models.init_quadratic(k), models.init_quadratic(k))
+  p, q = models.init_quadratic(k), models.init_quadratic(other)
+  assert p["w1"] != q["w1"] and p["w1"] != p["w2"] and float(p["b"]) == 0.0  # drawn from the key, w1 ≠ w2
+  assert models.init_neuron(k, 3)["w"].shape == (3, 1)
   assert set(models.init_quadratic(k)) == {"w1", "w2", "b"}
   assert set(models.init_affine(k)) == {"w", "b"} and models.init_proportional(k)["w"].shape == ()
