@@ -77,6 +77,16 @@ def test_interleave_rotates_and_pairs():
   assert _timing.paired_ratio(same, same) == 1.0
 
 
+def test_interleave_with_more_than_four_variants_varies_more_than_rotations():
+  calls = []
+  blocks = {name: (lambda reps, name=name: calls.append((name, reps))) for name in "abcde"}
+  _timing.interleave(blocks, rounds=12, reps=dict.fromkeys("abcde", 2))
+  timed = "".join(name for name, reps in calls if reps == 2)
+  rounds = [timed[i:i + 5] for i in range(0, 60, 5)]
+  assert all(sorted(r) == list("abcde") for r in rounds)
+  assert len(set(rounds)) > 5  # the 5 rotations of one order would leave "b" always after "a"
+
+
 def test_torch_variant_runs_when_installed():
   pytest.importorskip("torch")
   _models.torch_block(_models.ModelSpec("t", (8, 16, 4), 6))(2)

@@ -6,12 +6,15 @@ so variants see the same conditions, and each round yields a ratio A/B measured 
 median of those paired ratios is the comparison reported.
 
 A variant can also disturb the one timed after it (PyTorch's worker threads spin on after its last op;
-caches hold its data), so the order cycles through every permutation of the variants, each variant
-following each other equally often, and one untimed call of a variant precedes its timed block.
+caches hold its data), so the order changes from round to round, and one untimed call of a variant
+precedes its timed block. Up to four variants cycle through every permutation, each variant following
+each other equally often; with more (5! = 120 orders) each round draws a seeded random permutation,
+balanced in expectation rather than exactly.
 """
 
 import itertools
 import math
+import random
 import statistics
 import time
 from typing import Callable, NamedTuple
@@ -45,22 +48,27 @@ def calibrate(block: Callable[[int], None], target_s: float, max_reps: int = 10_
 
 
 def interleave(blocks: dict, rounds: int, reps: dict) -> dict:
-  """Times every variant ``rounds`` times, one block each per round, cycling through the orders.
+  """Times every variant ``rounds`` times, one block each per round, in a different order each round.
 
   Args:
     blocks: name -> ``block(reps)``, which runs ``reps`` calls and blocks until they are done.
-    rounds: how many rounds; a multiple of the number of orders (6 for 3 variants) balances them.
+    rounds: how many rounds; with up to 4 variants, a multiple of the number of orders (6 for 3
+      variants) balances them; with more, each round's order is a random permutation (seed 0).
     reps: name -> calls per block (from ``calibrate``).
 
   Returns:
     name -> ``Timing``.
   """
   names = list(blocks)
-  orders = list(itertools.permutations(names)) if len(names) <= 4 else [
-      names[k:] + names[:k] for k in range(len(names))]
+  if len(names) <= 4:
+    orders = list(itertools.permutations(names))
+    order_of = lambda r: orders[r % len(orders)]
+  else:
+    rng = random.Random(0)
+    order_of = lambda r: rng.sample(names, len(names))
   times = {name: [] for name in names}
   for r in range(rounds):
-    for name in orders[r % len(orders)]:
+    for name in order_of(r):
       blocks[name](1)  # settle: absorbs what the previous variant left behind
       start = time.perf_counter()
       blocks[name](reps[name])
