@@ -73,8 +73,13 @@ def test_interleave_rotates_and_pairs():
   rounds = ["".join(timed[i:i + 3]) for i in range(0, 18, 3)]
   assert sorted(rounds) == ["abc", "acb", "bac", "bca", "cab", "cba"]
   assert all(len(t.rounds) == 6 for t in timings.values())
-  same = _timing.Timing(1.0, 1.0, (1.0, 2.0, 4.0), 1)
-  assert _timing.paired_ratio(same, same) == 1.0
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+  a = _timing.Timing(3.0, 1.0, (1.0, 10.0, 3.0))
+  b = _timing.Timing(2.0, 1.0, (2.0, 5.0, 1.0))
+  # Per round 0.5, 2.0, 3.0: median 2.0, where the ratio of the medians would be 3 / 2 = 1.5.
+  assert _timing.paired_ratio(a, b) == 2.0
 
 
 def test_interleave_with_more_than_four_variants_varies_more_than_rotations():

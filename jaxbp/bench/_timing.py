@@ -27,12 +27,10 @@ class Timing(NamedTuple):
     median: median over rounds of the mean time per call in that round's block.
     best: the fastest round.
     rounds: every round's time per call, in round order.
-    reps: calls per block (one block per round).
   """
   median: float
   best: float
   rounds: tuple
-  reps: int
 
 
 def calibrate(block: Callable[[int], None], target_s: float, max_reps: int = 10_000) -> int:
@@ -73,16 +71,10 @@ def interleave(blocks: dict, rounds: int, reps: dict) -> dict:
       start = time.perf_counter()
       blocks[name](reps[name])
       times[name].append((time.perf_counter() - start) / reps[name])
-  return {name: Timing(statistics.median(t), min(t), tuple(t), reps[name]) for name, t in times.items()}
+  return {name: Timing(statistics.median(t), min(t), tuple(t)) for name, t in times.items()}
 
 
 def paired_ratio(a: Timing, b: Timing) -> float:
   """Median over rounds of a's time / b's time in the same round (< 1 means a is faster)."""
   return statistics.median(x / y for x, y in zip(a.rounds, b.rounds))
 
-
-def time_once(fn: Callable[[], object]) -> float:
-  """Wall-clock seconds of one call of ``fn``."""
-  start = time.perf_counter()
-  fn()
-  return time.perf_counter() - start
