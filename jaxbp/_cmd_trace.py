@@ -69,12 +69,11 @@ def _trace_and_report(expr, inputs, args):
     jax.config.update("jax_enable_x64", True)
   import jaxbp.ops
   from jaxbp import _table
+  from jaxbp.trace import grad_by_name
   from jaxbp.trace import trace
 
   t = trace(expr.function(jaxbp.ops), **inputs)
-  f_ref = expr.function(jaxbp.ops.reference)
-  grad_ref = jax.grad(lambda *a: f_ref(**dict(zip(inputs, a))), argnums=tuple(range(len(inputs))))
-  ref = dict(zip(inputs, grad_ref(*(np.asarray(v, t.output.dtype) for v in inputs.values()))))
+  ref = grad_by_name(expr.function(jaxbp.ops.reference), **inputs)
   print(f"L = {expr.source}\n")
   print(_table.trace_text(t, args.decimals, reference=ref))
   agree = all(np.allclose(t.grads[n], ref[n], rtol=1e-4, atol=1e-6) for n in t.grads)

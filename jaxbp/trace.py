@@ -123,7 +123,23 @@ def trace(f, /, **inputs):
     got = [str(v.aval) for v in closed.jaxpr.outvars]
     raise ValueError(f"trace: f must return one scalar float (the loss L), got {got}")
   graph = _Graph(closed, names, args)
-  return graph.build(fn, names, args)
+  return graph.build(f, names, args)
+
+
+def grad_by_name(f, /, **inputs):
+  """``jax.grad`` of the scalar ``f(**inputs)`` with respect to every floating-point input.
+
+  Returns:
+    {name: ∂L/∂name} for the float inputs, in the order given; {} when there is none (integer labels,
+    PRNG keys and a function of constants only have nothing to differentiate).
+  """
+  args = {name: jnp.asarray(v) for name, v in inputs.items()}
+  floats = [name for name, a in args.items() if jnp.issubdtype(a.dtype, jnp.inexact)]
+  if not floats:
+    return {}
+  by_position = lambda *xs: f(**{**args, **dict(zip(floats, xs))})
+  return dict(zip(floats, jax.grad(by_position, argnums=tuple(range(len(floats))))(
+      *(args[name] for name in floats))))
 
 
 class _Graph:
@@ -171,16 +187,14 @@ class _Graph:
     for outer, inner_var in zip(eqn.outvars, inner.jaxpr.outvars):
       self.alias[outer] = self.key(inner_var)
 
-  def build(self, fn, names, args):
+  def build(self, f, names, args):
     grads = {self.outvar: jnp.ones((), self.values[self.outvar].dtype)} if not _is_literal(
         self.outvar) else {}
     records = [self._backward(step, grads) for step in reversed(self.steps)][::-1]
     nodes = self._nodes(records)
     trace_grads = {name: grads.get(var, jnp.zeros_like(val))
                    for var, name, val in zip(self.invars, names, args)}
-    float_args = [i for i, a in enumerate(args) if jnp.issubdtype(a.dtype, jnp.inexact)]
-    auto = jax.grad(fn, argnums=tuple(float_args))(*args) if float_args else ()
-    autodiff = {names[i]: g for i, g in zip(float_args, auto)}
+    autodiff = grad_by_name(f, **dict(zip(names, args)))
     grads = {n: trace_grads[n] for n in autodiff}
     _warn_if_grads_differ(grads, autodiff)
     return Trace(dict(zip(names, args)), nodes, self.read(self.outvar), grads, autodiff)

@@ -3,7 +3,6 @@
 import argparse
 import math
 
-import jax
 import numpy as np
 import pytest
 from hypothesis import given
@@ -14,6 +13,7 @@ import jaxbp.ops as ops
 from jaxbp import _cmd_trace
 from jaxbp._expr import ExprError
 from jaxbp._expr import parse
+from jaxbp.trace import grad_by_name
 from jaxbp.trace import trace
 
 
@@ -89,9 +89,9 @@ def test_traced_gradients_of_random_expressions_equal_jax_grad_of_the_references
   expr = parse(f"({source}) + 0 * (x + y + z)")
   inputs = {"x": point[0] + 0.01, "y": point[1] - 0.013, "z": point[2] + 0.007}
   t = trace(expr.function(ops), **inputs)
-  ref = expr.function(ops.reference)
-  expect = jax.grad(lambda *a: ref(**dict(zip(inputs, a))), argnums=(0, 1, 2))(*inputs.values())
-  for name, g in zip(inputs, expect):
+  expect = grad_by_name(expr.function(ops.reference), **inputs)
+  assert list(expect) == list(inputs)
+  for name, g in expect.items():
     np.testing.assert_allclose(t.grads[name], g, rtol=2e-4, atol=1e-5, err_msg=source)
 
 
@@ -112,6 +112,12 @@ def test_command_prints_note_001_gradients_and_writes_files(tmp_path, capsys):
     assert line.split()[2:] == [g, g, g]  # the trace, jax.grad, jax.grad of the references
   assert all(f.exists() and f.stat().st_size > 0 for f in files)
   assert "| L | sigmoid |" in files[2].read_text()
+
+
+def test_command_on_an_expression_without_inputs_prints_its_value(capsys):
+  assert _run(["2*3"]) == 0
+  out = capsys.readouterr().out
+  assert "L = 6.00" in out and "agree" in out
 
 
 @pytest.mark.parametrize("argv, fragment", [
