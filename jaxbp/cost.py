@@ -105,7 +105,8 @@ def flops(fn: Callable[..., Any], *args) -> float:
 
 
 def temp_bytes(fn: Callable[..., Any], *args) -> int:
-  """Bytes of temporary buffers XLA allocates for one call ``fn(*args)``."""
+  """Bytes of temporary buffers XLA allocates for one call ``fn(*args)``: intermediates, not the
+  arguments or outputs (for a gradient, e.g. the activations its backward reads); ``Cost.temp_bytes``."""
   return compiled_cost(fn, *args).temp_bytes
 
 
