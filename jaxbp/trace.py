@@ -117,10 +117,10 @@ def trace(f, /, **inputs):
   names = tuple(inputs)
   args = tuple(jnp.asarray(v) for v in inputs.values())
   fn = lambda *a: f(**dict(zip(names, a)))
-  closed = jax.make_jaxpr(fn)(*args)
-  (out_aval,) = [v.aval for v in closed.jaxpr.outvars] or [None]
-  if out_aval is None or out_aval.shape != () or not jnp.issubdtype(out_aval.dtype, jnp.inexact):
-    got = [str(v.aval) for v in closed.jaxpr.outvars]
+  closed, out = jax.make_jaxpr(fn, return_shape=True)(*args)
+  if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == ()
+          and jnp.issubdtype(out.dtype, jnp.inexact)):
+    got = jax.tree.map(lambda o: f"{o.dtype}{list(o.shape)}", out)
     raise ValueError(f"trace: f must return one scalar float (the loss L), got {got}")
   graph = _Graph(closed, names, args)
   return graph.build(f, names, args)

@@ -128,6 +128,12 @@ def test_non_scalar_output_is_refused():
     trace(lambda x: ops.relu(x), x=np.ones(3, np.float32))
 
 
+@pytest.mark.parametrize("f", [lambda x: (x, x), lambda x: [ops.relu(x)], lambda x: None])
+def test_anything_but_one_scalar_output_is_refused_with_the_documented_error(f):
+  with pytest.raises(ValueError, match="must return one scalar float"):
+    trace(f, x=1.0)
+
+
 def test_table_and_markdown_show_every_node_and_gradient():
   t = trace(circuit, **CIRCUIT)
   text = t.table(decimals=2)
