@@ -54,9 +54,11 @@ def configure(parser: argparse.ArgumentParser):
 
 def run(args) -> int:
   """Runs the benchmark described by ``args``; prints Markdown; returns the exit status."""
-  from jaxbp.bench import _run  # heavy imports (JAX) only now
+  # Heavy imports (JAX) only now.
+  from jaxbp.bench import _report
+  from jaxbp.bench import _run
   results = _run.run_all(args, TINY if args.tiny else FULL)
-  text = _run.render(results)
+  text = _report.render(results)
   print(text)
   if args.markdown:
     with open(args.markdown, "w") as f:

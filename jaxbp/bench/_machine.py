@@ -34,6 +34,11 @@ def _cpu_model():
   return name, simd
 
 
+def load_average():
+  """The 1, 5 and 15 minute load averages, or None where the OS does not report them."""
+  return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
 def describe():
   """The machine, in words and numbers, for the report."""
   cpu, simd = _cpu_model()
@@ -47,7 +52,7 @@ def describe():
       "jax": jax.__version__,
       "numpy": np.__version__,
       "python": platform.python_version(),
-      "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+      "load_average": load_average(),
       "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
   }
 

@@ -14,7 +14,7 @@ def _mib(n):
 def machine(m, ceilings):
   simd = f", {m['simd'].upper()}" if m.get("simd") else ""
   lines = [f"Machine: {m['cpu']} ({m['cpu_count']} cores{simd}), backend {m['backend']} ({m['device']}); "
-           f"jax {m['jax']}, numpy {m['numpy']}, torch {m.get('torch', 'not installed')}, "
+           f"jax {m['jax']}, numpy {m['numpy']}, torch {m['torch']}, "
            f"Python {m['python']}; {m['time']}.",
            f"Load average (1, 5, 15 min) at start {_load(m.get('load_average'))}, at end "
            f"{_load(m.get('load_average_end'))}.", ""]

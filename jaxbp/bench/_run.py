@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -11,11 +10,7 @@ from jaxbp import train
 from jaxbp.bench import _digits
 from jaxbp.bench import _machine
 from jaxbp.bench import _models
-from jaxbp.bench import _report
 from jaxbp.bench import _steps
-
-render = _report.render
-
 
 def _dtypes(args, backend):
   if args.dtypes:
@@ -44,7 +39,8 @@ def run_all(args, cfg):
   machine = _machine.describe()
   machine["torch"] = torch_note if with_torch else "not used"
   notes = [] if with_torch else [torch_note]
-  if with_torch and _models.torch_device() is None:
+  torch_device = _models.torch_device() if with_torch else None
+  if with_torch and torch_device is None:
     notes.append(f"PyTorch eager left out of the steps: JAX runs on {backend}, torch sees no such device")
   elif with_torch and backend != "cpu":
     notes.append("the digits section runs PyTorch on the CPU")
@@ -64,13 +60,13 @@ def run_all(args, cfg):
       spec = _models.ModelSpec(name, sizes, batch)
       results["steps"].append(_steps.measure_model(
           spec, dtype=dtype, ceiling=ceiling_of[dtype.name], rounds=rounds, target_s=cfg["target_s"],
-          with_torch=with_torch, donate=donate))
+          torch_device=torch_device, donate=donate))
   if not args.no_digits:
     results["digits"] = _digits_section(cfg, with_torch, notes)
   if args.scale:
     results["scale"] = _scale_section(cfg, ceiling_of["float32"] if "float32" in ceiling_of
                                       else max(ceiling_of.values()))
-  machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+  machine["load_average_end"] = _machine.load_average()
   return results
 
 

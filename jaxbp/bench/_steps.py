@@ -30,20 +30,20 @@ def _flop_split(ops, params, x, labels):
           "ratio": dropped.ratio, "ratio_with_input_grad": counted.ratio}
 
 
-def measure_model(spec, *, dtype, ceiling, rounds, target_s, with_torch, donate):
+def measure_model(spec, *, dtype, ceiling, rounds, target_s, torch_device, donate):
   """Times the step of ``spec`` three ways and gathers its FLOP and memory accounting.
+
+  ``torch_device`` ("cpu", "cuda" or None for no PyTorch column) is used for float32 steps only.
 
   Returns:
     A dict with ``variants`` (per variant: ms, GFLOP/s from XLA and from 6·P·D, % of ceiling, temp
     bytes), ``ratios`` (medians of paired ratios), and ``flops`` (XLA's forward/backward split).
   """
   (params, x, labels), compiled, blocks = _jax_variants(spec, dtype, donate)
-  device = _models.torch_device() if with_torch and dtype == jnp.float32 else None
-  if device is not None:
-    blocks[TORCH] = _models.torch_block(spec, device=device)
-  reps = {name: _timing.calibrate(block, target_s) for name, block in blocks.items()}
-  shared = reps[MANUAL]  # the same number of steps per block for every variant
-  timings = _timing.interleave(blocks, rounds, {name: shared for name in blocks})
+  if torch_device is not None and dtype == jnp.float32:
+    blocks[TORCH] = _models.torch_block(spec, device=torch_device)
+  shared = _timing.calibrate(blocks[MANUAL], target_s)  # the same number of steps per block for all
+  timings = _timing.interleave(blocks, rounds, dict.fromkeys(blocks, shared))
   six_pd = cost.six_pd(params, spec.batch)
   variants = {}
   for name, t in timings.items():
@@ -86,7 +86,7 @@ def measure_scale(widths, batches, *, depth, d_in, classes, ceiling, bandwidth, 
       spec = _models.ModelSpec("scale", (d_in,) + (width,) * depth + (classes,), batch)
       _, compiled, blocks = _jax_variants(spec, jnp.float32, False)
       reps = _timing.calibrate(blocks[MANUAL], target_s)
-      timings = _timing.interleave(blocks, rounds, {name: reps for name in blocks})
+      timings = _timing.interleave(blocks, rounds, dict.fromkeys(blocks, reps))
       manual = compiled[MANUAL]
       bounds = {"arithmetic": manual.flops / (ceiling * 1e9),
                 "memory": manual.bytes_accessed / (bandwidth * 1e9), "dispatch": floor}
