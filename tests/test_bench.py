@@ -116,6 +116,12 @@ def test_torch_digits_model_has_the_jax_models_weights():
   np.testing.assert_allclose(torch_logits, _models.mlp_logits(ops, params, x_test), rtol=1e-5, atol=1e-6)
 
 
+def test_unknown_model_is_refused_before_anything_runs(capsys):
+  with pytest.raises(SystemExit):
+    main(["--tiny", "--models", "small,smal"])
+  assert "unknown model smal" in capsys.readouterr().err
+
+
 def test_jaxbp_bench_command(capsys):
   from jaxbp import cli
   assert cli.main(["bench", "--tiny", "--models", "small", "--no-torch", "--no-digits"]) == 0

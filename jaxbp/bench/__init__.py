@@ -37,13 +37,24 @@ TINY = {
 }
 
 
+def _model_names(text):
+  """``--models``: comma-separated names from ``FULL["models"]``, checked before any measuring."""
+  names = text.split(",")
+  unknown = [name for name in names if name not in FULL["models"]]
+  if unknown:
+    raise argparse.ArgumentTypeError(
+        f"unknown model {', '.join(unknown)}; choose from {', '.join(FULL['models'])}")
+  return names
+
+
 def configure(parser: argparse.ArgumentParser):
   """Adds the benchmark's options to ``parser``."""
   parser.add_argument("--tiny", action="store_true", help="toy sizes, 2 rounds: proves it runs (CI)")
   parser.add_argument("--scale", action="store_true", help="add the width x batch scale table (minutes)")
   parser.add_argument("--json", metavar="FILE", help="write every measurement to FILE as JSON")
   parser.add_argument("--markdown", metavar="FILE", help="also write the Markdown report to FILE")
-  parser.add_argument("--models", default="small,large,deep", help="comma-separated: small,large,deep")
+  parser.add_argument("--models", type=_model_names, default="small,large,deep",
+                      help="comma-separated: small,large,deep")
   parser.add_argument("--rounds", type=int, help="rounds of interleaved timing (default 12; tiny 2)")
   parser.add_argument("--dtypes", help="comma-separated step dtypes (default float32; on GPU also bfloat16)")
   parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")

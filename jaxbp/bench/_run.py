@@ -55,7 +55,7 @@ def run_all(args, cfg):
   results = {"machine": machine, "config": config,
              "ceilings": ceilings, "steps": [], "notes": notes}
   for dtype in dtypes:
-    for name in args.models.split(","):
+    for name in args.models:
       sizes, batch = cfg["models"][name]
       spec = _models.ModelSpec(name, sizes, batch)
       results["steps"].append(_steps.measure_model(
