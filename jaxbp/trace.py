@@ -16,6 +16,7 @@ Example::
   t.draw("circuit.png")   # the graph, forward values on the edges, gradients in red
 """
 
+import re
 import warnings
 from typing import Any, NamedTuple
 
@@ -28,6 +29,8 @@ import numpy as np
 _CALLS = ("jit", "pjit", "closed_call", "core_call")
 # A local Jacobian is computed (one VJP per output element) when the node's output is this small.
 _MAX_JACOBIAN_ROWS = 64
+# The labels the trace gives values; an input by one of these names would be mistaken for them.
+_RESERVED = re.compile(r"L|[sc]\d+")
 
 
 class Node(NamedTuple):
@@ -112,8 +115,13 @@ def trace(f, /, **inputs):
     RuntimeWarning names any input where they do not (rtol 1e-4), which would be a bug of the trace.
 
   Raises:
-    ValueError: if ``f`` does not return a scalar floating-point value.
+    ValueError: if ``f`` does not return a scalar floating-point value, or an input is named like a
+      node label (``L``, ``s0``, ``c0``, …).
   """
+  reserved = [name for name in inputs if _RESERVED.fullmatch(name)]
+  if reserved:
+    raise ValueError(f"trace: input name(s) {', '.join(reserved)} would read as node labels "
+                     "(L is the output, s0, s1, … the nodes, c0, c1, … the constants); rename them")
   names = tuple(inputs)
   args = tuple(jnp.asarray(v) for v in inputs.values())
   fn = lambda *a: f(**dict(zip(names, a)))

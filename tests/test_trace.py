@@ -134,6 +134,13 @@ def test_anything_but_one_scalar_output_is_refused_with_the_documented_error(f):
     trace(f, x=1.0)
 
 
+@pytest.mark.parametrize("name", ["L", "s0", "s12", "c0"])
+def test_inputs_named_like_node_labels_are_refused(name):
+  with pytest.raises(ValueError, match=f"input name\\(s\\) {name} would read as node labels"):
+    trace(lambda **kw: ops.multiply(kw[name], kw["x"]), x=2.0, **{name: 3.0})
+  trace(lambda **kw: ops.multiply(kw[name + "_"], kw["x"]), x=2.0, **{name + "_": 3.0})
+
+
 def test_table_and_markdown_show_every_node_and_gradient():
   t = trace(circuit, **CIRCUIT)
   text = t.table(decimals=2)
