@@ -16,6 +16,7 @@ and the last layer is linear (logits). Every operation comes from ``ops``.
 
 import functools
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -54,7 +55,7 @@ class MLPConfig(NamedTuple):
 def check_config(config):
   """Raises ValueError naming the field if ``config`` cannot build a network."""
   sizes = tuple(config.sizes)
-  if len(sizes) < 2 or any(not isinstance(n, int) or n < 1 for n in sizes):
+  if len(sizes) < 2 or any(not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1 for n in sizes):
     raise ValueError(f"MLPConfig.sizes must be at least two positive integers (in, ..., out), got {sizes}")
   if config.activation not in ACTIVATIONS:
     raise ValueError(f"MLPConfig.activation must be one of {ACTIVATIONS}, got {config.activation!r}")
@@ -62,6 +63,8 @@ def check_config(config):
     raise ValueError(f"MLPConfig.init must be one of {INITS}, got {config.init!r}")
   if not 0.0 <= config.dropout < 1.0:
     raise ValueError(f"MLPConfig.dropout must be in [0, 1), got {config.dropout}")
+  if not 0.0 <= config.bn_momentum <= 1.0:
+    raise ValueError(f"MLPConfig.bn_momentum must be in [0, 1], got {config.bn_momentum}")
 
 
 def _init_weight(key, fan_in, fan_out, init, dtype):
@@ -93,18 +96,14 @@ def _init_mlp(key, config, dtype):
   layers, stats = [], []
   for i, (k, fan_in, fan_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
     layer = {"w": _init_weight(k, fan_in, fan_out, config.init, dtype)}
-    if not (config.batch_norm and i < len(sizes) - 2):
-      layer["b"] = jnp.zeros((fan_out,), dtype)
-    else:  # no bias before batch norm: BN subtracts it again, its true gradient is 0
+    if config.batch_norm and i < len(sizes) - 2:  # no bias before batch norm: BN subtracts it, its gradient is 0
       layer["gamma"] = jnp.ones((fan_out,), dtype)
       layer["beta"] = jnp.zeros((fan_out,), dtype)
       stats.append({"mean": jnp.zeros((fan_out,), dtype), "var": jnp.ones((fan_out,), dtype)})
+    else:
+      layer["b"] = jnp.zeros((fan_out,), dtype)
     layers.append(layer)
   return {"layers": layers}, ({"layers": stats} if stats else {})
-
-
-def _activate(ops, name, z):
-  return getattr(ops, name)(z)
 
 
 def _batch_norm(ops, config, layer, stats, z, train):
@@ -143,16 +142,20 @@ def mlp_apply(params, x, config, *, state=None, train=False, key=None, ops=_ops)
   use_dropout = train and config.dropout > 0
   if use_dropout and key is None:
     raise ValueError("mlp_apply: training with dropout needs a PRNG 'key'")
-  keys = jax.random.split(key, len(layers)) if use_dropout else [None] * len(layers)
+  keys = jax.random.split(key, len(layers)) if use_dropout else None
+  activate = getattr(ops, config.activation)
   new_stats, h = [], x
   for i, layer in enumerate(layers[:-1]):
-    z = ops.matmul(h, layer["w"]) if config.batch_norm else ops.linear(h, layer["w"], layer["b"])
     if config.batch_norm:
-      z, s = _batch_norm(ops, config, layer, state["layers"][i], z, train)
+      z, s = _batch_norm(ops, config, layer, state["layers"][i], ops.matmul(h, layer["w"]), train)
       new_stats.append(s)
-    a = _activate(ops, config.activation, z)
+    else:
+      z = ops.linear(h, layer["w"], layer["b"])
+    a = activate(z)
     if use_dropout:
       a = ops.dropout(keys[i], a, config.dropout)
     h = ops.add(h, a) if config.residual and h.shape == a.shape else a
   out = ops.linear(h, layers[-1]["w"], layers[-1]["b"])
-  return out, ({"layers": new_stats} if new_stats else state if state is not None else {})
+  if new_stats:
+    state = {"layers": new_stats}
+  return out, state if state is not None else {}

@@ -100,11 +100,16 @@ def test_dropout_only_in_training_and_keyed():
 
 @pytest.mark.parametrize("field,value,fragment", [
     ("sizes", (6,), "at least two"), ("activation", "gelu", "activation"), ("init", "orthogonal", "init"),
-    ("dropout", 1.0, "dropout")])
+    ("dropout", 1.0, "dropout"), ("sizes", (6, True), "at least two"), ("bn_momentum", 1.5, "bn_momentum")])
 def test_bad_config_names_the_field(field, value, fragment):
   config = MLPConfig((6, 3))._replace(**{field: value})
   with pytest.raises(ValueError, match=fragment):
     init_mlp(jax.random.key(0), config)
+
+
+def test_numpy_integer_sizes_are_accepted():
+  params, _ = init_mlp(jax.random.key(0), MLPConfig((np.int64(6), np.int32(3))))
+  assert params["layers"][0]["w"].shape == (6, 3)
 
 
 def test_wrong_input_width_is_reported():
