@@ -14,7 +14,7 @@ COMMANDS = {
     "train": "jaxbp._cmd_train",
     "info": "jaxbp._cmd_info",
     "trace": "jaxbp._cmd_trace",
-    "bench": "jaxbp._cmd_bench",
+    "bench": "jaxbp.bench",
 }
 
 
