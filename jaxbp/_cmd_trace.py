@@ -8,7 +8,7 @@ prints one row per node and input: the forward value z, the upstream gradient �
 gradient ∂z/∂x and the downstream gradient ∂L/∂x; then every input's gradient from the trace, from
 jax.grad, and from jax.grad of the same expression on the plain-jnp references. The expression
 language: + - * / (also × ÷ −), ** or ^, parentheses, numbers, named inputs, and the functions
-sigmoid tanh relu leaky_relu elu softmax log_softmax max exp log sqrt.
+sigmoid tanh relu leaky_relu elu max exp log sqrt.
 """
 
 HELP = "trace the backprop of an expression node by node: table, Markdown, PNG/SVG graph"
@@ -62,6 +62,8 @@ def run(args):
 
 
 def _trace_and_report(expr, inputs, args):
+  import sys
+
   import jax
   import numpy as np
 
@@ -72,7 +74,11 @@ def _trace_and_report(expr, inputs, args):
   from jaxbp.trace import grad_by_name
   from jaxbp.trace import trace
 
-  t = trace(expr.function(jaxbp.ops), **inputs)
+  try:
+    t = trace(expr.function(jaxbp.ops), **inputs)
+  except ValueError as e:  # e.g. an input named like a node label
+    print(f"jaxbp trace: error: {e}", file=sys.stderr)
+    return 2
   ref = grad_by_name(expr.function(jaxbp.ops.reference), **inputs)
   print(f"L = {expr.source}\n")
   print(_table.trace_text(t, args.decimals, reference=ref))

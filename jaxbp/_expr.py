@@ -10,8 +10,10 @@ Grammar (the usual precedence; ``**`` binds tighter than unary minus and is righ
 
 ``×``, ``÷`` and ``−`` are accepted for ``*``, ``/`` and ``-``. ``+`` and ``*`` are the add and
 multiply gates of ``jaxbp.ops``; ``-``, ``/`` and powers are jnp (shown as JAX primitives in a trace)
-unless ``jaxbp.ops`` gains ``subtract``, ``divide`` or ``power``. Functions are the activations of
-``jaxbp.ops`` plus ``max`` (the max gate), ``exp``, ``log`` and ``sqrt``. A syntax error, an unknown
+unless ``jaxbp.ops`` gains ``subtract``, ``divide`` or ``power``. Functions are the element-wise
+activations of ``jaxbp.ops`` (``sigmoid``, ``tanh``, ``relu``, ``leaky_relu``, ``elu``; not softmax,
+which needs a vector and the inputs are numbers) plus ``max`` (the max gate), ``exp``, ``log`` and
+``sqrt``. A syntax error, an unknown
 name or a missing input raises ``ExprError``: one line, with the 1-based position in the source.
 
 Example::
@@ -29,8 +31,8 @@ from typing import Any, NamedTuple
 # name in the expression -> (name in jaxbp.ops or jnp, number of arguments: min, max)
 FUNCTIONS = {
     "sigmoid": ("sigmoid", 1, 1), "tanh": ("tanh", 1, 1), "relu": ("relu", 1, 1),
-    "leaky_relu": ("leaky_relu", 1, 2), "elu": ("elu", 1, 2), "softmax": ("softmax", 1, 1),
-    "log_softmax": ("log_softmax", 1, 1), "max": ("maximum", 2, 2), "maximum": ("maximum", 2, 2),
+    "leaky_relu": ("leaky_relu", 1, 2), "elu": ("elu", 1, 2),
+    "max": ("maximum", 2, 2), "maximum": ("maximum", 2, 2),
     "exp": ("exp", 1, 1), "log": ("log", 1, 1), "sqrt": ("sqrt", 1, 1),
 }
 _OPERATORS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}

@@ -125,6 +125,8 @@ def test_command_on_an_expression_without_inputs_prints_its_value(capsys):
     (["sigmoid(w0*x0)", "w0=1"], "at position 12: missing input 'x0'"),
     (["w0 * 2", "w0"], "is not NAME=NUMBER"),
     (["w0 * 2", "w0=two"], "'two' is not a number"),
+    (["softmax(x)", "x=1"], "at position 1: unknown function 'softmax'"),
+    (["s0 * 2", "s0=1"], "would read as node labels"),
 ])
 def test_command_errors_are_one_line_with_exit_code_2(argv, fragment, capsys):
   assert _run(argv) == 2
