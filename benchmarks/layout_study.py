@@ -1,8 +1,8 @@
 """Which layout of the weight gradient dW = Xᵀ·dY runs fastest? The evidence behind jaxbp.ops.linalg.
 
 The formula is fixed; only how XLA is asked to lay out the product changes:
-  as-is       X2.T @ G2: a product contracting the leading (batch) axis of both operands. XLA:CPU
-              hands it to Eigen rather than to its YNNPACK GEMM.
+  as-is       X2.T @ G2, the rule itself (``linalg._weight_grad``): a product contracting the leading
+              (batch) axis of both operands. XLA:CPU hands it to Eigen rather than to its YNNPACK GEMM.
   xT-copy     optimization_barrier(X2.T) @ G2: X transposed into a fresh [D, N] buffer first, so the
               product is an ordinary row-major GEMM (YNNPACK on CPU).
   gT-copy     (optimization_barrier(G2.T) @ X2).T: the upstream gradient transposed instead.
@@ -29,26 +29,17 @@ from jaxbp.bench import _timing
 from jaxbp.ops import linalg
 
 
-def _flat(x, g):
-  return x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
-
-
-def as_is(x, g):
-  x2, g2 = _flat(x, g)
-  return x2.T @ g2
-
-
 def xt_copy(x, g):
-  x2, g2 = _flat(x, g)
+  x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
   return lax.optimization_barrier(x2.T) @ g2
 
 
 def gt_copy(x, g):
-  x2, g2 = _flat(x, g)
+  x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
   return (lax.optimization_barrier(g2.T) @ x2).T
 
 
-LAYOUTS = {"as-is": as_is, "xT-copy": xt_copy, "gT-copy": gt_copy}
+LAYOUTS = {"as-is": linalg._weight_grad, "xT-copy": xt_copy, "gT-copy": gt_copy}
 
 
 def _compile_with(layout, step, params, x, labels):
@@ -65,16 +56,14 @@ def study(name, rounds, target_s, with_torch):
   spec = _models.ModelSpec(name, sizes, batch)
   params, x, labels = _models.make_batch(spec)
   executables = {"jax.grad": _models.make_step(ops.reference).lower(params, x, labels).compile()}
-  executables["jaxbp.ops (current rule)"] = _models.make_step(ops).lower(params, x, labels).compile()
   for layout_name, layout in LAYOUTS.items():
     # A fresh jit per layout: the rule's backward is traced again with the layout swapped in.
     executables[layout_name] = _compile_with(layout, _models.make_step(ops), params, x, labels)
   blocks = {k: _models.jax_block(exe, params, x, labels) for k, exe in executables.items()}
   if with_torch:
     blocks["torch eager"] = _models.torch_block(spec)
-  reps = {k: _timing.calibrate(b, target_s) for k, b in blocks.items()}
-  shared = reps["jax.grad"]
-  timings = _timing.interleave(blocks, rounds, {k: shared for k in blocks})
+  shared = _timing.calibrate(blocks["jax.grad"], target_s)  # the same steps per block for every variant
+  timings = _timing.interleave(blocks, rounds, dict.fromkeys(blocks, shared))
   print(f"\n### {spec.label}\n")
   print("| variant | step ms (median) | / jax.grad (paired) | temp MiB | bytes accessed MiB |")
   print("|---|---|---|---|---|")
@@ -83,6 +72,15 @@ def study(name, rounds, target_s, with_torch):
     mem = f"{c.temp_bytes / 2**20:.2f} | {c.bytes_accessed / 2**20:.1f}" if c else "– | –"
     ratio = _timing.paired_ratio(t, timings["jax.grad"])
     print(f"| {k} | {t.median * 1e3:.3f} | {ratio:.3f} | {mem} |")
+
+
+def _product_block(f, x, g):
+  """``block(reps)``: ``reps`` calls of ``f(x, g)``, keeping only the last result alive, then wait."""
+  def block(reps):
+    for _ in range(reps):
+      out = f(x, g)
+    out.block_until_ready()
+  return block
 
 
 def gemm_study(rounds, target_s):
@@ -94,12 +92,9 @@ def gemm_study(rounds, target_s):
   for d, m in ((784, 2048), (2048, 2048), (2048, 10)):
     key = jax.random.PRNGKey(0)
     x, g = jax.random.normal(key, (n, d)), jax.random.normal(key, (n, m))
-    blocks = {}
-    for name, layout in LAYOUTS.items():
-      f = jax.jit(layout)
-      blocks[name] = lambda reps, f=f: [f(x, g) for _ in range(reps)][-1].block_until_ready()
-    reps = {k: _timing.calibrate(b, target_s) for k, b in blocks.items()}
-    timings = _timing.interleave(blocks, rounds, reps)
+    blocks = {name: _product_block(jax.jit(layout), x, g) for name, layout in LAYOUTS.items()}
+    shared = _timing.calibrate(blocks["as-is"], target_s)
+    timings = _timing.interleave(blocks, rounds, dict.fromkeys(blocks, shared))
     rates = [f"{2 * n * d * m / timings[k].median / 1e9:.1f}" for k in LAYOUTS]
     print(f"| {d} x {m} | " + " | ".join(rates) + " |")
 
