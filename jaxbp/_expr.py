@@ -28,12 +28,21 @@ import difflib
 import re
 from typing import Any, NamedTuple
 
-# name in the expression -> (name in jaxbp.ops or jnp, number of arguments: min, max)
+class Function(NamedTuple):
+  """A function of the language: what it calls and what its arguments may be."""
+  target: str   # its name in jaxbp.ops (or jnp)
+  min_args: int
+  max_args: int
+  numeric_params: bool  # True: arguments after the first are number parameters (leaky_relu's slope),
+                        # written as they are; False: every argument is an expression
+
+
 FUNCTIONS = {
-    "sigmoid": ("sigmoid", 1, 1), "tanh": ("tanh", 1, 1), "relu": ("relu", 1, 1),
-    "leaky_relu": ("leaky_relu", 1, 2), "elu": ("elu", 1, 2),
-    "max": ("maximum", 2, 2), "maximum": ("maximum", 2, 2),
-    "exp": ("exp", 1, 1), "log": ("log", 1, 1), "sqrt": ("sqrt", 1, 1),
+    "sigmoid": Function("sigmoid", 1, 1, False), "tanh": Function("tanh", 1, 1, False),
+    "relu": Function("relu", 1, 1, False), "leaky_relu": Function("leaky_relu", 1, 2, True),
+    "elu": Function("elu", 1, 2, True), "max": Function("maximum", 2, 2, False),
+    "maximum": Function("maximum", 2, 2, False), "exp": Function("exp", 1, 1, False),
+    "log": Function("log", 1, 1, False), "sqrt": Function("sqrt", 1, 1, False),
 }
 _OPERATORS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}
 _TOKEN = re.compile(r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -161,11 +170,12 @@ class _Parser:
       self.take()
       args.append(self.expr())
     self.expect(")", f"',' or ')' in the call of {tok.text}")
-    _, lo, hi = FUNCTIONS[tok.text]
-    if not lo <= len(args) <= hi:
+    spec = FUNCTIONS[tok.text]
+    if not spec.min_args <= len(args) <= spec.max_args:
+      lo, hi = spec.min_args, spec.max_args
       want = str(lo) if lo == hi else f"{lo} to {hi}"
       raise ExprError(f"{tok.text} takes {want} argument(s), got {len(args)}", tok.pos)
-    for extra in args[1:] if lo == 1 else ():
+    for extra in args[1:] if spec.numeric_params else ():
       if extra.kind != "num":
         raise ExprError(f"{tok.text}'s parameter must be a number", extra.pos)
     return Node("call", tok.text, tuple(args), tok.pos)
@@ -231,11 +241,11 @@ def _evaluate(node, inputs, resolve):
   if node.kind == "var":
     return inputs[node.value]
   if node.kind == "call":
-    fn = resolve(FUNCTIONS[node.value][0])
-    first = _evaluate(node.args[0], inputs, resolve)
-    if FUNCTIONS[node.value][1] == 2:
-      return fn(first, _evaluate(node.args[1], inputs, resolve))
-    return fn(first, *(a.value for a in node.args[1:]))
+    spec = FUNCTIONS[node.value]
+    first, rest = _evaluate(node.args[0], inputs, resolve), node.args[1:]
+    if spec.numeric_params:
+      return resolve(spec.target)(first, *(a.value for a in rest))
+    return resolve(spec.target)(first, *(_evaluate(a, inputs, resolve) for a in rest))
   args = [_evaluate(a, inputs, resolve) for a in node.args]
   if node.kind == "neg":
     return resolve("negative")(args[0])
