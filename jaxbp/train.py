@@ -112,8 +112,7 @@ class FitResult(NamedTuple):
 
 def check_config(config):
   """Raises ValueError naming the field when ``config`` is not usable."""
-  choices = {"model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
-             "activation": _mlp.ACTIVATIONS, "init": _mlp.INITS}
+  choices = {"model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
   for field, allowed in choices.items():
     if getattr(config, field) not in allowed:
       raise ValueError(f"{field} must be one of {', '.join(allowed)}; got {getattr(config, field)!r}")
@@ -128,8 +127,7 @@ def check_config(config):
       raise ValueError(f"{field} must be >= 0, got {v}")
   if config.model == "mlp" and not config.hidden:
     raise ValueError("hidden must name at least one width for model 'mlp' (or use model 'linear')")
-  if not 0.0 <= config.dropout < 1.0:
-    raise ValueError(f"dropout must be in [0, 1), got {config.dropout}")
+  _mlp.check_config(mlp_config(config, 1, 2))  # activation, init, widths, dropout: the model's own checks
 
 
 def mlp_config(config, num_features, num_classes):
