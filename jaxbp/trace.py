@@ -329,6 +329,6 @@ def _local_jacobian(vjp, z, n_inputs):
   """∂z/∂x for each differentiated input, one VJP per element of z (the rule's own backward)."""
   if z.size > _MAX_JACOBIAN_ROWS:
     return [None] * n_inputs
-  basis = jnp.eye(max(z.size, 1), dtype=z.dtype).reshape((z.size,) + z.shape)
+  basis = jnp.eye(z.size, dtype=z.dtype).reshape((z.size,) + z.shape)
   rows = jax.vmap(lambda e: vjp([e]))(basis)
   return [r.reshape(z.shape + r.shape[1:]) for r in rows]

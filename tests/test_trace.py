@@ -123,6 +123,14 @@ def test_gradients_that_differ_from_autodiff_are_not_silent(monkeypatch):
     trace(lambda x: ops.multiply(x, x), x=3.0)
 
 
+def test_a_step_with_an_empty_output_has_an_empty_local_jacobian():
+  t = trace(lambda x: jnp.sum(x[:0] * 2.0) + jnp.sum(x * x), x=jnp.array([1.0, 2.0]))
+  np.testing.assert_allclose(t.grads["x"], [2.0, 4.0])
+  empty = next(n for n in t.nodes if n.op == "slice")
+  chex.assert_shape(empty.local[0], (0, 2))  # z.shape + x.shape
+  _assert_chain_rule(t)
+
+
 def test_non_scalar_output_is_refused():
   with pytest.raises(ValueError, match="scalar"):
     trace(lambda x: ops.relu(x), x=np.ones(3, np.float32))
