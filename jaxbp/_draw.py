@@ -23,30 +23,44 @@ _COL_WIDTH, _ROW_HEIGHT, _RADIUS, _INCH = 2.4, 1.0, 0.3, 0.95
 
 
 def layout(trace):
-  """Positions {name: (x, y)} of the inputs (column 0) and nodes, and the edges (src, dst, k).
+  """Positions {point: (x, y)} of the inputs (column 0) and nodes, and the edges (src, dst, k).
 
-  A node's column is one more than its latest input's; its height is the mean of its inputs' heights,
-  then spread apart so no two nodes in a column are closer than one row. A constant input (a number
-  written in the function) gets its own point just left of the node reading it.
+  A point is an input's name, a node's ``name``, or ``"<node>:<k>"`` for a constant. A node's column
+  is one more than its latest input's; its height is the mean of its inputs' heights, then spread
+  apart so no two nodes in a column are closer than one row. A constant input (a number written in
+  the function) gets its own point just left of the node reading it.
   """
-  names = {n.name for n in trace.nodes}
+  producer = _producers(trace)
+  point = lambda value: producer[value].name if value in producer else value
   pos = {name: (0.0, float(i) * _ROW_HEIGHT) for i, name in enumerate(_inputs_in_use_order(trace))}
   column, by_column = {name: 0 for name in pos}, {}
   for node in trace.nodes:
-    known = [x for x in node.inputs if x in pos or x in names]
-    column[node.name] = 1 + max((column[x] for x in known), default=0)
+    known = [point(x) for x in node.inputs if x in pos or x in producer]
+    column[node.name] = 1 + max((column[p] for p in known), default=0)
     by_column.setdefault(column[node.name], []).append(node)
   for col in sorted(by_column):
-    _place_column(by_column[col], col, pos)
+    _place_column(by_column[col], col, pos, point)
   edges = []
   for node in trace.nodes:
     x, y = pos[node.name]
-    for k, src in enumerate(node.inputs):
+    for k, value in enumerate(node.inputs):
+      src = point(value)
       if src not in pos:  # a constant written in the function
         src = f"{node.name}:{k}"
         pos[src] = (x - 0.3 * _COL_WIDTH, y + 0.6)
       edges.append((src, node.name, k))
   return pos, edges
+
+
+def loss_node(trace):
+  """The node computing L (not necessarily the last: a later step's value may go unused); None if
+  L is an input or a constant."""
+  return next((node for node in trace.nodes if "L" in node.outputs), None)
+
+
+def _producers(trace):
+  """{value name: the node computing it}, one entry per output of every node."""
+  return {out: node for node in trace.nodes for out in node.outputs}
 
 
 def _inputs_in_use_order(trace):
@@ -56,11 +70,11 @@ def _inputs_in_use_order(trace):
   return order + [x for x in trace.inputs if x not in order]
 
 
-def _place_column(nodes, col, pos):
+def _place_column(nodes, col, pos, point):
   """Places the nodes of one column at their inputs' mean height, at least one row apart."""
   entries = []
   for node in nodes:
-    ys = [pos[x][1] for x in node.inputs if x in pos]
+    ys = [pos[point(x)][1] for x in node.inputs if point(x) in pos]
     entries.append((sum(ys) / len(ys) if ys else 0.0, node))
   entries.sort(key=lambda e: e[0])
   last = None
@@ -93,6 +107,9 @@ def draw_trace(trace, path, decimals=2):
   ax.set_aspect("equal")
   ax.axis("off")
   nodes = {n.name: n for n in trace.nodes}
+  values = dict(trace.inputs)
+  for node in trace.nodes:
+    values.update(zip(node.outputs, node.value if len(node.outputs) > 1 else (node.value,)))
   fan_out = {}
   for src, _, _ in edges:
     fan_out[src] = fan_out.get(src, 0) + 1
@@ -100,27 +117,24 @@ def draw_trace(trace, path, decimals=2):
     # Edges that leave one input meet at their source, those into one node at their target:
     # label each where it is alone.
     t = 0.5 if src in nodes else (0.3 if fan_out[src] == 1 else 0.68)
-    if src in nodes or src in trace.inputs:
-      value, grad = _value_of(trace, nodes, src), nodes[dst].downstream[k]
+    read = nodes[dst].inputs[k]
+    if read in values:
+      value, grad = values[read], nodes[dst].downstream[k]
     else:  # a constant: its value is its label, and no gradient is asked of it
       value = grad = ""
     _edge(ax, pos[src], pos[dst], value, grad, decimals, src in nodes, t)
   for name, (x, y) in pos.items():
     _point(ax, name, x, y, nodes, trace, decimals)
-  if trace.nodes:
-    out = trace.nodes[-1]
+  out = loss_node(trace)
+  if out is not None:
     x, y = pos[out.name]
     end = x + 0.4 * _COL_WIDTH
-    _edge(ax, (x, y), (end, y), out.value, 1.0, decimals, True, 0.45, arrow_end=True)
+    _edge(ax, (x, y), (end, y), trace.output, 1.0, decimals, True, 0.45, arrow_end=True)
     ax.text(end + 0.05, y, "L", va="center", ha="left", fontsize=13, fontweight="bold")
   fig.suptitle(f"L = {fmt(trace.output, decimals)}    forward values in black, "
                f"gradients ∂L/∂· in red", fontsize=11, y=0.98)
   fig.savefig(path, dpi=150 if path.suffix.lower() == ".png" else 72)
   return path
-
-
-def _value_of(trace, nodes, name):
-  return nodes[name].value if name in nodes else trace.inputs[name]
 
 
 def _edge(ax, p, q, value, grad, decimals, from_node, t=0.5, arrow_end=False):

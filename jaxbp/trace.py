@@ -37,7 +37,9 @@ class Node(NamedTuple):
   """One node of the computational graph, with the three gradients of note 001.
 
   Attributes:
-    name: the name of the value it computes: ``s0``, ``s1``, … in execution order, ``L`` for the output.
+    name: its label in tables and drawings: its outputs joined by ", ".
+    outputs: the names of the values it computes: ``s0``, ``s1``, … in execution order (``s0.0``,
+      ``s0.1`` for a node with several outputs), ``L`` for the output.
     op: the jaxbp op (``multiply``, ``sigmoid``) or, for plain jnp arithmetic, the JAX primitive.
     manual: True when the backward is a hand-written ``custom_vjp`` rule.
     inputs: the names of the values it reads: inputs, earlier nodes, or constants written out.
@@ -50,6 +52,7 @@ class Node(NamedTuple):
       without a gradient (integer labels, PRNG keys).
   """
   name: str
+  outputs: tuple
   op: str
   manual: bool
   inputs: tuple
@@ -244,9 +247,9 @@ class _Graph:
         elif var not in self.labels:
           self.labels[var] = f"s{k}" if len(step.outvars) == 1 else f"s{k}.{j}"
       value = _single([self.values[v] for v in step.outvars])
-      name = ", ".join(self.labels[v] for v in step.outvars)
-      nodes.append(Node(name, step.op, step.manual, tuple(self.label(v) for v in step.invars),
-                        value, up, local, down))
+      outputs = tuple(self.labels[v] for v in step.outvars)
+      nodes.append(Node(", ".join(outputs), outputs, step.op, step.manual,
+                        tuple(self.label(v) for v in step.invars), value, up, local, down))
     return tuple(nodes)
 
   def label(self, atom):

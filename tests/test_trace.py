@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 import jaxbp.ops as ops
+from jaxbp._draw import layout
+from jaxbp._draw import loss_node
 from jaxbp.trace import trace
 
 CIRCUIT = dict(w0=2.0, x0=-1.0, w1=-3.0, x1=-2.0, w2=-3.0)
@@ -173,3 +175,30 @@ def test_draw_writes_png_and_svg(tmp_path):
   assert "-0.39" in text and "#c0392b" in text  # the gradients, in red
   with pytest.raises(ValueError, match=".png or .svg"):
     t.draw(tmp_path / "c.jpg")
+
+
+def test_drawing_finds_L_by_name_when_a_later_step_goes_unused():
+  def f(x):
+    loss = ops.sigmoid(x)
+    ops.relu(x)  # computed after L, read by nothing
+    return loss
+
+  t = trace(f, x=0.5)
+  assert [(n.op, n.outputs) for n in t.nodes] == [("sigmoid", ("L",)), ("relu", ("s1",))]
+  assert loss_node(t) is t.nodes[0]
+  pos, _ = layout(t)
+  assert set(pos) == {"x", "L", "s1"}
+
+
+def test_drawing_connects_each_output_of_a_node_with_several():
+  def f(x):
+    a, b = jnp.split(x, 2)
+    return jnp.sum(ops.multiply(a, b))
+
+  t = trace(f, x=jnp.arange(4.0))
+  split, mul = t.nodes[0], t.nodes[1]
+  assert split.outputs == ("s0.0", "s0.1") and mul.inputs == ("s0.0", "s0.1")
+  pos, edges = layout(t)
+  assert not [p for p in pos if ":" in p]  # no phantom constant for s0.0 or s0.1
+  assert (split.name, mul.name, 0) in edges and (split.name, mul.name, 1) in edges
+  assert pos[mul.name][0] > pos[split.name][0] > pos["x"][0]
