@@ -132,14 +132,20 @@ class NoteCheck:
 
     With ``expect_differ`` the two are meant to differ (a figure the note gets wrong, or a claim
     that must fail, ``remark`` says which): the row passes only if they differ beyond ``tol``, so the
-    script still catches a change on either side.
+    script still catches a change on either side. A computed value that is not finite (NaN, inf)
+    fails either way: it differs from everything, so it would otherwise pass ``expect_differ``.
     """
     diff = np.max(np.abs(np.asarray(computed, np.float64) - np.asarray(note, np.float64)))
+    finite = bool(np.all(np.isfinite(np.asarray(computed, np.float64))))
     agree = bool(diff <= tol)
-    ok = agree != expect_differ
+    ok = finite and agree != expect_differ
     self.failed += not ok
-    status = ("ok" if agree else "DIFFERS") if not expect_differ else (
-        "differs, as expected" if not agree else "UNEXPECTEDLY AGREES")
+    if not finite:
+      status = "NOT FINITE"
+    elif expect_differ:
+      status = "differs, as expected" if not agree else "UNEXPECTEDLY AGREES"
+    else:
+      status = "ok" if agree else "DIFFERS"
     self.rows.append([quantity, fmt(note, self.decimals), fmt(computed, self.decimals),
                       f"{diff:.1e}", f"{tol:g}", status, remark])
     return ok

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from jaxbp._table import NoteCheck
+
 EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples").glob("[0-9][0-9]_*.py"))
 
 
@@ -24,3 +26,10 @@ def test_example_agrees_with_the_notes(script, tmp_path, monkeypatch, capsys):
   assert done.value.code == 0, out[-3000:]
   assert "→ all agree" in out
   assert "DIFFERS" not in out and "UNEXPECTEDLY" not in out
+
+
+@pytest.mark.parametrize("expect_differ", [False, True])
+def test_a_computed_value_that_is_not_finite_never_passes(expect_differ):
+  check = NoteCheck("nan")
+  assert not check.add("q", 0.0, [1.0, float("nan")], 0.05, expect_differ=expect_differ)
+  assert check.exit_code() == 1 and "NOT FINITE" in check.report()
