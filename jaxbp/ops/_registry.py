@@ -70,3 +70,13 @@ def draw(rng: np.random.Generator, shape, dtype, low=-2.0, high=2.0, away_from=N
     x = np.where(near, away_from + np.sign(x - away_from + 1e-12) * (gap + rng.uniform(0, 1, size=shape)), x)
   return np.asarray(x, dtype=dtype)
 
+
+def random_shape(rng, max_rank=3, max_dim=5):
+  """A random shape of rank 0..max_rank with dimensions 1..max_dim, for the registry's samplers."""
+  return tuple(int(n) for n in rng.integers(1, max_dim + 1, size=rng.integers(0, max_rank + 1)))
+
+
+def broadcastable_to(rng, shape):
+  """A random shape that broadcasts to ``shape``: a suffix of it, with some dimensions set to 1."""
+  suffix = shape[rng.integers(0, len(shape) + 1):]
+  return tuple(1 if rng.random() < 0.3 else n for n in suffix)

@@ -1,4 +1,4 @@
-"""Shared pieces of the rules: input validation and the broadcast-sum of cotangents."""
+"""Shared pieces of the rules: input validation, the batch reduction and the broadcast-sum of cotangents."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -21,17 +21,6 @@ def unbroadcast(g, shape, dtype=None):
         lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
     g = jnp.sum(g, axis=axes).reshape(shape)
   return g if dtype is None else g.astype(dtype)
-
-
-def random_shape(rng, max_rank=3, max_dim=5):
-  """A random shape of rank 0..max_rank with dimensions 1..max_dim, for the registry's samplers."""
-  return tuple(int(n) for n in rng.integers(1, max_dim + 1, size=rng.integers(0, max_rank + 1)))
-
-
-def broadcastable_to(rng, shape):
-  """A random shape that broadcasts to ``shape``: a suffix of it, with some dimensions set to 1."""
-  suffix = shape[rng.integers(0, len(shape) + 1):]
-  return tuple(1 if rng.random() < 0.3 else n for n in suffix)
 
 
 def require_float(op, name, x):

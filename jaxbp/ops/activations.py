@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp.ops._registry import draw
+from jaxbp.ops._registry import random_shape
 from jaxbp.ops._registry import register
-from jaxbp.ops._util import random_shape
 from jaxbp.ops._util import require_float
 
 
