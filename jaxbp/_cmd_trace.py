@@ -81,7 +81,7 @@ def _trace_and_report(expr, inputs, args):
     return 2
   ref = grad_by_name(expr.function(jaxbp.ops.reference), **inputs)
   print(f"L = {expr.source}\n")
-  print(_table.trace_text(t, args.decimals, reference=ref))
+  print(_table.trace_table(t, args.decimals, reference=ref))
   agree = all(np.allclose(t.grads[n], ref[n], rtol=1e-4, atol=1e-6) for n in t.grads)
   print("\n" + ("the trace, jax.grad and the references agree" if agree else
                 "WARNING: the trace's gradients differ from jax.grad of the references"))
@@ -90,6 +90,6 @@ def _trace_and_report(expr, inputs, args):
       print(f"wrote {t.draw(path, args.decimals)}")
   if args.markdown:
     with open(args.markdown, "w", encoding="utf-8") as f:
-      f.write(f"L = `{expr.source}`\n\n" + _table.trace_markdown(t, args.decimals, reference=ref))
+      f.write(f"L = `{expr.source}`\n\n" + _table.trace_table(t, args.decimals, ref, markdown=True))
     print(f"wrote {args.markdown}")
   return 0 if agree else 1

@@ -95,24 +95,19 @@ def _grad_headers(reference):
   return headers + ["jax.grad of the references"] if reference is not None else headers
 
 
-def trace_text(trace, decimals=4, reference=None):
-  """The trace's node table, then L and every input's gradient, as plain text.
+def trace_table(trace, decimals=4, reference=None, markdown=False):
+  """The trace's node table, then L and every input's gradient, as plain text or GitHub Markdown.
 
   ``reference``, if given, maps input names to gradients from another source (the CLI passes
   ``jax.grad`` of the same expression built from ``jaxbp.ops.reference``) for a last column.
+  Markdown adds a heading over each table. Ops marked (jax) use JAX's own rule.
   """
-  return "\n".join([
-      render(_NODE_HEADERS, _node_rows(trace, decimals)), "",
-      f"L = {fmt(trace.output, decimals)}", "",
-      render(_grad_headers(reference), _grad_rows(trace, decimals, reference))])
-
-
-def trace_markdown(trace, decimals=4, reference=None):
-  """The same as ``trace_text``, in GitHub Markdown. Ops marked (jax) use JAX's own rule."""
-  return "\n".join([
-      "### Nodes", "", render(_NODE_HEADERS, _node_rows(trace, decimals), markdown=True), "",
-      f"L = {fmt(trace.output, decimals)}", "", "### Gradients", "",
-      render(_grad_headers(reference), _grad_rows(trace, decimals, reference), markdown=True), ""])
+  nodes = render(_NODE_HEADERS, _node_rows(trace, decimals), markdown)
+  grads = render(_grad_headers(reference), _grad_rows(trace, decimals, reference), markdown)
+  loss = f"L = {fmt(trace.output, decimals)}"
+  if markdown:
+    return "\n".join(["### Nodes", "", nodes, "", loss, "", "### Gradients", "", grads, ""])
+  return "\n".join([nodes, "", loss, "", grads])
 
 
 # ------------------------------------------------------------------------------ note vs computed

@@ -84,12 +84,12 @@ class Trace(NamedTuple):
   def table(self, decimals=4):
     """The nodes as a plain-text table, one row per node and input; then the inputs' gradients."""
     from jaxbp import _table
-    return _table.trace_text(self, decimals)
+    return _table.trace_table(self, decimals)
 
   def markdown(self, decimals=4):
     """The same tables in GitHub Markdown."""
     from jaxbp import _table
-    return _table.trace_markdown(self, decimals)
+    return _table.trace_table(self, decimals, markdown=True)
 
   def draw(self, path, decimals=2):
     """Draws the graph to ``path`` (``.png`` or ``.svg``) with matplotlib; see ``jaxbp._draw``."""
