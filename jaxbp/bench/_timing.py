@@ -54,6 +54,9 @@ def interleave(blocks: dict, rounds: int, reps: dict) -> dict:
       variants) balances them; with more, each round's order is a random permutation (seed 0).
     reps: name -> calls per block (from ``calibrate``).
 
+  Every variant is called once before the first round (PyTorch's first calls set up its autograd
+  engine: one settling call does not absorb them), so callers need not calibrate every variant.
+
   Returns:
     name -> ``Timing``.
   """
@@ -64,6 +67,8 @@ def interleave(blocks: dict, rounds: int, reps: dict) -> dict:
   else:
     rng = random.Random(0)
     order_of = lambda r: rng.sample(names, len(names))
+  for name in names:
+    blocks[name](1)  # warm-up
   times = {name: [] for name in names}
   for r in range(rounds):
     for name in order_of(r):
