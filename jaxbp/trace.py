@@ -158,14 +158,19 @@ class _Graph:
 
   def __init__(self, closed, names, args):
     jaxpr = closed.jaxpr
-    self.values, self.alias, self.steps, self.labels = {}, {}, [], {}
-    for i, (var, val) in enumerate(zip(jaxpr.constvars, closed.consts)):
-      self.values[var], self.labels[var] = jnp.asarray(val), f"c{i}"
+    self.values, self.alias, self.steps, self.labels, self.n_consts = {}, {}, [], {}, 0
+    self._add_consts(jaxpr.constvars, closed.consts)
     for var, name, val in zip(jaxpr.invars, names, args):
       self.values[var], self.labels[var] = val, name
     self.invars = jaxpr.invars
     self._walk(jaxpr, top=True)
     self.outvar = self.key(jaxpr.outvars[0])
+
+  def _add_consts(self, constvars, consts):
+    """Records closed-over constants as c0, c1, … numbered across the function and its calls."""
+    for var, val in zip(constvars, consts):
+      self.values[var], self.labels[var] = jnp.asarray(val), f"c{self.n_consts}"
+      self.n_consts += 1
 
   def key(self, atom):
     while not _is_literal(atom) and atom in self.alias:
@@ -190,8 +195,7 @@ class _Graph:
 
   def _inline(self, eqn):
     inner = eqn.params["jaxpr"]
-    for var, val in zip(inner.jaxpr.constvars, inner.consts):
-      self.values[var], self.labels[var] = jnp.asarray(val), f"c{len(self.labels)}"
+    self._add_consts(inner.jaxpr.constvars, inner.consts)
     for inner_var, outer in zip(inner.jaxpr.invars, eqn.invars):
       self.alias[inner_var] = self.key(outer)
     self._walk(inner.jaxpr)
@@ -273,7 +277,7 @@ def _warn_if_grads_differ(grads, autodiff):
 
 
 def _is_literal(atom):
-  return type(atom).__name__ == "Literal"
+  return isinstance(atom, jax.extend.core.Literal)
 
 
 def _is_float(x):

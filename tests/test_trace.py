@@ -133,6 +133,13 @@ def test_a_step_with_an_empty_output_has_an_empty_local_jacobian():
   _assert_chain_rule(t)
 
 
+def test_constants_are_numbered_in_order_across_inlined_calls():
+  c, d = np.arange(3.0, dtype=np.float32), np.full(3, 2.0, np.float32)
+  inner = jax.jit(lambda x: ops.multiply(x, d))  # holds a rule, so traced node by node
+  t = trace(lambda x: jnp.sum(inner(ops.multiply(x, c))), x=jnp.ones(3))
+  assert [n.inputs for n in t.nodes] == [("x", "c0"), ("s0", "c1"), ("s1",)]
+
+
 def test_non_scalar_output_is_refused():
   with pytest.raises(ValueError, match="scalar"):
     trace(lambda x: ops.relu(x), x=np.ones(3, np.float32))
