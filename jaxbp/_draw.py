@@ -144,10 +144,9 @@ def _edge(ax, p, q, value, grad, decimals, from_node, t=0.5, arrow_end=False):
   ax.annotate("", xy=end, xytext=start,
               arrowprops=dict(arrowstyle="-|>", color="black", lw=1.1, shrinkA=0, shrinkB=0))
   mx, my = start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1])
-  label = lambda v: v if isinstance(v, str) else fmt(v, decimals)
-  ax.text(mx, my - 0.08, label(value), ha="center", va="bottom", fontsize=10,
+  ax.text(mx, my - 0.08, fmt(value, decimals), ha="center", va="bottom", fontsize=10,
           color="black", bbox=dict(fc="white", ec="none", pad=0.3, alpha=0.8))
-  ax.text(mx, my + 0.08, label(grad), ha="center", va="top", fontsize=10,
+  ax.text(mx, my + 0.08, fmt(grad, decimals), ha="center", va="top", fontsize=10,
           color=_RED, bbox=dict(fc="white", ec="none", pad=0.3, alpha=0.8))
 
 

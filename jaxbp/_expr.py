@@ -54,7 +54,7 @@ class ExprError(ValueError):
   """A syntax error, unknown name or missing input, with its 1-based position in the source."""
 
   def __init__(self, message, position=None):
-    self.message, self.position = message, position
+    self.position = position
     where = f"at position {position + 1}: " if position is not None else ""
     super().__init__(where + message)
 
@@ -80,7 +80,7 @@ def tokenize(source):
     if source[pos:].strip() == "":
       break
     m = _TOKEN.match(source, pos)
-    if m is None or m.end() == pos:
+    if m is None:  # every token is at least one character, so a match always moves on
       bad = source[pos:].lstrip()[0]
       raise ExprError(f"unexpected character {bad!r}", len(source) - len(source[pos:].lstrip()))
     kind = m.lastgroup
