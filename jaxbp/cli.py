@@ -1,7 +1,7 @@
 """The ``jaxbp`` command: one sub-command per module.
 
-Each sub-command lives in a module ``jaxbp._cmd_<name>`` that provides ``HELP`` (one line),
-``configure(parser)`` and ``run(args) -> int``. Importing the ``jaxbp`` package loads JAX (about a
+Each sub-command is a module named in ``COMMANDS`` (``jaxbp._cmd_<name>``, or ``jaxbp.bench``) that
+provides ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``. Importing the ``jaxbp`` package loads JAX (about a
 second), which every command needs; the optional extras (scikit-learn, matplotlib, tqdm, torch) are
 imported inside ``run`` only, so a missing one is reported as one line rather than at start-up.
 """
