@@ -25,6 +25,11 @@ def loss(w, x, y):
   return ops.mse(ops.multiply(x, w), y)  # (ŷ − y)², the note's loss (no ½)
 
 
+def note_grad(w, x, y):
+  """The note's closed form of ∂loss/∂w, its "third step"."""
+  return 2 * x * (x * w - y)
+
+
 @jax.jit
 def step(w, x, y):
   l, g = jax.value_and_grad(loss)(w, x, y)
@@ -45,10 +50,10 @@ def _run():
   for epoch in range(EPOCHS):
     for x, y in zip(X, Y):
       w_new, l, g = step(w, x, y)
-      worst = max(worst, abs(float(g) - 2 * x * (x * w_hand - y)))  # the note's closed form
+      worst = max(worst, abs(float(g) - note_grad(float(w), x, y)))  # at the w g was taken at
       if epoch == 0:
         print(f"\tgrad: {x} {y} {fmt(g, 6)}")
-      w, w_hand = w_new, w_hand - LR * 2 * x * (x * w_hand - y)
+      w, w_hand = w_new, w_hand - LR * note_grad(w_hand, x, y)
     if epoch < 3 or epoch % 20 == 19:
       rows.append([epoch, fmt(l, 8), fmt(w, 8)])
   print(render(["progress: epoch", "last loss", "w"], rows))
@@ -58,7 +63,6 @@ def _run():
   check.add("every step's ∂loss/∂w = 2·x·(x·w − y)", 0.0, worst, 1e-12)
   check.add("w after 100 epochs = the same loop in Python floats", w_hand, w, 1e-12)
   check.add("prediction at x = 4 after training ≈ 8", 8.0, ops.multiply(4.0, w), 1e-3)
-  check.add("the gradient does not accumulate", g1, g2, 0.0)
   print(check.report())
   return check.exit_code()
 

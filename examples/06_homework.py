@@ -46,8 +46,9 @@ def _run():
     nodes = {n.name: n for n in t.nodes}
     for name, value in values.items():
       check.add(f"{label} node {name} ({nodes[name].op})", value, nodes[name].value, 1e-12)
-    check.add(f"{label} ∂loss/∂r = 2r (upstream at the square)", 2 * t.nodes[-2].value,
-              t.nodes[-1].local[0], 1e-12)
+    r = nodes[nodes["L"].inputs[0]]  # the residual ŷ − y, which the square L reads
+    check.add(f"{label} ∂loss/∂r = 2r (the upstream r receives from the square)", 2 * r.value,
+              r.upstream, 1e-12)
   print(check.report())
   return check.exit_code()
 

@@ -124,7 +124,9 @@ def _run():
   print(f"one step at lr {LR}: E {fmt(exact['E'], 10)} → {fmt(e_after, 10)}")
   print(render(["parameter", "before", "∂E/∂·", "after"],
                [[k, fmt(p[k], 8), fmt(g[k], 10), fmt(new[k], 8)] for k in p]), "\n")
-  check.add("E decreases after the update", 1.0, float(e_after < exact["E"]), 0)
+  first_order = LR * sum(float(jnp.sum(g[k] ** 2)) for k in p)  # −ΔE ≈ lr·‖∂E/∂θ‖²
+  check.add("E's decrease = lr·‖∂E/∂θ‖² to first order (10%)", first_order, exact["E"] - e_after,
+            0.1 * first_order)
   print(check.report())
   return check.exit_code()
 
