@@ -37,14 +37,17 @@ def softplus(x):
 
 # ------------------------------------------------------- 2. the forward, its residuals, the backward
 
-@jax.custom_vjp
-def _softplus(x):
+def _stable(x):  # the forward formula, written once for the rule, its fwd and the slip
   return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
+@jax.custom_vjp
+def _softplus(x):
+  return _stable(x)
+
+
 def _softplus_fwd(x):  # x -> (z, residuals)
-  z = jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
-  return z, jax.lax.logistic(x)  # σ(x): all the backward needs
+  return _stable(x), jax.lax.logistic(x)  # σ(x): all the backward needs
 
 
 def _softplus_bwd(s, g):  # (residuals, cotangent of z) -> one cotangent per input
@@ -59,7 +62,7 @@ _softplus.defvjp(_softplus_fwd, _softplus_bwd)
 
 @jax.custom_vjp
 def _softplus_slip(x):
-  return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+  return _stable(x)
 
 
 def _softplus_slip_bwd(s, g):
