@@ -1,9 +1,10 @@
-"""Gradient flow: per-layer gradient norms of a parameter pytree, and their plot (notes 001 and 004).
+"""Gradient flow: the plot of per-layer gradient norms of a parameter pytree (notes 001 and 004).
 
 Note 001 says to watch how gradients flow back through a deep network; note 004 names what goes
 wrong: with saturating sigmoids the norms shrink layer by layer towards the input (vanishing), with a
 bad initialisation they grow (exploding); ReLU with He init, residual connections and batch norm keep
-them level. ``layer_grad_norms`` measures it, ``plot_grad_norms`` draws one curve per run or step.
+them level. ``jaxbp.train.layer_grad_norms`` measures it (beside the step that records it), and
+``plot_grad_norms`` draws one curve per run or step.
 
 ``jaxbp train --grad-flow`` records the norms inside its jitted step and writes ``grad_flow.png``.
 
@@ -18,8 +19,6 @@ Example (inside a training loop of your own)::
 import pathlib
 
 import numpy as np
-
-from jaxbp.train import layer_grad_norms  # re-exported: the measure lives with the step that records it
 
 
 def plot_grad_norms(curves, path, title="gradient norm per layer"):
