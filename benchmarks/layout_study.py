@@ -21,7 +21,7 @@ import argparse
 import jax
 from jax import lax
 
-from jaxbp import cost
+from jaxbp.insight import cost
 from jaxbp import ops
 from jaxbp.bench import FULL
 from jaxbp.bench import _models

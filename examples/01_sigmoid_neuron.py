@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 
 import jaxbp.ops
-from jaxbp._table import NoteCheck
-from jaxbp._table import fmt
-from jaxbp._table import render
+from jaxbp.insight.tables import NoteCheck
+from jaxbp.insight.tables import fmt
+from jaxbp.insight.tables import render
 
 
 def loss(w, x, t, ops=jaxbp.ops, kind="squared_error"):

@@ -13,9 +13,9 @@ import jax
 import numpy as np
 
 import jaxbp.ops as ops
-from jaxbp._table import NoteCheck
-from jaxbp._table import fmt
-from jaxbp._table import render
+from jaxbp.insight.tables import NoteCheck
+from jaxbp.insight.tables import fmt
+from jaxbp.insight.tables import render
 
 N, D, M = 2, 3, 4
 

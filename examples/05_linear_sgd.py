@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 
 import jaxbp.ops as ops
-from jaxbp._table import NoteCheck
-from jaxbp._table import fmt
-from jaxbp._table import render
+from jaxbp.insight.tables import NoteCheck
+from jaxbp.insight.tables import fmt
+from jaxbp.insight.tables import render
 
 X, Y, LR, EPOCHS = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0], 0.01, 100
 

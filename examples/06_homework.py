@@ -15,9 +15,9 @@ import sys
 import jax
 
 import jaxbp.ops as ops
-from jaxbp._expr import parse
-from jaxbp._table import NoteCheck
-from jaxbp.trace import trace
+from jaxbp.insight.expr import parse
+from jaxbp.insight.tables import NoteCheck
+from jaxbp import trace
 
 HOMEWORK = [
     ("3.1", "(x*w - y)**2", dict(x=2.0, w=1.0, y=4.0),

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 
 import jaxbp.ops as ops
-from jaxbp._table import NoteCheck
-from jaxbp._table import fmt
-from jaxbp._table import render
+from jaxbp.insight.tables import NoteCheck
+from jaxbp.insight.tables import fmt
+from jaxbp.insight.tables import render
 
 D, H, M, N = 3, 5, 2, 200
 

@@ -15,9 +15,9 @@ import jax.numpy as jnp
 
 import jaxbp.ops as ops
 from jaxbp import cost
-from jaxbp._table import NoteCheck
-from jaxbp._table import fmt
-from jaxbp._table import render
+from jaxbp.insight.tables import NoteCheck
+from jaxbp.insight.tables import fmt
+from jaxbp.insight.tables import render
 from jaxbp.models import MLPConfig
 from jaxbp.models import init_mlp
 from jaxbp.models import mlp_apply

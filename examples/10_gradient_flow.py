@@ -16,9 +16,9 @@ import sys
 import jax
 
 import jaxbp.ops as ops
-from jaxbp._table import NoteCheck
-from jaxbp._table import render
-from jaxbp.gradflow import plot_grad_norms
+from jaxbp.insight.tables import NoteCheck
+from jaxbp.insight.tables import render
+from jaxbp.insight.gradflow import plot_grad_norms
 from jaxbp.models import MLPConfig
 from jaxbp.models import init_mlp
 from jaxbp.models import mlp_apply

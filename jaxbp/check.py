@@ -1,4 +1,4 @@
-"""``check_vjp``: proves a VJP rule against a plain reference, five ways.
+"""``check_vjp``: proves a VJP rule against a plain reference, eight checks.
 
 ``check_vjp(fn, reference, *args)`` takes a function whose gradient is hand-written (a ``jax.custom_vjp``,
 or anything built from them) and a ``reference`` with the same signature that JAX differentiates on its own,
@@ -37,11 +37,12 @@ product (``‖Jᵀ·u‖·‖v‖``). A check passes when ``abs ≤ atol + rtol�
 NaN too counts as agreement (the rule matches its reference); NaN or inf anywhere else is an infinite error.
 """
 
+from collections.abc import Callable
 import dataclasses
 import functools
 import inspect
 import re
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -10,7 +10,7 @@ import concurrent.futures
 import json
 import os
 import time
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +22,6 @@ from jaxbp import ops as _ops
 from jaxbp._optimizers import OPTIMIZERS
 from jaxbp._optimizers import SCHEDULES
 from jaxbp._optimizers import make_optimizer
-from jaxbp._optimizers import make_schedule
-from jaxbp._optimizers import weights_mask
 from jaxbp.models import mlp as _mlp
 
 LOSSES = ("cross-entropy", "hinge")
@@ -70,7 +68,7 @@ class TrainConfig(NamedTuple):
   schedule: str = "cosine"
   epochs: int = 40
   batch_size: int = 64
-  weight_decay: Optional[float] = None
+  weight_decay: float | None = None
   l2: float = 0.0
   clip: float = 0.0
   accumulate: int = 1

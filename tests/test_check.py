@@ -7,16 +7,18 @@ reader can see the one-line difference that each check must catch.
 import math
 import re
 
-import chex
 import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
 from jax import lax
+import jax.numpy as jnp
 from jax.scipy.special import erf
 from jax.test_util import check_grads
+import numpy as np
+import pytest
 
-from jaxbp.check import CHECKS, FD_TOLERANCE, TOLERANCES, check_vjp
+from jaxbp.check import CHECKS
+from jaxbp.check import FD_TOLERANCE
+from jaxbp.check import TOLERANCES
+from jaxbp.check import check_vjp
 
 
 def _draw(shape, dtype=np.float32, seed=0, low=-2.0, high=2.0):

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxbp._table import NoteCheck
+from jaxbp.insight.tables import NoteCheck
 
 ROOT = pathlib.Path(__file__).parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("[0-9][0-9]_*.py"))

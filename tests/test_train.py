@@ -14,10 +14,10 @@ import numpy as np
 import optax
 import pytest
 
-import jaxbp.ops
 from jaxbp import checkpoint
 from jaxbp import train
 from jaxbp.data import Dataset
+import jaxbp.ops
 
 
 def _dataset(n=96, d=8, classes=3, seed=0):

@@ -53,6 +53,7 @@ def train_jax(data, target, max_epochs, seed=0):
   """Trains on ``jaxbp.ops`` until test accuracy reaches ``target``; returns the timings."""
   import jax
   import optax
+
   from jaxbp import ops
   from jaxbp.bench import _models
 
@@ -98,6 +99,7 @@ def _torch_mlp(params):
 def train_torch(data, target, max_epochs, seed=0):
   """The same training in PyTorch eager, from the same initial weights; returns the timings."""
   import torch
+
   from jaxbp.bench import _models
 
   x_tr, x_te, y_tr, y_te = (torch.tensor(np.asarray(a)) for a in data)

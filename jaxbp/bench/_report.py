@@ -1,10 +1,10 @@
 """The benchmark's results as Markdown tables."""
 
-from jaxbp import _table
+from jaxbp.insight import tables
 
 
 def _markdown(headers, rows):
-  return _table.render(headers, rows, markdown=True)
+  return tables.render(headers, rows, markdown=True)
 
 
 def _mib(n):

@@ -12,6 +12,7 @@ from jaxbp.bench import _machine
 from jaxbp.bench import _models
 from jaxbp.bench import _steps
 
+
 def _dtypes(args, backend):
   if args.dtypes:
     return [jnp.dtype(name) for name in args.dtypes.split(",")]

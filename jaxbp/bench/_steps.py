@@ -4,10 +4,10 @@ import functools
 
 import jax.numpy as jnp
 
-from jaxbp import cost
 from jaxbp import ops as jaxbp_ops
 from jaxbp.bench import _models
 from jaxbp.bench import _timing
+from jaxbp.insight import cost
 
 MANUAL, AUTODIFF, TORCH = "manual", "jax.grad", "torch eager"
 

@@ -12,12 +12,13 @@ each other equally often; with more (5! = 120 orders) each round draws a seeded 
 balanced in expectation rather than exactly.
 """
 
+from collections.abc import Callable
 import itertools
 import math
 import random
 import statistics
 import time
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 
 class Timing(NamedTuple):

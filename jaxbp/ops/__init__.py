@@ -1,5 +1,8 @@
 """jaxbp.ops: every operation with its backward written by hand as a custom_vjp rule."""
 
+from jaxbp.ops._registry import REGISTRY
+from jaxbp.ops._registry import Rule
+from jaxbp.ops._registry import reference
 from jaxbp.ops.activations import elu
 from jaxbp.ops.activations import leaky_relu
 from jaxbp.ops.activations import log_softmax
@@ -20,9 +23,6 @@ from jaxbp.ops.losses import squared_error
 from jaxbp.ops.norm import batch_norm
 from jaxbp.ops.norm import dropout
 from jaxbp.ops.norm import layer_norm
-from jaxbp.ops._registry import REGISTRY
-from jaxbp.ops._registry import Rule
-from jaxbp.ops._registry import reference
 
 __all__ = [
     "REGISTRY",

@@ -4,7 +4,8 @@ The tests iterate over ``REGISTRY``, so a rule that is registered cannot escape 
 that is not registered does not exist for the tests. Register every rule.
 """
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.ops._registry import draw
 from jaxbp.ops._registry import broadcastable_to
+from jaxbp.ops._registry import draw
 from jaxbp.ops._registry import random_shape
 from jaxbp.ops._registry import register
 from jaxbp.ops._util import broadcast_shape

@@ -12,13 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.ops.activations import _log_softmax_forward
 from jaxbp.ops._registry import draw
 from jaxbp.ops._registry import register
 from jaxbp.ops._util import reduce_batch
 from jaxbp.ops._util import require_float
 from jaxbp.ops._util import require_floats
 from jaxbp.ops._util import require_reduction
+from jaxbp.ops.activations import _log_softmax_forward
 
 
 def _per_sample_scale(g, batch_shape, reduction, dtype):

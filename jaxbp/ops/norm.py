@@ -110,7 +110,8 @@ def layer_norm(x, gamma, beta, eps=1e-5):
   """Layer normalisation over the last axis: y = γ·x̂ + β, x̂ = (x − μ)/√(σ² + ε) per row.  (Note 004.)
 
   Each row's local Jacobian is dense along its D features. VJP: the same compact backward as
-  ``batch_norm``, along the last axis instead of the first, with D features per row: dx = (1/σ)/D · (D·h − Σ_d h − x̂·Σ_d(h·x̂)), h = g·γ;
+  ``batch_norm``, along the last axis instead of the first, with D features per row:
+  dx = (1/σ)/D · (D·h − Σ_d h − x̂·Σ_d(h·x̂)), h = g·γ;
   dγ = Σ_rows g·x̂, dβ = Σ_rows g.
 
   Args:

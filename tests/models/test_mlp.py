@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxbp.models import MLPConfig
+from jaxbp.models import init_mlp
+from jaxbp.models import mlp_apply
 import jaxbp.ops
-from jaxbp.models import MLPConfig, init_mlp, mlp_apply
 
 
 def _batch(n=16, d=6, classes=3, seed=0):
@@ -28,7 +30,8 @@ def test_init_he_and_xavier_scales():
   assert float(jnp.abs(w).max()) <= limit and float(jnp.abs(w).max()) > 0.95 * limit
 
 
-OPTIONS = [dict(activation="leaky_relu"), dict(activation="elu", dropout=0.3), dict(activation="sigmoid", residual=True),
+OPTIONS = [dict(activation="leaky_relu"), dict(activation="elu", dropout=0.3),
+           dict(activation="sigmoid", residual=True),
            dict(batch_norm=True), dict(residual=True, batch_norm=True, dropout=0.2, activation="tanh")]
 
 

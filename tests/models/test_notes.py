@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-import jaxbp.ops
 from jaxbp import models
+import jaxbp.ops
 
 
 def _squared(ops, pred, y):

@@ -30,7 +30,8 @@ def test_normalised_input_gradient_is_orthogonal_to_shift_and_scale(op, axis):
 
 
 def test_norm_errors_name_gamma_shape():
-  with pytest.raises(ValueError, match=r"batch_norm: argument 'gamma' must have shape \(3,\) for x of shape \(4, 3\), got \(4,\)"):
+  with pytest.raises(ValueError, match=r"batch_norm: argument 'gamma' must have shape \(3,\) "
+                                       r"for x of shape \(4, 3\), got \(4,\)"):
     ops.batch_norm(jnp.ones((4, 3)), jnp.ones(4), jnp.zeros(3))
   with pytest.raises(ValueError, match=r"layer_norm: argument 'beta' must have shape \(3,\)"):
     ops.layer_norm(jnp.ones((4, 3)), jnp.ones(3), jnp.zeros(4))

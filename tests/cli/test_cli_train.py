@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from jaxbp import _cmd_train
 from jaxbp import checkpoint
 from jaxbp import train
+from jaxbp.cli import train as cli_train
 from jaxbp.models import mlp
 
 
@@ -77,15 +77,15 @@ def test_missing_extra_names_the_install_command(monkeypatch, capsys):
   real = importlib.util.find_spec
   monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tqdm" else real(name, *a))
   parser = argparse.ArgumentParser()
-  _cmd_train.configure(parser)
-  assert _cmd_train.run(parser.parse_args([])) == 1
+  cli_train.configure(parser)
+  assert cli_train.run(parser.parse_args([])) == 1
   err = capsys.readouterr().err.strip()
   assert err == 'jaxbp train: missing tqdm; install the training extra: pip install "jaxbp[train]"'
 
 
 def test_help_documents_every_flag_and_choices_match_the_library():
   parser = argparse.ArgumentParser()
-  _cmd_train.configure(parser)
+  cli_train.configure(parser)
   text = parser.format_help()
   for flag in ("--model", "--hidden", "--activation", "--init", "--optimizer", "--lr", "--schedule", "--epochs",
                "--batch-size", "--weight-decay", "--l2", "--clip", "--accumulate", "--batch-norm", "--dropout",
@@ -94,7 +94,7 @@ def test_help_documents_every_flag_and_choices_match_the_library():
     assert flag in text
   for choices in (train.OPTIMIZERS, train.SCHEDULES, train.MODELS, train.LOSSES, mlp.ACTIVATIONS, mlp.INITS):
     assert "{" + ",".join(choices) + "}" in text.replace("\n", "").replace(" ", "")
-  defaults = _cmd_train._config_from_args(parser.parse_args([]))  # pylint: disable=protected-access
+  defaults = cli_train._config_from_args(parser.parse_args([]))  # pylint: disable=protected-access
   assert defaults == train.TrainConfig()
 
 

@@ -16,7 +16,8 @@ matmul-dominated network XLA counts backward/forward below 2 (about 1.72 for a 7
 2.0.
 """
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np

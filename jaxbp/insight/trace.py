@@ -17,8 +17,8 @@ Example::
 """
 
 import re
-import warnings
 from typing import Any, NamedTuple
+import warnings
 
 import jax
 import jax.extend.core
@@ -83,18 +83,18 @@ class Trace(NamedTuple):
 
   def table(self, decimals=4):
     """The nodes as a plain-text table, one row per node and input; then the inputs' gradients."""
-    from jaxbp import _table
-    return _table.trace_table(self, decimals)
+    from jaxbp.insight import tables
+    return tables.trace_table(self, decimals)
 
   def markdown(self, decimals=4):
     """The same tables in GitHub Markdown."""
-    from jaxbp import _table
-    return _table.trace_table(self, decimals, markdown=True)
+    from jaxbp.insight import tables
+    return tables.trace_table(self, decimals, markdown=True)
 
   def draw(self, path, decimals=2):
-    """Draws the graph to ``path`` (``.png`` or ``.svg``) with matplotlib; see ``jaxbp._draw``."""
-    from jaxbp import _draw
-    return _draw.draw_trace(self, path, decimals)
+    """Draws the graph to ``path`` (``.png`` or ``.svg``) with matplotlib; see ``jaxbp.insight.draw``."""
+    from jaxbp.insight import draw
+    return draw.draw_trace(self, path, decimals)
 
 
 class _Step(NamedTuple):

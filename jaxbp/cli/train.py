@@ -46,7 +46,8 @@ def configure(parser):
   m.add_argument("--hidden", type=_hidden, default=d["hidden"], metavar="W1,W2,...",
                  help="hidden layer widths (default %(default)s)")
   m.add_argument("--activation", choices=ACTIVATIONS, default=d["activation"], help="hidden activation")
-  m.add_argument("--init", choices=INITS, default=d["init"], help="he: N(0, 2/fan_in); xavier/glorot: U(±√(6/(in+out)))")
+  m.add_argument("--init", choices=INITS, default=d["init"],
+                 help="he: N(0, 2/fan_in); xavier/glorot: U(±√(6/(in+out)))")
   m.add_argument("--loss", choices=LOSSES, default=d["loss"], help="softmax cross-entropy or multiclass hinge (SVM)")
   m.add_argument("--batch-norm", action="store_true", help="batch-normalise hidden layers (running stats for eval)")
   m.add_argument("--dropout", type=float, default=d["dropout"], metavar="RATE", help="hidden dropout rate in [0, 1)")
@@ -56,17 +57,22 @@ def configure(parser):
   o.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate (default %(default)s)")
   o.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"],
                  help="constant; cosine decay to 0; warmup (linear over first 10%%, then constant); warmup-cosine")
-  o.add_argument("--epochs", type=int, default=d["epochs"], help="passes over the training set (default %(default)s)")
+  o.add_argument("--epochs", type=int, default=d["epochs"],
+                 help="passes over the training set (default %(default)s)")
   o.add_argument("--batch-size", type=int, default=d["batch_size"],
                  help="examples per step; each epoch's last partial batch is dropped (default %(default)s)")
   o.add_argument("--weight-decay", type=float, default=d["weight_decay"], metavar="WD",
                  help="adamw: decoupled decay (default 1e-4); others: adds WD·w to the gradient (coupled L2)")
-  o.add_argument("--l2", type=float, default=d["l2"], metavar="LAMBDA", help="adds ops.l2_penalty λ/2·Σ‖W‖² to the loss")
-  o.add_argument("--clip", type=float, default=d["clip"], metavar="NORM", help="clip gradients to this global norm (0: off)")
+  o.add_argument("--l2", type=float, default=d["l2"], metavar="LAMBDA",
+                 help="adds ops.l2_penalty λ/2·Σ‖W‖² to the loss")
+  o.add_argument("--clip", type=float, default=d["clip"], metavar="NORM",
+                 help="clip gradients to this global norm (0: off)")
   o.add_argument("--accumulate", type=int, default=d["accumulate"], metavar="K",
                  help="accumulate gradients over K micro-batches per update (optax.MultiSteps)")
-  o.add_argument("--seed", type=int, default=d["seed"], help="seed of initialisation, dropout and shuffling (the split is fixed)")
-  o.add_argument("--autodiff", action="store_true", help="use jax.grad of the reference ops instead of the manual rules")
+  o.add_argument("--seed", type=int, default=d["seed"],
+                 help="seed of initialisation, dropout and shuffling (the split is fixed)")
+  o.add_argument("--autodiff", action="store_true",
+                 help="use jax.grad of the reference ops instead of the manual rules")
   io = parser.add_argument_group("data, output, devices")
   io.add_argument("--data", metavar="PATH", help=".npz (arrays x, y) or .csv with a header; default: digits")
   io.add_argument("--label-column", default="label", metavar="NAME", help="CSV label column (default %(default)s)")
@@ -113,8 +119,7 @@ def _progress(epochs):
 
 
 def _import_matplotlib():
-  import matplotlib.backends.backend_agg  # pylint: disable=import-outside-toplevel,unused-import
-  import matplotlib.figure  # pylint: disable=import-outside-toplevel,unused-import
+  pass  # pylint: disable=import-outside-toplevel,unused-import
 
 
 def _plot(path, history):
@@ -135,7 +140,7 @@ def _plot(path, history):
 
 def _plot_grad_flow(path, history):
   """Per-layer gradient norms at up to six epochs, first and last included (notes 001 and 004)."""
-  from jaxbp.gradflow import plot_grad_norms  # pylint: disable=import-outside-toplevel
+  from jaxbp.insight.gradflow import plot_grad_norms  # pylint: disable=import-outside-toplevel
   picks = sorted({round(i * (len(history) - 1) / 5) for i in range(6)})
   curves = {f"epoch {history[i]['epoch']}": history[i]["layer_grad_norms"] for i in picks}
   plot_grad_norms(curves, path, title="‖∂L/∂W‖ per layer, epoch means, during training")
@@ -156,6 +161,7 @@ def _train(args, started):
   """The body of ``jaxbp train`` once the extras are known to be there."""
   _initialize_distributed(args)
   import jax  # pylint: disable=import-outside-toplevel
+
   from jaxbp import data as data_lib  # pylint: disable=import-outside-toplevel
   from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
   if args.resume and not args.out:

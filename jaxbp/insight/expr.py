@@ -28,6 +28,7 @@ import difflib
 import re
 from typing import Any, NamedTuple
 
+
 class Function(NamedTuple):
   """A function of the language: what it calls and what its arguments may be."""
   target: str   # its name in jaxbp.ops (or jnp)
@@ -154,7 +155,7 @@ class _Parser:
       return Node("num", float(tok.text), (), tok.pos)
     if tok.text == "(":
       node = self.expr()
-      self.expect(")", "')' to close the '(' at position %d" % (tok.pos + 1))
+      self.expect(")", f"')' to close the '(' at position {tok.pos + 1}")
       return node
     if tok.kind == "name":
       return self.call(tok) if self.peek().text == "(" else Node("var", tok.text, (), tok.pos)

@@ -1,7 +1,8 @@
 """The ``jaxbp`` command: one sub-command per module.
 
-Each sub-command is a module named in ``COMMANDS`` (``jaxbp._cmd_<name>``, or ``jaxbp.bench``) that
-provides ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``. Importing the ``jaxbp`` package loads JAX (about a
+Each sub-command is a module named in ``COMMANDS`` (``jaxbp.cli.<name>``, or ``jaxbp.bench``) that
+provides ``HELP`` (one line), ``configure(parser)`` and ``run(args) -> int``.
+Importing the ``jaxbp`` package loads JAX (about a
 second), which every command needs; the optional extras (scikit-learn, matplotlib, tqdm, torch) are
 imported inside ``run`` only, so a missing one is reported as one line rather than at start-up.
 """
@@ -10,18 +11,21 @@ import argparse
 import importlib
 import sys
 
+import jaxbp
+
 COMMANDS = {
-    "train": "jaxbp._cmd_train",
-    "info": "jaxbp._cmd_info",
-    "trace": "jaxbp._cmd_trace",
+    "train": "jaxbp.cli.train",
+    "info": "jaxbp.cli.info",
+    "trace": "jaxbp.cli.trace",
     "bench": "jaxbp.bench",
 }
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="jaxbp",
       description="Backpropagation as explicit Jacobian-transpose rules, in JAX.")
+  parser.add_argument("--version", action="version", version=f"jaxbp {jaxbp.__version__}")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   for name, module_name in COMMANDS.items():
     module = importlib.import_module(module_name)
@@ -32,7 +36,7 @@ def build_parser():
   return parser
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   if args.command is None:

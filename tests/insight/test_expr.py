@@ -3,18 +3,18 @@
 import argparse
 import math
 
-import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+import numpy as np
+import pytest
 
+from jaxbp.cli import trace as cli_trace
+from jaxbp.insight.expr import ExprError
+from jaxbp.insight.expr import parse
+from jaxbp.insight.trace import grad_by_name
+from jaxbp.insight.trace import trace
 import jaxbp.ops as ops
-from jaxbp import _cmd_trace
-from jaxbp._expr import ExprError
-from jaxbp._expr import parse
-from jaxbp.trace import grad_by_name
-from jaxbp.trace import trace
 
 
 def value(source, **inputs):
@@ -97,8 +97,8 @@ def test_traced_gradients_of_random_expressions_equal_jax_grad_of_the_references
 
 def _run(argv):
   parser = argparse.ArgumentParser()
-  _cmd_trace.configure(parser)
-  return _cmd_trace.run(parser.parse_args(argv))
+  cli_trace.configure(parser)
+  return cli_trace.run(parser.parse_args(argv))
 
 
 def test_command_prints_note_001_gradients_and_writes_files(tmp_path, capsys):

@@ -43,8 +43,8 @@ def run(args):
   import importlib.util
   import sys
 
-  from jaxbp._expr import ExprError
-  from jaxbp._expr import parse
+  from jaxbp.insight.expr import ExprError
+  from jaxbp.insight.expr import parse
 
   if (args.png or args.svg) and importlib.util.find_spec("matplotlib") is None:
     print("jaxbp trace: error: --png/--svg draw with matplotlib, which is not installed: "
@@ -69,10 +69,10 @@ def _trace_and_report(expr, inputs, args):
 
   if args.x64:
     jax.config.update("jax_enable_x64", True)
+  from jaxbp.insight import tables
+  from jaxbp.insight.trace import grad_by_name
+  from jaxbp.insight.trace import trace
   import jaxbp.ops
-  from jaxbp import _table
-  from jaxbp.trace import grad_by_name
-  from jaxbp.trace import trace
 
   try:
     t = trace(expr.function(jaxbp.ops), **inputs)
@@ -81,7 +81,7 @@ def _trace_and_report(expr, inputs, args):
     return 2
   ref = grad_by_name(expr.function(jaxbp.ops.reference), **inputs)
   print(f"L = {expr.source}\n")
-  print(_table.trace_table(t, args.decimals, reference=ref))
+  print(tables.trace_table(t, args.decimals, reference=ref))
   agree = all(np.allclose(t.grads[n], ref[n], rtol=1e-4, atol=1e-6) for n in t.grads)
   print("\n" + ("the trace, jax.grad and the references agree" if agree else
                 "WARNING: the trace's gradients differ from jax.grad of the references"))
@@ -90,6 +90,6 @@ def _trace_and_report(expr, inputs, args):
       print(f"wrote {t.draw(path, args.decimals)}")
   if args.markdown:
     with open(args.markdown, "w", encoding="utf-8") as f:
-      f.write(f"L = `{expr.source}`\n\n" + _table.trace_table(t, args.decimals, ref, markdown=True))
+      f.write(f"L = `{expr.source}`\n\n" + tables.trace_table(t, args.decimals, ref, markdown=True))
     print(f"wrote {args.markdown}")
   return 0 if agree else 1

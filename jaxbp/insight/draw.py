@@ -9,7 +9,7 @@ so drawing never touches a global figure or backend.
 
 import pathlib
 
-from jaxbp._table import fmt
+from jaxbp.insight.tables import fmt
 
 # How each op is written inside its circle; anything else is written by name.
 _SYMBOLS = {

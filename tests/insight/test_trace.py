@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxbp.insight.draw import layout
+from jaxbp.insight.draw import loss_node
+from jaxbp.insight.trace import trace
 import jaxbp.ops as ops
-from jaxbp._draw import layout
-from jaxbp._draw import loss_node
-from jaxbp.trace import trace
 
 CIRCUIT = dict(w0=2.0, x0=-1.0, w1=-3.0, x1=-2.0, w2=-3.0)
 
@@ -118,7 +118,7 @@ def test_a_step_with_an_integer_output_still_passes_its_gradient_back():
 
 
 def test_gradients_that_differ_from_autodiff_are_not_silent(monkeypatch):
-  trace_module = sys.modules["jaxbp.trace"]  # jaxbp.trace, the attribute, is the function
+  trace_module = sys.modules["jaxbp.insight.trace"]
   lost = lambda self, step, grads: (None, (None,) * len(step.invars), (None,) * len(step.invars))
   monkeypatch.setattr(trace_module._Graph, "_backward", lost)  # a backward that drops every gradient
   with pytest.warns(RuntimeWarning, match="∂L/∂x .* differs from jax.grad"):
