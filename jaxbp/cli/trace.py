@@ -32,6 +32,8 @@ def configure(parser):
   parser.add_argument("--png", metavar="FILE", help="draw the graph to a PNG file")
   parser.add_argument("--svg", metavar="FILE", help="draw the graph to an SVG file")
   parser.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
+  parser.add_argument("--html", metavar="FILE",
+                      help="write one self-contained page that steps through the backward pass node by node")
   parser.add_argument("--x64", action="store_true", help="compute in float64")
 
 
@@ -50,7 +52,7 @@ def parse_inputs(items):
 
 
 # The output flags and the suffixes each accepts.
-OUTPUTS = {"png": (".png",), "svg": (".svg",), "markdown": (".md", ".markdown")}
+OUTPUTS = {"png": (".png",), "svg": (".svg",), "markdown": (".md", ".markdown"), "html": (".html", ".htm")}
 
 
 def check_outputs(args):
@@ -128,6 +130,10 @@ def _trace_and_report(expr, inputs, args):
   for path in (args.png, args.svg):
     if path:
       print(f"wrote {t.draw(path, args.decimals)}")
+  if args.html:
+    with open(args.html, "w", encoding="utf-8") as f:
+      f.write(t.to_html(expr.source, args.decimals))
+    print(f"wrote {args.html}")
   if args.markdown:
     with open(args.markdown, "w", encoding="utf-8") as f:
       f.write(f"L = `{expr.source}`\n\n" + tables.trace_table(t, args.decimals, ref, markdown=True))

@@ -12,14 +12,14 @@ import pathlib
 from jaxbp.insight.tables import fmt
 
 # How each op is written inside its circle; anything else is written by name.
-_SYMBOLS = {
-    "add": "+", "multiply": "×", "maximum": "max", "sigmoid": "σ", "logistic": "σ", "tanh": "tanh",
+SYMBOLS = {
+    "add": "+", "multiply": "×", "mul": "×", "maximum": "max", "sigmoid": "σ", "logistic": "σ", "tanh": "tanh",
     "relu": "ReLU", "sub": "−", "div": "÷", "neg": "−x", "integer_pow": "xⁿ", "pow": "xʸ",
     "exp": "exp", "log": "log", "matmul": "@", "dot_general": "@",
 }
 _RED, _GREY, _NODE = "#c0392b", "#7f8c8d", "#eaf2f8"
 # Data units: one row is 1; a column is _COL_WIDTH rows wide; the axes keep an equal aspect.
-_COL_WIDTH, _ROW_HEIGHT, _RADIUS, _INCH = 2.4, 1.0, 0.3, 0.95
+_COL_WIDTH, _ROW_HEIGHT, RADIUS, _INCH = 2.4, 1.0, 0.3, 0.95
 
 
 def layout(trace):
@@ -139,8 +139,8 @@ def draw_trace(trace, path, decimals=2):
 
 def _edge(ax, p, q, value, grad, decimals, from_node, t=0.5, arrow_end=False):
   """One edge p → q with its forward value above and its gradient below, in red."""
-  start = (p[0] + (_RADIUS if from_node else 0.12), p[1])
-  end = (q[0] - (_RADIUS if not arrow_end else 0), q[1])
+  start = (p[0] + (RADIUS if from_node else 0.12), p[1])
+  end = (q[0] - (RADIUS if not arrow_end else 0), q[1])
   ax.annotate("", xy=end, xytext=start,
               arrowprops=dict(arrowstyle="-|>", color="black", lw=1.1, shrinkA=0, shrinkB=0))
   mx, my = start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1])
@@ -156,11 +156,11 @@ def _point(ax, name, x, y, nodes, trace, decimals):
 
   if name in nodes:
     node = nodes[name]
-    ax.add_patch(Circle((x, y), _RADIUS, fc=_NODE, ec="black", lw=1.2, zorder=3))
-    symbol = _SYMBOLS.get(node.op, node.op)
+    ax.add_patch(Circle((x, y), RADIUS, fc=_NODE, ec="black", lw=1.2, zorder=3))
+    symbol = SYMBOLS.get(node.op, node.op)
     ax.text(x, y, symbol, ha="center", va="center", zorder=4,
             fontsize=15 if len(symbol) <= 2 else 9)
-    ax.text(x, y + _RADIUS + 0.05, name, ha="center", va="top", fontsize=8, color=_GREY)
+    ax.text(x, y + RADIUS + 0.05, name, ha="center", va="top", fontsize=8, color=_GREY)
   elif name in trace.inputs:
     ax.text(x + 0.08, y, name, ha="right", va="center", fontsize=13, fontweight="bold")
   else:

@@ -94,6 +94,11 @@ class Trace(NamedTuple):
     from jaxbp.insight import tables
     return tables.trace_table(self, decimals, markdown=True, full=full)
 
+  def to_html(self, title: str = "", decimals: int = 2) -> str:
+    """One self-contained HTML page that steps through the backward pass; see ``jaxbp.insight.html``."""
+    from jaxbp.insight import html
+    return html.to_html(self, title, decimals)
+
   def draw(self, path, decimals=2):
     """Draws the graph to ``path`` (``.png`` or ``.svg``) with matplotlib; see ``jaxbp.insight.draw``."""
     from jaxbp.insight import draw
