@@ -32,6 +32,7 @@ def configure(parser):
   parser.add_argument("--png", metavar="FILE", help="draw the graph to a PNG file")
   parser.add_argument("--svg", metavar="FILE", help="draw the graph to an SVG file")
   parser.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
+  parser.add_argument("--dot", metavar="FILE", help="write the graph in Graphviz's DOT language")
   parser.add_argument("--html", metavar="FILE",
                       help="write one self-contained page that steps through the backward pass node by node")
   parser.add_argument("--x64", action="store_true", help="compute in float64")
@@ -52,7 +53,7 @@ def parse_inputs(items):
 
 
 # The output flags and the suffixes each accepts.
-OUTPUTS = {"png": (".png",), "svg": (".svg",), "markdown": (".md", ".markdown"), "html": (".html", ".htm")}
+OUTPUTS = {"png": (".png",), "svg": (".svg",), "markdown": (".md", ".markdown"), "html": (".html", ".htm"), "dot": (".dot", ".gv")}
 
 
 def check_outputs(args):
@@ -129,7 +130,11 @@ def _trace_and_report(expr, inputs, args):
     print("\nWARNING: the trace's gradients differ from jax.grad of the references")
   for path in (args.png, args.svg):
     if path:
-      print(f"wrote {t.draw(path, args.decimals)}")
+      print(f"wrote {t.draw(path, args.decimals, expr.source)}")
+  if args.dot:
+    with open(args.dot, "w", encoding="utf-8") as f:
+      f.write(t.to_dot(args.decimals))
+    print(f"wrote {args.dot}")
   if args.html:
     with open(args.html, "w", encoding="utf-8") as f:
       f.write(t.to_html(expr.source, args.decimals))

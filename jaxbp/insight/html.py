@@ -36,6 +36,25 @@ def to_html(trace, title: str = "", decimals: int = 2) -> str:
       "{{data}}", data.replace("</", "<\\/")).replace("{{loss}}", fmt(trace.output, decimals))
 
 
+def static_html(trace, decimals: int = 4) -> str:
+  """A trace as notebooks show it (``Trace._repr_html_``): L, the graph with every gradient filled in,
+  and the node and gradient tables as HTML tables."""
+  from jaxbp.insight import tables
+  steps, edges, totals = _steps(trace, 2)
+  svg = _svg(trace, edges, totals, 2, filled=steps)
+  nodes = tables.html_table(tables.NODE_HEADERS, tables.node_rows(trace, decimals, False))
+  grads = tables.html_table(tables.grad_headers(None), tables.grad_rows(trace, decimals, None))
+  style = "<style>.jaxbp-trace svg text{text-anchor:middle;font-size:13px}" + _STATIC_STYLE + "</style>"
+  return (f'<div class="jaxbp-trace">{style}<b>L = {fmt(trace.output, decimals)}</b> '
+          f"(forward values in black, gradients ∂L/∂· in red)<br>{svg}{nodes}<br>{grads}</div>")
+
+
+_STATIC_STYLE = (".jaxbp-trace .edge{stroke:#222}.jaxbp-trace .grad,.jaxbp-trace .total{fill:#c0392b}"
+                 ".jaxbp-trace circle{fill:#eaf2f8;stroke:#222}.jaxbp-trace .label,.jaxbp-trace .const{fill:#7f8c8d}"
+                 ".jaxbp-trace .input,.jaxbp-trace .total,.jaxbp-trace .const{text-anchor:end}"
+                 ".jaxbp-trace .input{font-weight:bold}")
+
+
 def _steps(trace, decimals):
   """The backward steps (L's node first), the edges, and each input's gradient with the step it is due."""
   pos, edges = draw.layout(trace)
@@ -63,7 +82,10 @@ def _steps(trace, decimals):
   return steps, {"pos": pos, "list": edge_rows}, totals
 
 
-def _svg(trace, edges, totals, decimals):
+def _svg(trace, edges, totals, decimals, filled=None):
+  """The graph as inline SVG; gradient labels empty (the page's script fills them step by step) unless
+  ``filled`` (the steps) asks for every gradient written in."""
+  down = {d["edge"]: d["down"] for s in filled or () for d in s["sends"]}
   pos = edges["pos"]
   xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
   x0, y0 = min(xs) - 1.2, min(ys) - 0.9
@@ -89,7 +111,7 @@ def _svg(trace, edges, totals, decimals):
     parts.append(f'<line class="edge" id="e{e}" x1="{ax:.1f}" y1="{ay:.1f}" x2="{bx:.1f}" y2="{by:.1f}" '
                  'marker-end="url(#arrow)"/>')
     parts.append(f'<text class="fwd" x="{mx:.1f}" y="{my - 6:.1f}">{html.escape(value)}</text>')
-    parts.append(f'<text class="grad" id="g{e}" x="{mx:.1f}" y="{my + 16:.1f}"></text>')
+    parts.append(f'<text class="grad" id="g{e}" x="{mx:.1f}" y="{my + 16:.1f}">{down.get(e, "")}</text>')
   for name, (x, y) in pos.items():
     cx, cy = px(x, y)
     if name in nodes:
@@ -100,7 +122,10 @@ def _svg(trace, edges, totals, decimals):
     elif name in trace.inputs:
       parts.append(f'<text class="input" x="{cx:.1f}" y="{cy + 6:.1f}">{html.escape(name)}</text>')
       if name in totals:
-        parts.append(f'<text class="total" id="t-{html.escape(name)}" x="{cx:.1f}" y="{cy + 26:.1f}"></text>')
+        t = totals[name]
+        text = f"∂L/∂{name} = {t['sum'] + ' = ' if t['sum'] else ''}{t['grad']}" if filled else ""
+        parts.append(f'<text class="total" id="t-{html.escape(name)}" x="{cx:.1f}" y="{cy + 26:.1f}">'
+                     f"{html.escape(text)}</text>")
     else:  # a constant written in the function
       node, k = name.split(":")
       parts.append(f'<text class="const" x="{cx:.1f}" y="{cy + 5:.1f}">'
@@ -111,7 +136,8 @@ def _svg(trace, edges, totals, decimals):
     parts.append(f'<line class="edge" x1="{ax + r:.1f}" y1="{ay:.1f}" x2="{ax + r + 70:.1f}" y2="{ay:.1f}" '
                  'marker-end="url(#arrow)"/>')
     parts.append(f'<text class="fwd" x="{ax + r + 35:.1f}" y="{ay - 6:.1f}">{fmt(trace.output, decimals)}</text>')
-    parts.append(f'<text class="grad" id="g-out" x="{ax + r + 35:.1f}" y="{ay + 16:.1f}"></text>')
+    parts.append(f'<text class="grad" id="g-out" x="{ax + r + 35:.1f}" y="{ay + 16:.1f}">{"1" if filled else ""}'
+                 "</text>")
     parts.append(f'<text class="input" x="{ax + r + 90:.1f}" y="{ay + 6:.1f}">L</text>')
   parts.append("</svg>")
   return "\n".join(parts)
