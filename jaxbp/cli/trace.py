@@ -53,7 +53,8 @@ def parse_inputs(items):
 
 
 # The output flags and the suffixes each accepts.
-OUTPUTS = {"png": (".png",), "svg": (".svg",), "markdown": (".md", ".markdown"), "html": (".html", ".htm"), "dot": (".dot", ".gv")}
+OUTPUTS = {"png": (".png",), "svg": (".svg",), "markdown": (".md", ".markdown"), "html": (".html", ".htm"),
+           "dot": (".dot", ".gv")}
 
 
 def check_outputs(args):
@@ -154,4 +155,4 @@ def _ties(t):
     values.update(zip(node.outputs, node.value if len(node.outputs) > 1 else (node.value,)))
   read = lambda name: values[name] if name in values else float(name)  # else: a number written out
   return [node.name for node in t.nodes
-          if node.op == "maximum" and bool(np.any(np.equal(*(read(x) for x in node.inputs))))]
+          if node.op == "maximum" and bool(np.any(np.equal(read(node.inputs[0]), read(node.inputs[1]))))]
