@@ -10,6 +10,7 @@ from jaxbp.ops.activations import relu
 from jaxbp.ops.activations import sigmoid
 from jaxbp.ops.activations import softmax
 from jaxbp.ops.activations import tanh
+from jaxbp.ops.embedding import embedding
 from jaxbp.ops.gates import add
 from jaxbp.ops.gates import maximum
 from jaxbp.ops.gates import multiply
@@ -31,6 +32,7 @@ __all__ = [
     "batch_norm",
     "dropout",
     "elu",
+    "embedding",
     "l2_penalty",
     "layer_norm",
     "leaky_relu",
