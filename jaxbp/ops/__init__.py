@@ -24,6 +24,8 @@ from jaxbp.ops.losses import squared_error
 from jaxbp.ops.norm import batch_norm
 from jaxbp.ops.norm import dropout
 from jaxbp.ops.norm import layer_norm
+from jaxbp.ops.recurrent import lstm
+from jaxbp.ops.recurrent import rnn
 
 __all__ = [
     "REGISTRY",
@@ -38,6 +40,7 @@ __all__ = [
     "leaky_relu",
     "linear",
     "log_softmax",
+    "lstm",
     "matmul",
     "maximum",
     "mse",
@@ -45,6 +48,7 @@ __all__ = [
     "multiply",
     "reference",
     "relu",
+    "rnn",
     "sigmoid",
     "softmax",
     "softmax_cross_entropy",
