@@ -29,7 +29,7 @@ import numpy as np
 
 VOCAB = "0123456789+=>"
 TASKS = ("reverse", "sort", "add")
-DEFAULT_TASK = "sort"
+DEFAULT_TASK = "reverse"
 PLUS, EQUALS, ARROW = VOCAB.index("+"), VOCAB.index("="), VOCAB.index(">")
 
 
