@@ -45,13 +45,14 @@ def _inputs(rule: str, sizes: tuple, rng: np.random.Generator) -> tuple[tuple, t
 
 
 def _step(fn: Callable[..., Any], args: tuple, wrt: tuple[int, ...], cotangent: Any) -> Any:
-  def loss(*floats):
-    full = list(args)
-    for i, x in zip(wrt, floats):
-      full[i] = x
+  """Jitted ``step(floats, cotangent, others)``: every array is an argument, none a folded constant."""
+  def loss(floats, cotangent, others):
+    full, f, o = [], iter(floats), iter(others)
+    for i in range(len(args)):
+      full.append(next(f) if i in wrt else next(o))
     out = fn(*full)
-    return sum(jnp.sum(o * u) for o, u in zip(jax.tree_util.tree_leaves(out), cotangent))
-  return jax.jit(jax.value_and_grad(loss, argnums=tuple(range(len(wrt)))))
+    return sum(jnp.sum(y * u) for y, u in zip(jax.tree_util.tree_leaves(out), cotangent))
+  return jax.jit(jax.value_and_grad(loss))
 
 
 def measure_rule(rule: str, label: str, sizes: tuple, *, rounds: int, target_s: float) -> dict:
@@ -61,13 +62,15 @@ def measure_rule(rule: str, label: str, sizes: tuple, *, rounds: int, target_s: 
   out = jax.eval_shape(getattr(ops, rule), *args)
   cotangent = [jnp.asarray(rng.normal(size=o.shape), o.dtype) for o in jax.tree_util.tree_leaves(out)]
   floats = tuple(args[i] for i in wrt)
+  others = tuple(a for i, a in enumerate(args) if i not in wrt)
   variants = {MANUAL: getattr(ops, rule), AUTODIFF: getattr(ops.reference, rule)}
-  compiled = {name: _step(fn, args, wrt, cotangent).lower(*floats).compile() for name, fn in variants.items()}
+  call = (floats, cotangent, others)
+  compiled = {name: _step(fn, args, wrt, cotangent).lower(*call).compile() for name, fn in variants.items()}
 
   def block(exe):
     def run(reps):
       for _ in range(reps):
-        result = exe(*floats)
+        result = exe(*call)
       jax.block_until_ready(result)
     return run
 
