@@ -10,19 +10,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.ops._registry import draw
-from jaxbp.ops._registry import random_shape
+from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
-from jaxbp.ops._util import require_float
+from jaxbp.ops._registry import uniform
+from jaxbp.ops._util import float_array
+from jaxbp.ops._util import int_array
 
 
 def _check_ids(op, ids, table):
   """Validates integer ``ids`` against ``table`` [V, D]; refuses out-of-range ids when concrete."""
-  t_shape, dtype = jnp.shape(table), jnp.result_type(ids)
+  t_shape = table.shape
   if len(t_shape) != 2:
     raise ValueError(f"{op}: argument 'table' must be a matrix [V, D], got shape {t_shape}")
-  if not jnp.issubdtype(dtype, jnp.integer):
-    raise TypeError(f"{op}: argument 'ids' must be an integer array of row indices, got dtype {dtype}")
   if not isinstance(ids, jax.core.Tracer):
     values = np.asarray(ids)
     bad = (values < 0) | (values >= t_shape[0])
@@ -58,32 +57,28 @@ def embedding(ids: jax.typing.ArrayLike, table: jax.typing.ArrayLike) -> jax.Arr
   Returns:
     Array [..., D] of the table's dtype.
   """
+  ids, table = int_array("embedding", "ids", ids), float_array("embedding", "table", table)
   _check_ids("embedding", ids, table)
-  require_float("embedding", "table", table)
-  return _embedding(jnp.asarray(ids), table)
+  return _embedding(ids, table)
 
 
-def _embedding_forward(ids, table):
+@jax.custom_vjp
+def _embedding(ids, table):
+  return _embedding_fwd(ids, table)[0]
+
+
+def _embedding_fwd(ids, table):
   valid = _valid(ids, table.shape[0])
   rows = jnp.take(table, jnp.where(valid, ids, 0), axis=0)
   out = jnp.where(valid[..., None], rows, jnp.nan).astype(table.dtype)
   return out, (ids, table)  # the ids; the table (a parameter, no new buffer) for its shape and dtype
 
 
-@jax.custom_vjp
-def _embedding(ids, table):
-  return _embedding_forward(ids, table)[0]
-
-
-def _embedding_fwd(ids, table):
-  return _embedding_forward(ids, table)
-
-
 def _embedding_bwd(res, g):
   ids, table = res
   num_rows, width = table.shape
   g = jnp.where(_valid(ids, num_rows)[..., None], g, 0).astype(table.dtype)
-  dtable = jnp.zeros_like(table).at[ids.reshape(-1)].add(g.reshape(-1, width), mode="drop")
+  dtable = jnp.zeros_like(table).at[ids.reshape(-1)].add(g.reshape(ids.size, width), mode="drop")
   return None, dtable
 
 
@@ -91,12 +86,25 @@ def _embedding_ref(ids, table):
   return table[ids]
 
 
-def _sample_embedding(rng, dtype):
-  vocab, width = int(rng.integers(1, 6)), int(rng.integers(1, 5))
-  shape = random_shape(rng, max_rank=2, max_dim=6)
-  ids = rng.integers(0, vocab, size=shape).astype(np.int32)  # small V, so ids repeat
-  return (ids, draw(rng, (vocab, width), dtype)), {}
+def _embedding_sampler(ids_shape, width=None, vocab=None):
+  """Ids of ``ids_shape`` into a table [V, D]; a small V (1..4 unless given), so the ids repeat."""
+  def sample(rng, dtype):
+    v = vocab or int(rng.integers(1, 5))
+    d = int(rng.integers(1, 5)) if width is None else width
+    ids = rng.integers(0, v, size=ids_shape).astype(np.int32)
+    return (ids, uniform(rng, (v, d), dtype)), {}
+  return sample
+
+
+_EMBEDDING = {
+    "ids a scalar": _embedding_sampler(()),
+    "ids a vector": _embedding_sampler((6,)),
+    "ids [N, T], repeated": _embedding_sampler((3, 5), vocab=2),
+    "one row, V = 1": _embedding_sampler((2, 3), vocab=1),
+    "no ids": _embedding_sampler((2, 0)),
+    "D = 0": _embedding_sampler((4,), width=0),
+}
 
 
 _embedding.defvjp(_embedding_fwd, _embedding_bwd)
-register(embedding, _embedding_ref, _sample_embedding, note="001")
+register(embedding, _embedding_ref, any_branch(_EMBEDDING), branches=_EMBEDDING, note="001")

@@ -23,14 +23,15 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from jaxbp.ops._registry import draw
+from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
-from jaxbp.ops._util import require_floats
+from jaxbp.ops._registry import uniform
+from jaxbp.ops._util import float_arrays
 
 
 def _check_shapes(op, x, h0, w_x, w_h, b, gates):
   """Validates x [N, T, D], h0 [N, H], w_x [D, k·H], w_h [H, k·H], b [k·H] for k = ``gates``."""
-  xs, hs = jnp.shape(x), jnp.shape(h0)
+  xs, hs = x.shape, h0.shape
   if len(xs) != 3 or xs[1] < 1:
     raise ValueError(f"{op}: argument 'x' must have shape [N, T, D] with T >= 1, got {xs}")
   if len(hs) != 2 or hs[0] != xs[0]:
@@ -38,10 +39,10 @@ def _check_shapes(op, x, h0, w_x, w_h, b, gates):
   n, h = hs
   want = {"w_x": (xs[2], gates * h), "w_h": (h, gates * h), "b": (gates * h,)}
   for name, arr in (("w_x", w_x), ("w_h", w_h), ("b", b)):
-    if jnp.shape(arr) != want[name]:
+    if arr.shape != want[name]:
       kh = f"{gates}·H" if gates > 1 else "H"
       raise ValueError(f"{op}: argument '{name}' must have shape {want[name]} (D = {xs[2]}, H = {h}, "
-                       f"{kh} = {gates * h}), got {jnp.shape(arr)}")
+                       f"{kh} = {gates * h}), got {arr.shape}")
 
 
 def _time_major(a):
@@ -99,27 +100,22 @@ def rnn(x: jax.typing.ArrayLike, h0: jax.typing.ArrayLike, w_x: jax.typing.Array
   Returns:
     ``(hs, h_T)``: the hidden states [N, T, H] and the final state [N, H] (= hs[:, -1]).
   """
-  require_floats("rnn", x=x, h0=h0, w_x=w_x, w_h=w_h, b=b)
+  x, h0, w_x, w_h, b = float_arrays("rnn", x=x, h0=h0, w_x=w_x, w_h=w_h, b=b)
   _check_shapes("rnn", x, h0, w_x, w_h, b, gates=1)
   return _rnn(x, h0, w_x, w_h, b)
 
 
-def _rnn_forward(x, h0, w_x, w_h, b):
+@jax.custom_vjp
+def _rnn(x, h0, w_x, w_h, b):
+  return _rnn_fwd(x, h0, w_x, w_h, b)[0]
+
+
+def _rnn_fwd(x, h0, w_x, w_h, b):
   def step(h, xw_t):
     h = jnp.tanh(xw_t + h @ w_h)
     return h, h
   h_last, hs = lax.scan(step, h0, _input_projection(x, w_x, b))
-  return (_time_major(hs), h_last), hs
-
-
-@jax.custom_vjp
-def _rnn(x, h0, w_x, w_h, b):
-  return _rnn_forward(x, h0, w_x, w_h, b)[0]
-
-
-def _rnn_fwd(x, h0, w_x, w_h, b):
-  out, hs = _rnn_forward(x, h0, w_x, w_h, b)
-  return out, (x, h0, w_x, w_h, b, hs)  # hs time-major [T, N, H]; b for its dtype only
+  return (_time_major(hs), h_last), (x, h0, w_x, w_h, b, hs)  # hs time-major [T, N, H]; b for its dtype
 
 
 def _rnn_bwd(res, g):
@@ -145,22 +141,29 @@ def _rnn_ref(x, h0, w_x, w_h, b):
   return jnp.swapaxes(hs, 0, 1), h_last
 
 
-def _sample_sizes(rng):
-  """(N, T, D, H), with batch 1 and T = 1 each drawn a third of the time."""
-  n = 1 if rng.random() < 1 / 3 else int(rng.integers(2, 4))
-  t = 1 if rng.random() < 1 / 3 else int(rng.integers(2, 5))
-  return n, t, int(rng.integers(1, 4)), int(rng.integers(1, 4))
+def _recurrent_sampler(cell, n=None, t=None, d=None, h=None):
+  """Inputs of ``rnn`` or ``lstm`` with the sizes given fixed and the others drawn small."""
+  def sample(rng, dtype):
+    size = lambda given, low, high: int(rng.integers(low, high)) if given is None else given
+    nn, tt, dd, hh = size(n, 2, 4), size(t, 2, 5), size(d, 1, 4), size(h, 1, 4)
+    k = 4 if cell == "lstm" else 1
+    states = tuple(uniform(rng, (nn, hh), dtype, -1.0, 1.0) for _ in range(2 if cell == "lstm" else 1))
+    return (uniform(rng, (nn, tt, dd), dtype), *states, uniform(rng, (dd, k * hh), dtype, -1.0, 1.0),
+            uniform(rng, (hh, k * hh), dtype, -1.0, 1.0), uniform(rng, (k * hh,), dtype, -0.5, 0.5)), {}
+  return sample
 
 
-def _sample_rnn(rng, dtype):
-  n, t, d, h = _sample_sizes(rng)
-  return (draw(rng, (n, t, d), dtype), draw(rng, (n, h), dtype, -1.0, 1.0),
-          draw(rng, (d, h), dtype, -1.0, 1.0), draw(rng, (h, h), dtype, -1.0, 1.0),
-          draw(rng, (h,), dtype, -0.5, 0.5)), {}
+def _recurrent_branches(cell):
+  return {"T = 1": _recurrent_sampler(cell, t=1), "batch 1": _recurrent_sampler(cell, n=1),
+          "N, T > 1": _recurrent_sampler(cell), "N = 0": _recurrent_sampler(cell, n=0),
+          "D = 0": _recurrent_sampler(cell, d=0)}
+
+
+_RNN = _recurrent_branches("rnn")
 
 
 _rnn.defvjp(_rnn_fwd, _rnn_bwd)
-register(rnn, _rnn_ref, _sample_rnn, note="004")
+register(rnn, _rnn_ref, any_branch(_RNN), branches=_RNN, note="004")
 
 
 # ---------------------------------------------------------------------------------------------- lstm
@@ -212,10 +215,10 @@ def lstm(x: jax.typing.ArrayLike, h0: jax.typing.ArrayLike, c0: jax.typing.Array
   Returns:
     ``(hs, (h_T, c_T))``: the hidden states [N, T, H] and the final hidden and cell states [N, H].
   """
-  require_floats("lstm", x=x, h0=h0, c0=c0, w_x=w_x, w_h=w_h, b=b)
+  x, h0, c0, w_x, w_h, b = float_arrays("lstm", x=x, h0=h0, c0=c0, w_x=w_x, w_h=w_h, b=b)
   _check_shapes("lstm", x, h0, w_x, w_h, b, gates=4)
-  if jnp.shape(c0) != jnp.shape(h0):
-    raise ValueError(f"lstm: argument 'c0' must have h0's shape {jnp.shape(h0)}, got {jnp.shape(c0)}")
+  if c0.shape != h0.shape:
+    raise ValueError(f"lstm: argument 'c0' must have h0's shape {h0.shape}, got {c0.shape}")
   return _lstm(x, h0, c0, w_x, w_h, b)
 
 
@@ -225,7 +228,12 @@ def _gates(z):
   return jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
 
 
-def _lstm_forward(x, h0, c0, w_x, w_h, b):
+@jax.custom_vjp
+def _lstm(x, h0, c0, w_x, w_h, b):
+  return _lstm_fwd(x, h0, c0, w_x, w_h, b)[0]
+
+
+def _lstm_fwd(x, h0, c0, w_x, w_h, b):
   def step(carry, xw_t):
     h, c = carry
     i, f, g, o = _gates(xw_t + h @ w_h)
@@ -233,17 +241,7 @@ def _lstm_forward(x, h0, c0, w_x, w_h, b):
     h = o * jnp.tanh(c)
     return (h, c), (h, c)
   (h_last, c_last), (hs, cs) = lax.scan(step, (h0, c0), _input_projection(x, w_x, b))
-  return (_time_major(hs), (h_last, c_last)), (hs, cs)
-
-
-@jax.custom_vjp
-def _lstm(x, h0, c0, w_x, w_h, b):
-  return _lstm_forward(x, h0, c0, w_x, w_h, b)[0]
-
-
-def _lstm_fwd(x, h0, c0, w_x, w_h, b):
-  out, (hs, cs) = _lstm_forward(x, h0, c0, w_x, w_h, b)
-  return out, _LSTMResiduals(x, h0, c0, w_x, w_h, b, hs, cs)
+  return (_time_major(hs), (h_last, c_last)), _LSTMResiduals(x, h0, c0, w_x, w_h, b, hs, cs)
 
 
 def _lstm_step_bwd(w_h):
@@ -328,12 +326,9 @@ def _lstm_ref(x, h0, c0, w_x, w_h, b):
   return jnp.swapaxes(hs, 0, 1), (h, c)
 
 
-def _sample_lstm(rng, dtype):
-  n, t, d, h = _sample_sizes(rng)
-  return (draw(rng, (n, t, d), dtype), draw(rng, (n, h), dtype, -1.0, 1.0),
-          draw(rng, (n, h), dtype, -1.0, 1.0), draw(rng, (d, 4 * h), dtype, -1.0, 1.0),
-          draw(rng, (h, 4 * h), dtype, -1.0, 1.0), draw(rng, (4 * h,), dtype, -0.5, 0.5)), {}
+_LSTM = {**_recurrent_branches("lstm"),  # T > CHUNK: full chunks of the backward and a remainder
+         "T = CHUNK + 3": _recurrent_sampler("lstm", n=1, t=CHUNK + 3, d=1, h=1)}
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
-register(lstm, _lstm_ref, _sample_lstm, note="004")
+register(lstm, _lstm_ref, any_branch(_LSTM), branches=_LSTM, note="004")
