@@ -23,7 +23,7 @@ Held out: the test prompts are drawn without replacement together with the train
 test prompt occurs in the training set (checked by ``tests/test_tasks.py``).
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -46,12 +46,14 @@ class SequenceTask(NamedTuple):
     test: int32 ``[N_test, L]``, prompts disjoint from the training set's.
     prompt_length: tokens before the answer (the separator included); the answer is
       ``tokens[:, prompt_length:]``.
+    length: digits per operand, as asked.
     seed: the seed it was generated from.
   """
   name: str
   train: np.ndarray
   test: np.ndarray
   prompt_length: int
+  length: int
   seed: int
 
   @property
@@ -131,7 +133,53 @@ def make_task(name: str = DEFAULT_TASK, *, length: int = 8, num_train: int = 20_
   digits = _distinct_digits(rng, num_train + num_test, width)
   tokens = np.concatenate([_prompts(name, digits), _answers(name, digits)], axis=1).astype(np.int32)
   prompt_length = width + (2 if name == "add" else 1)
-  return SequenceTask(name, tokens[:num_train], tokens[num_train:], prompt_length, seed)
+  return SequenceTask(name, tokens[:num_train], tokens[num_train:], prompt_length, length, seed)
+
+
+class TaskDataset(NamedTuple):
+  """A task as ``jaxbp.train.fit`` takes a sequence data set (the model registry's "tokens" batches).
+
+  Attributes:
+    x_train: int32 ``[N_train, L − 1]``, the inputs ``tokens[:, :-1]``.
+    y_train: int32 ``[N_train, L − 1]``, the next tokens ``tokens[:, 1:]``.
+    mask_train: float32 ``[N_train, L − 1]``, 1 at the positions that predict the answer
+      (``prompt_length − 1`` onwards), 0 on the prompt.
+    x_test, y_test, mask_test: the same for the held-out sequences.
+    name: ``"task NAME (length K, seed S)"``, for reports.
+    spec: the ``jaxbp.models.DataSpec``: kind ``"tokens"``, input shape ``(L − 1,)``, ``len(VOCAB)``
+      classes and vocabulary.
+    task: the :class:`SequenceTask` it was made from.
+  """
+  x_train: np.ndarray
+  y_train: np.ndarray
+  mask_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  mask_test: np.ndarray
+  name: str
+  spec: Any
+  task: SequenceTask
+
+
+def language_model_arrays(tokens: np.ndarray, prompt_length: int) -> tuple[np.ndarray, ...]:
+  """``(inputs, targets, mask)`` of sequences ``tokens`` [N, L]: predict token t + 1 from tokens ≤ t,
+  scored on the answer only (the targets ``tokens[:, prompt_length:]``)."""
+  mask = np.zeros(tokens.shape[1] - 1, np.float32)
+  mask[prompt_length - 1:] = 1
+  return tokens[:, :-1], tokens[:, 1:], np.broadcast_to(mask, (len(tokens), len(mask))).copy()
+
+
+def load_task(name: str = DEFAULT_TASK, *, seed: int = 0, **kwargs: Any) -> TaskDataset:
+  """:func:`make_task` as a data set for ``jaxbp.train.fit`` (what ``jaxbp train --task NAME`` loads).
+
+  ``kwargs`` go to :func:`make_task` (``length``, ``num_train``, ``num_test``).
+  """
+  from jaxbp.models import DataSpec  # pylint: disable=import-outside-toplevel  (NumPy-only until asked)
+  task = make_task(name, seed=seed, **kwargs)
+  train = language_model_arrays(task.train, task.prompt_length)
+  test = language_model_arrays(task.test, task.prompt_length)
+  spec = DataSpec("tokens", (task.seq_length - 1,), len(VOCAB), len(VOCAB))
+  return TaskDataset(*train, *test, f"task {name} (length {task.length}, seed {seed})", spec, task)
 
 
 def encode(text: str) -> np.ndarray:
