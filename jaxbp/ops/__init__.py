@@ -33,6 +33,7 @@ from jaxbp.ops.activations import relu
 from jaxbp.ops.activations import sigmoid
 from jaxbp.ops.activations import softmax
 from jaxbp.ops.activations import tanh
+from jaxbp.ops.embedding import embedding
 from jaxbp.ops.gates import add
 from jaxbp.ops.gates import maximum
 from jaxbp.ops.gates import multiply
@@ -46,6 +47,8 @@ from jaxbp.ops.losses import squared_error
 from jaxbp.ops.norm import batch_norm
 from jaxbp.ops.norm import dropout
 from jaxbp.ops.norm import layer_norm
+from jaxbp.ops.recurrent import lstm
+from jaxbp.ops.recurrent import rnn
 
 __all__ = [
     "REGISTRY",
@@ -54,11 +57,13 @@ __all__ = [
     "batch_norm",
     "dropout",
     "elu",
+    "embedding",
     "l2_penalty",
     "layer_norm",
     "leaky_relu",
     "linear",
     "log_softmax",
+    "lstm",
     "matmul",
     "maximum",
     "mse",
@@ -66,6 +71,7 @@ __all__ = [
     "multiply",
     "reference",
     "relu",
+    "rnn",
     "sigmoid",
     "softmax",
     "softmax_cross_entropy",
