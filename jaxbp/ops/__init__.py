@@ -10,6 +10,7 @@ from jaxbp.ops.activations import relu
 from jaxbp.ops.activations import sigmoid
 from jaxbp.ops.activations import softmax
 from jaxbp.ops.activations import tanh
+from jaxbp.ops.conv import conv2d
 from jaxbp.ops.gates import add
 from jaxbp.ops.gates import maximum
 from jaxbp.ops.gates import multiply
@@ -23,12 +24,16 @@ from jaxbp.ops.losses import squared_error
 from jaxbp.ops.norm import batch_norm
 from jaxbp.ops.norm import dropout
 from jaxbp.ops.norm import layer_norm
+from jaxbp.ops.pool import avg_pool2d
+from jaxbp.ops.pool import max_pool2d
 
 __all__ = [
     "REGISTRY",
     "Rule",
     "add",
+    "avg_pool2d",
     "batch_norm",
+    "conv2d",
     "dropout",
     "elu",
     "l2_penalty",
@@ -37,6 +42,7 @@ __all__ = [
     "linear",
     "log_softmax",
     "matmul",
+    "max_pool2d",
     "maximum",
     "mse",
     "multiclass_hinge",
