@@ -12,6 +12,10 @@ from jax import lax
 PADDINGS = ("VALID", "SAME")
 
 
+def _is_count(v, minimum):
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= minimum
+
+
 def pair(op, name, value, minimum=1):
   """``value`` as a pair of ints ≥ ``minimum`` (an int means the same for H and W), else ValueError."""
   items = (value, value) if isinstance(value, numbers.Integral) else value
@@ -19,8 +23,7 @@ def pair(op, name, value, minimum=1):
     items = tuple(items)
   except TypeError:
     items = ()
-  if len(items) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                and v >= minimum for v in items):
+  if len(items) != 2 or not all(_is_count(v, minimum) for v in items):
     raise ValueError(f"{op}: argument '{name}' must be an int >= {minimum} or a pair of them "
                      f"(for H and W), got {value!r}")
   return int(items[0]), int(items[1])
@@ -43,8 +46,7 @@ def explicit_padding(op, padding, in_hw, window_hw, stride):
     pads = tuple((lo, hi) for lo, hi in padding)
   except (TypeError, ValueError):
     pass
-  if len(pads) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
-                               for p in pads for v in p):
+  if len(pads) != 2 or not all(_is_count(v, 0) for p in pads for v in p):
     raise ValueError(f"{op}: argument 'padding' must be 'VALID', 'SAME' or two (lo, hi) pairs of "
                      f"ints >= 0 (for H and W), got {padding!r}")
   return tuple((int(lo), int(hi)) for lo, hi in pads)
