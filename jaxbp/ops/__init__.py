@@ -11,9 +11,17 @@ from jaxbp.ops.activations import sigmoid
 from jaxbp.ops.activations import softmax
 from jaxbp.ops.activations import tanh
 from jaxbp.ops.conv import conv2d
+from jaxbp.ops.elementwise import divide
+from jaxbp.ops.elementwise import exp
+from jaxbp.ops.elementwise import log
+from jaxbp.ops.elementwise import negative
+from jaxbp.ops.elementwise import power
+from jaxbp.ops.elementwise import sqrt
+from jaxbp.ops.elementwise import subtract
 from jaxbp.ops.gates import add
 from jaxbp.ops.gates import maximum
 from jaxbp.ops.gates import multiply
+from jaxbp.ops.group_norm import group_norm
 from jaxbp.ops.linalg import linear
 from jaxbp.ops.linalg import matmul
 from jaxbp.ops.losses import l2_penalty
@@ -26,6 +34,9 @@ from jaxbp.ops.norm import dropout
 from jaxbp.ops.norm import layer_norm
 from jaxbp.ops.pool import avg_pool2d
 from jaxbp.ops.pool import max_pool2d
+from jaxbp.ops.smooth import gelu
+from jaxbp.ops.smooth import silu
+from jaxbp.ops.smooth import softplus
 
 __all__ = [
     "REGISTRY",
@@ -34,12 +45,17 @@ __all__ = [
     "avg_pool2d",
     "batch_norm",
     "conv2d",
+    "divide",
     "dropout",
     "elu",
+    "exp",
+    "gelu",
+    "group_norm",
     "l2_penalty",
     "layer_norm",
     "leaky_relu",
     "linear",
+    "log",
     "log_softmax",
     "matmul",
     "max_pool2d",
@@ -47,11 +63,17 @@ __all__ = [
     "mse",
     "multiclass_hinge",
     "multiply",
+    "negative",
+    "power",
     "reference",
     "relu",
     "sigmoid",
+    "silu",
     "softmax",
     "softmax_cross_entropy",
+    "softplus",
+    "sqrt",
     "squared_error",
+    "subtract",
     "tanh",
 ]
