@@ -184,45 +184,40 @@ def power(x: jax.typing.ArrayLike, p) -> jax.Array:
   if isinstance(p, bool) or not isinstance(p, (numbers.Real, jax.Array, np.ndarray)):
     raise TypeError(f"power: argument 'p' must be a Python number or a float array, got {type(p).__name__}")
   if isinstance(p, numbers.Real):
-    p = int(p) if isinstance(p, numbers.Integral) else float(p)
-    return _power_static(x, p)
+    static = int(p) if isinstance(p, numbers.Integral) else float(p)
+    return _power(x, None, (_meta(x), static))
   require_float("power", "p", p)
   broadcast_shape("power", x=x, p=p)
-  return _power(x, p, _meta(x))
+  return _power(x, p, (_meta(x), None))
 
 
-def _power_static_forward(x, p):
-  return jax.lax.integer_pow(x, p) if isinstance(p, int) else jnp.power(x, jnp.asarray(p, jnp.result_type(x)))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _power_static(x, p):
-  return _power_static_forward(x, p)
-
-
-def _power_static_fwd(x, p):
-  return _power_static_forward(x, p), x  # p · x^(p−1) from x: one more power, no division by x
-
-
-def _power_static_bwd(p, x, g):
-  if p == 0:
-    return (jnp.zeros_like(g),)
-  return (g * p * _power_static_forward(x, p - 1 if isinstance(p, int) else p - 1.0),)
+def _power_forward(x, p, static):
+  """xᵖ: ``lax.integer_pow`` for a Python int, else ``jnp.power`` (a Python float in x's dtype)."""
+  if p is not None:
+    return jnp.power(x, p)
+  if isinstance(static, int):
+    return jax.lax.integer_pow(x, static)
+  return jnp.power(x, jnp.asarray(static, jnp.result_type(x)))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _power(x, p, x_meta):
-  del x_meta
-  return jnp.power(x, p)
+def _power(x, p, meta):
+  """One rule for both exponents: ``p`` is the array exponent or None, ``meta[1]`` the Python one."""
+  return _power_forward(x, p, meta[1])
 
 
-def _power_fwd(x, p, x_meta):
-  z = jnp.power(x, p)
-  return z, (x, p, z)
+def _power_fwd(x, p, meta):
+  z = _power_forward(x, p, meta[1])
+  return z, (x, p, z if p is not None else None)  # a Python exponent needs x alone
 
 
-def _power_bwd(x_meta, res, g):
+def _power_bwd(meta, res, g):
+  x_meta, static = meta
   x, p, z = res
+  if p is None:  # dx = g · p · x^(p−1), one more power from x; p = 0: the constant 1, dx = 0
+    if static == 0:
+      return jnp.zeros_like(g), None
+    return g * static * _power_forward(x, None, static - 1), None
   slope = jnp.where(p == 0, 0, p * jnp.power(x, p - 1))
   log_x = jnp.log(jnp.where(x == 0, 1, x))  # dp = 0 at x = 0
   dx = unbroadcast(g * slope, *x_meta)
@@ -246,7 +241,6 @@ def _sample_power(rng, dtype):
   return (x, draw(rng, broadcastable_to(rng, shape), dtype, low=-2.0, high=2.0)), {}
 
 
-_power_static.defvjp(_power_static_fwd, _power_static_bwd)
 _power.defvjp(_power_fwd, _power_bwd)
 register(power, _power_ref, _sample_power, note="002")
 
