@@ -16,9 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.ops import _window
-from jaxbp.ops._registry import draw
+from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
-from jaxbp.ops._util import require_floats
+from jaxbp.ops._registry import uniform
+from jaxbp.ops._util import float_array
+from jaxbp.ops._util import float_arrays
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -67,8 +69,8 @@ def conv2d(x: jax.typing.ArrayLike, w: jax.typing.ArrayLike, b: jax.typing.Array
   Returns:
     y [N, H_out, W_out, O], H_out = ⌊(H + lo + hi − K′) / s⌋ + 1.
   """
-  arrays = {"x": x, "w": w} if b is None else {"x": x, "w": w, "b": b}
-  require_floats("conv2d", **arrays)
+  x, w = float_arrays("conv2d", x=x, w=w)
+  b = None if b is None else float_array("conv2d", "b", b)
   geo = _conv_geometry(x, w, b, stride, padding, dilation)
   return _conv2d(x, w, b, geo)
 
@@ -91,20 +93,16 @@ def _conv_geometry(x, w, b, stride, padding, dilation):
   return _Geometry(stride, pads, dilation)
 
 
-def _conv_forward(x, w, b, geo):
-  y = lax.conv_general_dilated(x, w, geo.stride, geo.pads, rhs_dilation=geo.dilation,
-                               dimension_numbers=_NHWC)
-  return y if b is None else y + b
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _conv2d(x, w, b, geo):
-  return _conv_forward(x, w, b, geo)
+  return _conv2d_fwd(x, w, b, geo)[0]
 
 
 def _conv2d_fwd(x, w, b, geo):
+  y = lax.conv_general_dilated(x, w, geo.stride, geo.pads, rhs_dilation=geo.dilation,
+                               dimension_numbers=_NHWC)
   # x and w: dx needs w, dw needs x. b only for its dtype (None stays None).
-  return _conv_forward(x, w, b, geo), (x, w, b)
+  return (y if b is None else y + b), (x, w, b)
 
 
 def _conv2d_bwd(geo, res, g):
@@ -142,20 +140,32 @@ def _conv2d_ref(x, w, b=None, *, stride=1, padding="VALID", dilation=1):
   return y if b is None else y + b
 
 
-def _sample_conv2d(rng, dtype):
-  """Small images; each draw picks a stride, padding kind, dilation and bias at random."""
-  n, c, o = (int(v) for v in rng.integers(1, 4, size=3))
-  kh, kw = (int(v) for v in rng.integers(1, 4, size=2))
-  stride = int(rng.choice([1, 2])) if rng.random() < 0.5 else (1, 2)
-  dilation = int(rng.choice([1, 2])) if rng.random() < 0.7 else (2, 1)
-  padding = [("VALID"), ("SAME"), ((1, 0), (0, 2))][int(rng.integers(0, 3))]
-  dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
-  h, w_ = (int(rng.integers((k - 1) * d + 1, (k - 1) * d + 5)) for k, d in ((kh, dh), (kw, dw)))
-  x = draw(rng, (n, h, w_, c), dtype)
-  w = np.asarray(draw(rng, (kh, kw, c, o), dtype) / np.sqrt(kh * kw * c), dtype)
-  args = (x, w, draw(rng, (o,), dtype)) if rng.random() < 0.5 else (x, w)
-  return args, {"stride": stride, "padding": padding, "dilation": dilation}
+def _conv_case(stride=1, padding="VALID", dilation=1, bias=True, n=None, kernel=None):
+  """A sampler of small random images for one geometry; with ``n`` = 0, an empty batch."""
+  def sample(rng, dtype):
+    batch = int(rng.integers(1, 3)) if n is None else n
+    c, o = (int(v) for v in rng.integers(1, 4, size=2))
+    kh, kw = kernel or tuple(int(v) for v in rng.integers(1, 4, size=2))
+    dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
+    h, w_ = (int(rng.integers((k - 1) * d + 1, (k - 1) * d + 5)) for k, d in ((kh, dh), (kw, dw)))
+    x = uniform(rng, (batch, h, w_, c), dtype)
+    w = np.asarray(uniform(rng, (kh, kw, c, o), dtype) / np.sqrt(kh * kw * c), dtype)
+    args = (x, w, uniform(rng, (o,), dtype)) if bias else (x, w)
+    return args, {"stride": stride, "padding": padding, "dilation": dilation}
+  return sample
+
+
+_CONV = {
+    "VALID, stride 1, bias": _conv_case(),
+    "no bias": _conv_case(bias=False),
+    "stride 2 (unread rows)": _conv_case(stride=2, kernel=(2, 3)),
+    "stride (1, 2), SAME": _conv_case(stride=(1, 2), padding="SAME"),
+    "dilation 2, explicit pads": _conv_case(dilation=2, padding=((1, 0), (0, 2))),
+    "dilation (2, 1), stride 2, pads > kernel": _conv_case(stride=2, dilation=(2, 1), padding=((3, 1), (0, 2)),
+                                                          kernel=(2, 2)),
+    "empty batch": _conv_case(n=0),
+}
 
 
 _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
-register(conv2d, _conv2d_ref, _sample_conv2d, note="001 (matmul backward, shared weights); CS231n")
+register(conv2d, _conv2d_ref, any_branch(_CONV), branches=_CONV, note="001 (matmul backward, shared weights); CS231n")

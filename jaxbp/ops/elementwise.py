@@ -17,13 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import broadcastable_to
-from jaxbp.ops._registry import draw
 from jaxbp.ops._registry import random_shape
 from jaxbp.ops._registry import register
+from jaxbp.ops._registry import uniform
+from jaxbp.ops._registry import zero_size
 from jaxbp.ops._util import broadcast_shape
-from jaxbp.ops._util import require_float
-from jaxbp.ops._util import require_floats
+from jaxbp.ops._util import float_array
+from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import unbroadcast
 
 
@@ -31,16 +33,29 @@ def _meta(x):
   return jnp.shape(x), jnp.result_type(x)
 
 
-def _sample_pair(rng, dtype, low=-2.0, high=2.0, away_from=None):
-  shape = random_shape(rng)
-  other = broadcastable_to(rng, shape)
-  if rng.random() < 0.5:
-    shape, other = other, shape
-  return (draw(rng, shape, dtype), draw(rng, other, dtype, low, high, away_from, gap=0.5)), {}
+def _pair_forms(low=-2.0, high=2.0, away_from=None):
+  """Branches of a binary gate: equal shapes, y broadcast to x, x broadcast to y, an empty axis;
+  y drawn from [low, high) (away from ``away_from``)."""
+  def pair(shapes_of):
+    def sample(rng, dtype):
+      shape, other = shapes_of(rng)
+      return (uniform(rng, shape, dtype), uniform(rng, other, dtype, low, high, away_from, gap=0.5)), {}
+    return sample
+
+  def one_side(rng):
+    shape = random_shape(rng, min_rank=1)
+    return shape, broadcastable_to(rng, shape)
+
+  return {"same shape": pair(lambda rng: (random_shape(rng),) * 2), "y broadcast to x": pair(one_side),
+          "x broadcast to y": pair(lambda rng: one_side(rng)[::-1]),
+          "zero-size": pair(lambda rng: (zero_size(rng, random_shape(rng, min_rank=1)),) * 2)}
 
 
-def _sample_unary(rng, dtype, low=-2.0, high=2.0):
-  return (draw(rng, random_shape(rng), dtype, low, high),), {}
+def _unary_forms(low=-2.0, high=2.0):
+  """Branches of a unary op: any shape (a scalar included), and an empty array."""
+  return {"any shape": lambda rng, dtype: ((uniform(rng, random_shape(rng), dtype, low, high),), {}),
+          "zero-size": lambda rng, dtype: ((uniform(rng, zero_size(rng, random_shape(rng, min_rank=1)), dtype,
+                                                    low, high),), {})}
 
 
 # ------------------------------------------------------------------------------------------ subtract
@@ -55,19 +70,18 @@ def subtract(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
     x: float array, broadcastable with ``y``.
     y: float array, broadcastable with ``x``.
   """
-  require_floats("subtract", x=x, y=y)
+  x, y = float_arrays("subtract", x=x, y=y)
   broadcast_shape("subtract", x=x, y=y)
   return _subtract(x, y, _meta(x), _meta(y))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _subtract(x, y, x_meta, y_meta):
-  del x_meta, y_meta
-  return jnp.subtract(x, y)
+  return _subtract_fwd(x, y, x_meta, y_meta)[0]
 
 
 def _subtract_fwd(x, y, x_meta, y_meta):
-  return _subtract(x, y, x_meta, y_meta), None
+  return jnp.subtract(x, y), None  # only the shapes, which are static
 
 
 def _subtract_bwd(x_meta, y_meta, _, g):
@@ -77,7 +91,8 @@ def _subtract_bwd(x_meta, y_meta, _, g):
 
 
 _subtract.defvjp(_subtract_fwd, _subtract_bwd)
-register(subtract, jnp.subtract, _sample_pair, note="001, 002")
+_SUBTRACT = _pair_forms()
+register(subtract, jnp.subtract, any_branch(_SUBTRACT), branches=_SUBTRACT, note="001, 002")
 
 
 # ------------------------------------------------------------------------------------------ negative
@@ -90,13 +105,13 @@ def negative(x: jax.typing.ArrayLike) -> jax.Array:
   Args:
     x: float array of any shape.
   """
-  require_float("negative", "x", x)
+  x = float_array("negative", "x", x)
   return _negative(x)
 
 
 @jax.custom_vjp
 def _negative(x):
-  return jnp.negative(x)
+  return _negative_fwd(x)[0]
 
 
 def _negative_fwd(x):
@@ -108,7 +123,8 @@ def _negative_bwd(_, g):
 
 
 _negative.defvjp(_negative_fwd, _negative_bwd)
-register(negative, jnp.negative, _sample_unary, note="001")
+_ANY = _unary_forms()
+register(negative, jnp.negative, any_branch(_ANY), branches=_ANY, note="001")
 
 
 # -------------------------------------------------------------------------------------------- divide
@@ -127,15 +143,14 @@ def divide(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
     x: float array, broadcastable with ``y``.
     y: float array, broadcastable with ``x``.
   """
-  require_floats("divide", x=x, y=y)
+  x, y = float_arrays("divide", x=x, y=y)
   broadcast_shape("divide", x=x, y=y)
   return _divide(x, y, _meta(x))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _divide(x, y, x_meta):
-  del x_meta
-  return jnp.divide(x, y)
+  return _divide_fwd(x, y, x_meta)[0]
 
 
 def _divide_fwd(x, y, x_meta):
@@ -151,7 +166,8 @@ def _divide_bwd(x_meta, res, g):
 
 
 _divide.defvjp(_divide_fwd, _divide_bwd)
-register(divide, jnp.divide, functools.partial(_sample_pair, away_from=0.0), note="001")
+_DIVIDE = _pair_forms(away_from=0.0)
+register(divide, jnp.divide, any_branch(_DIVIDE), branches=_DIVIDE, note="001")
 
 
 # --------------------------------------------------------------------------------------------- power
@@ -180,18 +196,18 @@ def power(x: jax.typing.ArrayLike, p) -> jax.Array:
     x: float array of any shape.
     p: a Python int or float (static: no gradient), or a float array broadcastable with x.
   """
-  require_float("power", "x", x)
+  x = float_array("power", "x", x)
   if isinstance(p, bool) or not isinstance(p, (numbers.Real, jax.Array, np.ndarray)):
     raise TypeError(f"power: argument 'p' must be a Python number or a float array, got {type(p).__name__}")
   if isinstance(p, numbers.Real):
     static = int(p) if isinstance(p, numbers.Integral) else float(p)
     return _power(x, None, (_meta(x), static))
-  require_float("power", "p", p)
+  p = float_array("power", "p", p)
   broadcast_shape("power", x=x, p=p)
   return _power(x, p, (_meta(x), None))
 
 
-def _power_forward(x, p, static):
+def _integer_or_real_power(x, p, static):
   """xᵖ: ``lax.integer_pow`` for a Python int, else ``jnp.power`` (a Python float in x's dtype)."""
   if p is not None:
     return jnp.power(x, p)
@@ -203,11 +219,11 @@ def _power_forward(x, p, static):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _power(x, p, meta):
   """One rule for both exponents: ``p`` is the array exponent or None, ``meta[1]`` the Python one."""
-  return _power_forward(x, p, meta[1])
+  return _power_fwd(x, p, meta)[0]
 
 
 def _power_fwd(x, p, meta):
-  z = _power_forward(x, p, meta[1])
+  z = _integer_or_real_power(x, p, meta[1])
   return z, (x, p, z if p is not None else None)  # a Python exponent needs x alone
 
 
@@ -217,7 +233,7 @@ def _power_bwd(meta, res, g):
   if p is None:  # dx = g · p · x^(p−1), one more power from x; p = 0: the constant 1, dx = 0
     if static == 0:
       return jnp.zeros_like(g), None
-    return g * static * _power_forward(x, None, static - 1), None
+    return g * static * _integer_or_real_power(x, None, static - 1), None
   slope = jnp.where(p == 0, 0, p * jnp.power(x, p - 1))
   log_x = jnp.log(jnp.where(x == 0, 1, x))  # dp = 0 at x = 0
   dx = unbroadcast(g * slope, *x_meta)
@@ -229,20 +245,27 @@ def _power_ref(x, p):
   return jnp.power(x, p)
 
 
-def _sample_power(rng, dtype):
-  """A Python int (any sign of x), a Python float (x > 0) or an array exponent (x > 0)."""
-  kind = int(rng.integers(0, 3))
-  shape = random_shape(rng)
-  if kind == 0:
-    return (draw(rng, shape, dtype), int(rng.choice([0, 1, 2, 3, -1]))), {}
-  x = draw(rng, shape, dtype, low=0.5, high=2.0)
-  if kind == 1:
-    return (x, float(rng.choice([0.5, 1.5, -0.5]))), {}
-  return (x, draw(rng, broadcastable_to(rng, shape), dtype, low=-2.0, high=2.0)), {}
+def _power_forms():
+  """A Python int (any sign of x), a Python float (x > 0), an array exponent (x > 0), an empty x."""
+  def python_int(rng, dtype):
+    return (uniform(rng, random_shape(rng), dtype), int(rng.choice([0, 1, 2, 3, -1]))), {}
+
+  def python_float(rng, dtype):
+    return (uniform(rng, random_shape(rng), dtype, 0.5, 2.0), float(rng.choice([0.5, 1.5, -0.5]))), {}
+
+  def array(rng, dtype):
+    shape = random_shape(rng)
+    return (uniform(rng, shape, dtype, 0.5, 2.0), uniform(rng, broadcastable_to(rng, shape), dtype)), {}
+
+  def empty(rng, dtype):
+    return (uniform(rng, zero_size(rng, random_shape(rng, min_rank=1)), dtype, 0.5, 2.0), 2), {}
+
+  return {"python int": python_int, "python float": python_float, "array exponent": array, "zero-size": empty}
 
 
+_POWER = _power_forms()
 _power.defvjp(_power_fwd, _power_bwd)
-register(power, _power_ref, _sample_power, note="002")
+register(power, _power_ref, any_branch(_POWER), branches=_POWER, note="002")
 
 
 # ----------------------------------------------------------------------------------- exp, log, sqrt
@@ -255,13 +278,13 @@ def exp(x: jax.typing.ArrayLike) -> jax.Array:
   Args:
     x: float array of any shape.
   """
-  require_float("exp", "x", x)
+  x = float_array("exp", "x", x)
   return _exp(x)
 
 
 @jax.custom_vjp
 def _exp(x):
-  return jnp.exp(x)
+  return _exp_fwd(x)[0]
 
 
 def _exp_fwd(x):
@@ -274,7 +297,7 @@ def _exp_bwd(z, g):
 
 
 _exp.defvjp(_exp_fwd, _exp_bwd)
-register(exp, jnp.exp, _sample_unary, note="000")
+register(exp, jnp.exp, any_branch(_ANY), branches=_ANY, note="000")
 
 
 def log(x: jax.typing.ArrayLike) -> jax.Array:
@@ -288,13 +311,13 @@ def log(x: jax.typing.ArrayLike) -> jax.Array:
   Args:
     x: float array of any shape.
   """
-  require_float("log", "x", x)
+  x = float_array("log", "x", x)
   return _log(x)
 
 
 @jax.custom_vjp
 def _log(x):
-  return jnp.log(x)
+  return _log_fwd(x)[0]
 
 
 def _log_fwd(x):
@@ -306,7 +329,8 @@ def _log_bwd(x, g):
 
 
 _log.defvjp(_log_fwd, _log_bwd)
-register(log, jnp.log, functools.partial(_sample_unary, low=0.2, high=3.0), note="004")
+_POSITIVE = _unary_forms(low=0.2, high=3.0)
+register(log, jnp.log, any_branch(_POSITIVE), branches=_POSITIVE, note="004")
 
 
 def sqrt(x: jax.typing.ArrayLike) -> jax.Array:
@@ -320,13 +344,13 @@ def sqrt(x: jax.typing.ArrayLike) -> jax.Array:
   Args:
     x: float array of any shape.
   """
-  require_float("sqrt", "x", x)
+  x = float_array("sqrt", "x", x)
   return _sqrt(x)
 
 
 @jax.custom_vjp
 def _sqrt(x):
-  return jnp.sqrt(x)
+  return _sqrt_fwd(x)[0]
 
 
 def _sqrt_fwd(x):
@@ -339,4 +363,4 @@ def _sqrt_bwd(z, g):
 
 
 _sqrt.defvjp(_sqrt_fwd, _sqrt_bwd)
-register(sqrt, jnp.sqrt, functools.partial(_sample_unary, low=0.2, high=3.0), note="004")
+register(sqrt, jnp.sqrt, any_branch(_POSITIVE), branches=_POSITIVE, note="004")

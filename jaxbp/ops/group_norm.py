@@ -11,11 +11,12 @@ import numbers
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxbp.ops._registry import draw
+from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
-from jaxbp.ops._util import require_floats
+from jaxbp.ops._registry import uniform
+from jaxbp.ops._util import float_arrays
+from jaxbp.ops._util import static_number
 
 
 def group_norm(x: jax.typing.ArrayLike, gamma: jax.typing.ArrayLike, beta: jax.typing.ArrayLike,
@@ -40,7 +41,7 @@ def group_norm(x: jax.typing.ArrayLike, gamma: jax.typing.ArrayLike, beta: jax.t
     groups: Python int ≥ 1 dividing C.
     eps: Python float added to the variance.
   """
-  require_floats("group_norm", x=x, gamma=gamma, beta=beta)
+  x, gamma, beta = float_arrays("group_norm", x=x, gamma=gamma, beta=beta)
   shape = jnp.shape(x)
   if len(shape) < 2:
     raise ValueError(f"group_norm: argument 'x' must be [N, ..., C] with at least 2 axes, got shape {shape}")
@@ -51,7 +52,7 @@ def group_norm(x: jax.typing.ArrayLike, gamma: jax.typing.ArrayLike, beta: jax.t
     if jnp.shape(p) != (c,):
       raise ValueError(f"group_norm: argument '{name}' must have shape ({c},) for x of shape {shape}, "
                        f"got {jnp.shape(p)}")
-  return _group_norm(x, gamma, beta, int(groups), float(eps))
+  return _group_norm(x, gamma, beta, int(groups), static_number("group_norm", "eps", eps, low=0.0))
 
 
 def _grouped(x, groups):
@@ -60,22 +61,18 @@ def _grouped(x, groups):
   return xg, tuple(range(1, xg.ndim - 2)) + (xg.ndim - 1,)
 
 
-def _group_norm_forward(x, gamma, beta, groups, eps):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _group_norm(x, gamma, beta, groups, eps):
+  return _group_norm_fwd(x, gamma, beta, groups, eps)[0]
+
+
+def _group_norm_fwd(x, gamma, beta, groups, eps):
   xg, axes = _grouped(x, groups)
   mean = jnp.mean(xg, axis=axes, keepdims=True)
   centered = xg - mean
   inv_std = jax.lax.rsqrt(jnp.mean(centered * centered, axis=axes, keepdims=True) + eps)
   xhat = (centered * inv_std).reshape(x.shape)
   return gamma * xhat + beta, (xhat, inv_std, gamma, beta)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _group_norm(x, gamma, beta, groups, eps):
-  return _group_norm_forward(x, gamma, beta, groups, eps)[0]
-
-
-def _group_norm_fwd(x, gamma, beta, groups, eps):
-  return _group_norm_forward(x, gamma, beta, groups, eps)
 
 
 def _group_norm_bwd(groups, eps, res, g):
@@ -103,16 +100,23 @@ def _group_norm_ref(x, gamma, beta, groups, eps=1e-5):
   return gamma * ((xg - mean) / jnp.sqrt(var + eps)).reshape(x.shape) + beta
 
 
-def _sample_group_norm(rng, dtype):
-  """[N, C] or [N, H, W, C], with a group count that divides C (1, C or in between)."""
-  groups, per = int(rng.integers(1, 4)), int(rng.integers(1, 3))
-  spatial = () if rng.random() < 0.3 else tuple(int(v) for v in rng.integers(1, 4, size=2))
-  if per * int(np.prod(spatial)) == 1:
-    per = 2  # one value per group would have zero variance
-  c = groups * per
-  x = draw(rng, (int(rng.integers(1, 4)), *spatial, c), dtype, low=-3.0, high=3.0)
-  return (x, draw(rng, (c,), dtype), draw(rng, (c,), dtype), groups), {"eps": float(rng.choice([1e-5, 0.1]))}
+def _group_norm_forms():
+  """[N, C] and [N, H, W, C] inputs, groups = 1, in between and C, and an empty batch."""
+  def sample(groups, per, spatial, n=None):
+    def draw(rng, dtype):
+      c = groups * per
+      x = uniform(rng, (int(rng.integers(1, 4)) if n is None else n, *spatial, c), dtype, -3.0, 3.0)
+      gamma, beta = uniform(rng, (c,), dtype), uniform(rng, (c,), dtype)
+      return (x, gamma, beta, groups), {"eps": float(rng.choice([1e-5, 0.1]))}
+    return draw
+
+  return {"[N, C], 3 groups": sample(3, 2, ()), "[N, H, W, C], groups = 1 (layer norm)": sample(1, 3, (2, 3)),
+          "[N, H, W, C], 2 groups": sample(2, 2, (3, 2)), "groups = C (instance norm)": sample(3, 1, (2, 2)),
+          "empty batch": sample(2, 2, (2, 2), n=0)}
+
+
+_GROUP_NORM = _group_norm_forms()
 
 
 _group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
-register(group_norm, _group_norm_ref, _sample_group_norm, note="004")
+register(group_norm, _group_norm_ref, any_branch(_GROUP_NORM), branches=_GROUP_NORM, note="004")

@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.ops import _window
+from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
-from jaxbp.ops._util import require_float
+from jaxbp.ops._util import float_array
 
 
 class _Pool(NamedTuple):
@@ -28,8 +29,7 @@ class _Pool(NamedTuple):
 
 
 def _pool_geometry(op, x, window, stride, padding):
-  """Checks x and the window arguments; returns them as an explicit _Pool."""
-  require_float(op, "x", x)
+  """Checks the window arguments for x; returns them as an explicit _Pool."""
   xs = jnp.shape(x)
   if len(xs) != 4:
     raise ValueError(f"{op}: argument 'x' must be [N, H, W, C] (NHWC), got shape {xs}")
@@ -98,12 +98,13 @@ def max_pool2d(x: jax.typing.ArrayLike, window=2, stride=None, padding="VALID") 
   Returns:
     y [N, H_out, W_out, C], H_out = ⌊(H + lo + hi − K) / s⌋ + 1.
   """
+  x = float_array("max_pool2d", "x", x)
   return _max_pool2d(x, _pool_geometry("max_pool2d", x, window, stride, padding))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _max_pool2d(x, geo):
-  return _reduce(x, -jnp.inf, lax.max, geo)
+  return _max_pool2d_fwd(x, geo)[0]
 
 
 def _max_pool2d_fwd(x, geo):
@@ -128,24 +129,38 @@ def _max_pool2d_ref(x, window=2, stride=None, padding="VALID"):
   return _reduce(x, -jnp.inf, lax.max, geo)
 
 
-def _sample_pool(rng, dtype, distinct=False):
-  """Small images and a random window, stride (overlapping or not) and padding kind."""
-  k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
-  stride = None if rng.random() < 0.4 else (int(rng.integers(1, 3)), int(rng.integers(1, 4)))
-  padding = ["VALID", "SAME", ((k[0] - 1, 0), (0, k[1] - 1))][int(rng.integers(0, 3))]
-  n, c = int(rng.integers(1, 3)), int(rng.integers(1, 3))
-  shape = (n, int(rng.integers(k[0], k[0] + 4)), int(rng.integers(k[1], k[1] + 4)), c)
-  size = int(np.prod(shape))
-  if distinct:  # values 0.05 apart: no ties, and no winner changes under finite differences
-    x = (rng.permutation(size).reshape(shape) - size / 2) * 0.05
-  else:
-    x = rng.uniform(-2, 2, size=shape)
-  window = k if k[0] != k[1] or rng.random() < 0.5 else k[0]
-  return (np.asarray(x, dtype),), {"window": window, "stride": stride, "padding": padding}
+def _pool_case(window, stride=None, padding="VALID", distinct=False, n=None):
+  """A sampler of small random images for one window geometry; ``distinct``: values 0.05 apart (no
+  ties, and no winner changes under finite differences); ``n`` = 0: an empty batch."""
+  k = (window, window) if isinstance(window, int) else window
+  def sample(rng, dtype):
+    batch, c = int(rng.integers(1, 3)) if n is None else n, int(rng.integers(1, 3))
+    shape = (batch, int(rng.integers(k[0], k[0] + 4)), int(rng.integers(k[1], k[1] + 4)), c)
+    if distinct:
+      size = int(np.prod(shape))
+      x = (rng.permutation(size).reshape(shape) - size / 2) * 0.05
+    else:
+      x = rng.uniform(-2, 2, size=shape)
+    return (np.asarray(x, dtype),), {"window": window, "stride": stride, "padding": padding}
+  return sample
+
+
+def _pool_forms(distinct):
+  return {
+      "2×2, non-overlapping": _pool_case(2, distinct=distinct),
+      "3×3, stride 1 (overlapping)": _pool_case(3, stride=1, distinct=distinct),
+      "(2, 3), stride (1, 2), SAME": _pool_case((2, 3), stride=(1, 2), padding="SAME", distinct=distinct),
+      "3×3, stride 2, explicit pads": _pool_case(3, stride=2, padding=((2, 1), (0, 2)), distinct=distinct),
+      "2×2, stride 3 (unread rows)": _pool_case(2, stride=3, distinct=distinct),
+      "empty batch": _pool_case(2, distinct=distinct, n=0),
+  }
+
+
+_MAX_POOL, _AVG_POOL = _pool_forms(distinct=True), _pool_forms(distinct=False)
 
 
 _max_pool2d.defvjp(_max_pool2d_fwd, _max_pool2d_bwd)
-register(max_pool2d, _max_pool2d_ref, functools.partial(_sample_pool, distinct=True),
+register(max_pool2d, _max_pool2d_ref, any_branch(_MAX_POOL), branches=_MAX_POOL,
          note="001 (the max gate); CS231n")
 
 
@@ -175,21 +190,22 @@ def avg_pool2d(x: jax.typing.ArrayLike, window=2, stride=None, padding="VALID") 
   Returns:
     y [N, H_out, W_out, C].
   """
-  geo = _pool_geometry("avg_pool2d", x, window, stride, padding)
-  return _avg_pool2d(x, geo)
+  x = float_array("avg_pool2d", "x", x)
+  return _avg_pool2d(x, _pool_geometry("avg_pool2d", x, window, stride, padding))
 
 
-def _avg_forward(x, geo):
+def _window_mean(x, geo):
+  """The mean of each window of the zero-padded x (divisor: the window's area)."""
   return _reduce(x, np.zeros((), x.dtype), lax.add, geo) / (geo.window[0] * geo.window[1])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _avg_pool2d(x, geo):
-  return _avg_forward(x, geo)
+  return _avg_pool2d_fwd(x, geo)[0]
 
 
 def _avg_pool2d_fwd(x, geo):
-  return _avg_forward(x, geo), None  # a linear op: the backward needs only the static shapes
+  return _window_mean(x, geo), None  # a linear op: the backward needs only the static shapes
 
 
 def _avg_pool2d_bwd(geo, _, g):
@@ -203,9 +219,8 @@ def _avg_pool2d_bwd(geo, _, g):
 
 
 def _avg_pool2d_ref(x, window=2, stride=None, padding="VALID"):
-  geo = _pool_geometry("avg_pool2d", x, window, stride, padding)
-  return _reduce(x, np.zeros((), x.dtype), lax.add, geo) / (geo.window[0] * geo.window[1])
+  return _window_mean(x, _pool_geometry("avg_pool2d", x, window, stride, padding))
 
 
 _avg_pool2d.defvjp(_avg_pool2d_fwd, _avg_pool2d_bwd)
-register(avg_pool2d, _avg_pool2d_ref, _sample_pool, note="001 (the add gate); CS231n")
+register(avg_pool2d, _avg_pool2d_ref, any_branch(_AVG_POOL), branches=_AVG_POOL, note="001 (the add gate); CS231n")

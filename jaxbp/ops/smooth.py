@@ -12,14 +12,31 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from jaxbp.ops._registry import draw
+from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import random_shape
 from jaxbp.ops._registry import register
-from jaxbp.ops._util import require_float
+from jaxbp.ops._registry import uniform
+from jaxbp.ops._registry import zero_size
+from jaxbp.ops._util import float_array
 
 
-def _sample_unary(rng, dtype):
-  return (draw(rng, random_shape(rng), dtype, low=-4.0, high=4.0),), {}
+def _shapes(kwargs_of=lambda rng: {}, large_x=False):
+  """Branches: any shape (a scalar included) in [−4, 4), an empty array, and with ``large_x`` large
+  |x| (±30 to ±1000: where softplus's stable form matters)."""
+  def any_shape(rng, dtype):
+    return (uniform(rng, random_shape(rng), dtype, -4.0, 4.0),), kwargs_of(rng)
+
+  def large(rng, dtype):
+    x = uniform(rng, random_shape(rng, min_rank=1), dtype, 30.0, 1000.0)
+    return ((x * rng.choice([-1.0, 1.0], size=x.shape)).astype(dtype),), kwargs_of(rng)
+
+  def empty(rng, dtype):
+    return (uniform(rng, zero_size(rng, random_shape(rng, min_rank=1)), dtype),), kwargs_of(rng)
+
+  return {"any shape": any_shape, "zero-size": empty, **({"large |x|": large} if large_x else {})}
+
+
+_ANY = _shapes()
 
 
 # ------------------------------------------------------------------------------------------ softplus
@@ -34,21 +51,17 @@ def softplus(x: jax.typing.ArrayLike) -> jax.Array:
   Args:
     x: float array of any shape.
   """
-  require_float("softplus", "x", x)
+  x = float_array("softplus", "x", x)
   return _softplus(x)
-
-
-def _softplus_forward(x):
-  return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
 @jax.custom_vjp
 def _softplus(x):
-  return _softplus_forward(x)
+  return _softplus_fwd(x)[0]
 
 
 def _softplus_fwd(x):
-  return _softplus_forward(x), x
+  return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x))), x
 
 
 def _softplus_bwd(x, g):
@@ -56,7 +69,8 @@ def _softplus_bwd(x, g):
 
 
 _softplus.defvjp(_softplus_fwd, _softplus_bwd)
-register(softplus, jax.nn.softplus, _sample_unary, note="004")
+_SOFTPLUS = _shapes(large_x=True)
+register(softplus, jax.nn.softplus, any_branch(_SOFTPLUS), branches=_SOFTPLUS, note="004")
 
 
 # ---------------------------------------------------------------------------------------------- gelu
@@ -81,13 +95,14 @@ def gelu(x: jax.typing.ArrayLike, approximate: bool = False) -> jax.Array:
     approximate: Python bool, the tanh approximation instead of erf. Default False (exact), unlike
       ``jax.nn.gelu``.
   """
-  require_float("gelu", "x", x)
+  x = float_array("gelu", "x", x)
   if not isinstance(approximate, bool):
     raise TypeError(f"gelu: argument 'approximate' must be a Python bool, got {approximate!r}")
   return _gelu(x, approximate)
 
 
-def _gelu_forward(x, approximate):
+def _gelu_of(x, approximate):
+  """x·Φ(x), or its tanh approximation."""
   if approximate:
     return 0.5 * x * (1 + jnp.tanh(_SQRT_2_OVER_PI * (x + _CUBIC * x ** 3)))
   return 0.5 * x * (1 + lax.erf(x / math.sqrt(2.0)))
@@ -95,11 +110,11 @@ def _gelu_forward(x, approximate):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _gelu(x, approximate):
-  return _gelu_forward(x, approximate)
+  return _gelu_fwd(x, approximate)[0]
 
 
 def _gelu_fwd(x, approximate):
-  return _gelu_forward(x, approximate), x
+  return _gelu_of(x, approximate), x
 
 
 def _gelu_bwd(approximate, x, g):
@@ -116,13 +131,12 @@ def _gelu_ref(x, approximate=False):
   return jax.nn.gelu(x, approximate=approximate)
 
 
-def _sample_gelu(rng, dtype):
-  (x,), _ = _sample_unary(rng, dtype)
-  return (x,), {"approximate": bool(rng.random() < 0.5)}
+_GELU = {**{f"{name}, exact": sample for name, sample in _shapes(lambda rng: {"approximate": False}).items()},
+         **{f"{name}, tanh": sample for name, sample in _shapes(lambda rng: {"approximate": True}).items()}}
 
 
 _gelu.defvjp(_gelu_fwd, _gelu_bwd)
-register(gelu, _gelu_ref, _sample_gelu, note="004")
+register(gelu, _gelu_ref, any_branch(_GELU), branches=_GELU, note="004")
 
 
 # ---------------------------------------------------------------------------------------------- silu
@@ -136,13 +150,13 @@ def silu(x: jax.typing.ArrayLike) -> jax.Array:
   Args:
     x: float array of any shape.
   """
-  require_float("silu", "x", x)
+  x = float_array("silu", "x", x)
   return _silu(x)
 
 
 @jax.custom_vjp
 def _silu(x):
-  return x * lax.logistic(x)
+  return _silu_fwd(x)[0]
 
 
 def _silu_fwd(x):
@@ -155,4 +169,4 @@ def _silu_bwd(x, g):
 
 
 _silu.defvjp(_silu_fwd, _silu_bwd)
-register(silu, jax.nn.silu, _sample_unary, note="000, 004")
+register(silu, jax.nn.silu, any_branch(_ANY), branches=_ANY, note="000, 004")
