@@ -41,6 +41,7 @@ from jaxbp.ops.elementwise import negative
 from jaxbp.ops.elementwise import power
 from jaxbp.ops.elementwise import sqrt
 from jaxbp.ops.elementwise import subtract
+from jaxbp.ops.embedding import embedding
 from jaxbp.ops.gates import add
 from jaxbp.ops.gates import maximum
 from jaxbp.ops.gates import multiply
@@ -57,6 +58,8 @@ from jaxbp.ops.norm import dropout
 from jaxbp.ops.norm import layer_norm
 from jaxbp.ops.pool import avg_pool2d
 from jaxbp.ops.pool import max_pool2d
+from jaxbp.ops.recurrent import lstm
+from jaxbp.ops.recurrent import rnn
 from jaxbp.ops.smooth import gelu
 from jaxbp.ops.smooth import silu
 from jaxbp.ops.smooth import softplus
@@ -71,6 +74,7 @@ __all__ = [
     "divide",
     "dropout",
     "elu",
+    "embedding",
     "exp",
     "gelu",
     "group_norm",
@@ -80,6 +84,7 @@ __all__ = [
     "linear",
     "log",
     "log_softmax",
+    "lstm",
     "matmul",
     "max_pool2d",
     "maximum",
@@ -90,6 +95,7 @@ __all__ = [
     "power",
     "reference",
     "relu",
+    "rnn",
     "sigmoid",
     "silu",
     "softmax",
