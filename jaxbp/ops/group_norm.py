@@ -21,8 +21,9 @@ from jaxbp.ops._util import static_number
 
 def group_norm(x: jax.typing.ArrayLike, gamma: jax.typing.ArrayLike, beta: jax.typing.ArrayLike,
                groups: int, eps: float = 1e-5) -> jax.Array:
-  """y = γ·x̂ + β, x̂ = (x − μ)/√(σ² + ε) with μ, σ² (biased) per sample and per group of channels.
-  (Note 004's batch norm, with the statistics taken over another set of axes.)
+  """y = γ·x̂ + β, x̂ = (x − μ)/√(σ² + ε), μ and σ² per sample and group of channels.  (Note 004.)
+
+  Note 004's batch norm, with the statistics (biased variance) taken over another set of axes.
 
   Write x as [N, S..., G, C/G] (S the spatial axes). For one sample n and group k, the m = |S|·C/G
   values x[n, S..., k, :] share μ and σ², so the local Jacobian is dense within the group and zero

@@ -72,8 +72,9 @@ def _unpad(xp, shape, geo):
 # ---------------------------------------------------------------------------------------- max_pool2d
 
 def max_pool2d(x: jax.typing.ArrayLike, window=2, stride=None, padding="VALID") -> jax.Array:
-  """Max pooling: y[n, i, j, c] = max over the window at (i·s, j·s) of the (−∞-padded) x.  (Note 001's
-  max gate, with a window of inputs; CS231n's max_pool.)
+  """y[n, i, j, c] = max of the window at (i·s, j·s) of the (−∞-padded) x.  (Note 001's max gate; CS231n.)
+
+  Max pooling is note 001's max gate with a window of inputs (CS231n's max_pool).
 
   Local Jacobian: ∂y[n,i,j,c]/∂x[n,p,q,c] = 1 if (p, q) is the window's winner, else 0. VJP:
   dx[p] = Σ over the windows whose winner is p of g[window]: the max gate routes the whole upstream
@@ -167,8 +168,9 @@ register(max_pool2d, _max_pool2d_ref, any_branch(_MAX_POOL), branches=_MAX_POOL,
 # ---------------------------------------------------------------------------------------- avg_pool2d
 
 def avg_pool2d(x: jax.typing.ArrayLike, window=2, stride=None, padding="VALID") -> jax.Array:
-  """Average pooling: y[n, i, j, c] = (1 / K_h·K_w) · Σ over the window at (i·s, j·s) of the
-  (zero-padded) x.  (Note 001's add gate, scaled; CS231n.)
+  """y[n, i, j, c] = (1 / K_h·K_w) · Σ of the window at (i·s, j·s) of the zero-padded x.  (Note 001; CS231n.)
+
+  Average pooling is note 001's add gate, scaled by the window's area.
 
   The divisor is always the window's area K_h·K_w, padded zeros included (PyTorch's
   ``count_include_pad=True``), so the op is linear with one Jacobian everywhere: no non-smooth point.
