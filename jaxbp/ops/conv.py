@@ -36,9 +36,8 @@ class _Geometry(NamedTuple):
 
 def conv2d(x: jax.typing.ArrayLike, w: jax.typing.ArrayLike, b: jax.typing.ArrayLike | None = None, *,
            stride=1, padding="VALID", dilation=1) -> jax.Array:
-  """y = x ⋆ w + b, the 2-D convolution (a cross-correlation, as every framework computes it).  (Note 001; CS231n.)
-
-  Note 001's matmul backward, with the weight shared across positions.
+  """2-D convolution (cross-correlation, as in every framework): y = x ⋆ w + b.  (CS231n; Note 001's
+  matmul backward, with the weight shared across positions.)
 
   With padded input x̃ (``padding`` zeros on each side), stride s and dilation d:
 
@@ -62,15 +61,15 @@ def conv2d(x: jax.typing.ArrayLike, w: jax.typing.ArrayLike, b: jax.typing.Array
   Residuals: x and w (each gradient needs the other); nothing the size of the output.
 
   Args:
-  x: float array [N, H, W, C] (NHWC).
+    x: float array [N, H, W, C] (NHWC).
     w: float array [KH, KW, C, O] (HWIO).
-  b: optional float array [O].
+    b: optional float array [O].
     stride: int or (s_h, s_w) ≥ 1.
-  padding: "VALID" (none), "SAME" (output ⌈H / s⌉ rows) or explicit ((lo_h, hi_h), (lo_w, hi_w)) ≥ 0.
+    padding: "VALID" (none), "SAME" (output ⌈H / s⌉ rows) or explicit ((lo_h, hi_h), (lo_w, hi_w)) ≥ 0.
     dilation: int or (d_h, d_w) ≥ 1, the spacing of the kernel's taps (atrous convolution).
 
   Returns:
-  y [N, H_out, W_out, O], H_out = ⌊(H + lo + hi − K′) / s⌋ + 1.
+    y [N, H_out, W_out, O], H_out = ⌊(H + lo + hi − K′) / s⌋ + 1.
   """
   x, w = float_arrays("conv2d", x=x, w=w)
   b = None if b is None else float_array("conv2d", "b", b)
@@ -82,12 +81,12 @@ def _conv_geometry(x, w, b, stride, padding, dilation):
   """Checks the shapes and spatial arguments of conv2d; returns them as an explicit _Geometry."""
   xs, ws = jnp.shape(x), jnp.shape(w)
   if len(xs) != 4:
-  raise ValueError(f"conv2d: argument 'x' must be [N, H, W, C] (NHWC), got shape {xs}")
+    raise ValueError(f"conv2d: argument 'x' must be [N, H, W, C] (NHWC), got shape {xs}")
   if len(ws) != 4 or ws[2] != xs[3]:
-  raise ValueError(f"conv2d: argument 'w' must be [KH, KW, C, O] (HWIO) with C = {xs[3]} "
+    raise ValueError(f"conv2d: argument 'w' must be [KH, KW, C, O] (HWIO) with C = {xs[3]} "
                      f"(x's channels), got shape {ws}")
   if b is not None and jnp.shape(b) != (ws[3],):
-  raise ValueError(f"conv2d: argument 'b' must have shape ({ws[3]},) (w's O), got {jnp.shape(b)}")
+    raise ValueError(f"conv2d: argument 'b' must have shape ({ws[3]},) (w's O), got {jnp.shape(b)}")
   stride = _window.pair("conv2d", "stride", stride)
   dilation = _window.pair("conv2d", "dilation", dilation)
   span = tuple((k - 1) * d + 1 for k, d in zip(ws[:2], dilation))
@@ -146,27 +145,27 @@ def _conv2d_ref(x, w, b=None, *, stride=1, padding="VALID", dilation=1):
 def _conv_case(stride=1, padding="VALID", dilation=1, bias=True, n=None, kernel=None):
   """A sampler of small random images for one geometry; with ``n`` = 0, an empty batch."""
   def sample(rng, dtype):
-  batch = int(rng.integers(1, 3)) if n is None else n
+    batch = int(rng.integers(1, 3)) if n is None else n
     c, o = (int(v) for v in rng.integers(1, 4, size=2))
-  kh, kw = kernel or tuple(int(v) for v in rng.integers(1, 4, size=2))
+    kh, kw = kernel or tuple(int(v) for v in rng.integers(1, 4, size=2))
     dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
-  h, w_ = (int(rng.integers((k - 1) * d + 1, (k - 1) * d + 5)) for k, d in ((kh, dh), (kw, dw)))
+    h, w_ = (int(rng.integers((k - 1) * d + 1, (k - 1) * d + 5)) for k, d in ((kh, dh), (kw, dw)))
     x = uniform(rng, (batch, h, w_, c), dtype)
-  w = np.asarray(uniform(rng, (kh, kw, c, o), dtype) / np.sqrt(kh * kw * c), dtype)
+    w = np.asarray(uniform(rng, (kh, kw, c, o), dtype) / np.sqrt(kh * kw * c), dtype)
     args = (x, w, uniform(rng, (o,), dtype)) if bias else (x, w)
-  return args, {"stride": stride, "padding": padding, "dilation": dilation}
+    return args, {"stride": stride, "padding": padding, "dilation": dilation}
   return sample
 
 
 _CONV = {
     "VALID, stride 1, bias": _conv_case(),
-  "no bias": _conv_case(bias=False),
+    "no bias": _conv_case(bias=False),
     "stride 2 (unread rows)": _conv_case(stride=2, kernel=(2, 3)),
-  "stride (1, 2), SAME": _conv_case(stride=(1, 2), padding="SAME"),
+    "stride (1, 2), SAME": _conv_case(stride=(1, 2), padding="SAME"),
     "dilation 2, explicit pads": _conv_case(dilation=2, padding=((1, 0), (0, 2))),
-  "dilation (2, 1), stride 2, pads > kernel": _conv_case(stride=2, dilation=(2, 1), padding=((3, 1), (0, 2)),
+    "dilation (2, 1), stride 2, pads > kernel": _conv_case(stride=2, dilation=(2, 1), padding=((3, 1), (0, 2)),
                                                           kernel=(2, 2)),
-  "empty batch": _conv_case(n=0),
+    "empty batch": _conv_case(n=0),
 }
 
 

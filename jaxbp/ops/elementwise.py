@@ -37,13 +37,13 @@ def _pair_forms(low=-2.0, high=2.0, away_from=None):
   """Branches of a binary gate: equal shapes, y broadcast to x, x broadcast to y, an empty axis;
   y drawn from [low, high) (away from ``away_from``)."""
   def pair(shapes_of):
-  def sample(rng, dtype):
+    def sample(rng, dtype):
       shape, other = shapes_of(rng)
       return (uniform(rng, shape, dtype), uniform(rng, other, dtype, low, high, away_from, gap=0.5)), {}
-  return sample
+    return sample
 
   def one_side(rng):
-  shape = random_shape(rng, min_rank=1)
+    shape = random_shape(rng, min_rank=1)
     return shape, broadcastable_to(rng, shape)
 
   return {"same shape": pair(lambda rng: (random_shape(rng),) * 2), "y broadcast to x": pair(one_side),
@@ -67,7 +67,7 @@ def subtract(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
   was broadcast along. Residuals: none (only the inputs' shapes and dtypes, which are static).
 
   Args:
-  x: float array, broadcastable with ``y``.
+    x: float array, broadcastable with ``y``.
     y: float array, broadcastable with ``x``.
   """
   x, y = float_arrays("subtract", x=x, y=y)
@@ -103,7 +103,7 @@ def negative(x: jax.typing.ArrayLike) -> jax.Array:
   Local Jacobian: −I. VJP: dx = −g. Residuals: none.
 
   Args:
-  x: float array of any shape.
+    x: float array of any shape.
   """
   x = float_array("negative", "x", x)
   return _negative(x)
@@ -140,7 +140,7 @@ def divide(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
   IEEE arithmetic gives and ``jax.grad`` of ``jnp.divide`` gives too.
 
   Args:
-  x: float array, broadcastable with ``y``.
+    x: float array, broadcastable with ``y``.
     y: float array, broadcastable with ``x``.
   """
   x, y = float_arrays("divide", x=x, y=y)
@@ -173,9 +173,8 @@ register(divide, jnp.divide, any_branch(_DIVIDE), branches=_DIVIDE, note="001")
 # --------------------------------------------------------------------------------------------- power
 
 def power(x: jax.typing.ArrayLike, p) -> jax.Array:
-  """z = xᵖ elementwise, p a Python number or a float array broadcastable with x.  (Note 002.)
-
-  Note 002's homework squares its error: ``(…)**2``.
+  """z = xᵖ elementwise; p a Python number or a float array broadcastable with x.  (Note 002's
+  homework ``(…)**2``.)
 
   Local Jacobians: ∂z/∂x = p · xᵖ⁻¹; for an array exponent also ∂z/∂p = xᵖ · log x.
   VJP: dx = g · p · xᵖ⁻¹, dp = g · z · log x, summed back over broadcast axes.
@@ -197,14 +196,14 @@ def power(x: jax.typing.ArrayLike, p) -> jax.Array:
   Residuals: x and z for an array exponent (and p); x alone for a Python exponent.
 
   Args:
-  x: float array of any shape.
+    x: float array of any shape.
     p: a Python int or float (static: no gradient), or a float array broadcastable with x.
   """
   x = float_array("power", "x", x)
   if isinstance(p, bool) or not isinstance(p, (numbers.Real, jax.Array, np.ndarray)):
-  raise TypeError(f"power: argument 'p' must be a Python number or a float array, got {type(p).__name__}")
+    raise TypeError(f"power: argument 'p' must be a Python number or a float array, got {type(p).__name__}")
   if isinstance(p, numbers.Real):
-  static = int(p) if isinstance(p, numbers.Integral) else float(p)
+    static = int(p) if isinstance(p, numbers.Integral) else float(p)
     return _power(x, None, (_meta(x), static))
   p = float_array("power", "p", p)
   broadcast_shape("power", x=x, p=p)
@@ -214,9 +213,9 @@ def power(x: jax.typing.ArrayLike, p) -> jax.Array:
 def _integer_or_real_power(x, p, static):
   """xᵖ: ``lax.integer_pow`` for a Python int, else ``jnp.power`` (a Python float in x's dtype)."""
   if p is not None:
-  return jnp.power(x, p)
+    return jnp.power(x, p)
   if isinstance(static, int):
-  return jax.lax.integer_pow(x, static)
+    return jax.lax.integer_pow(x, static)
   return jnp.power(x, jnp.asarray(static, jnp.result_type(x)))
 
 
@@ -235,9 +234,9 @@ def _power_bwd(meta, res, g):
   x_meta, static = meta
   x, p, z = res
   if p is None:  # dx = g · p · x^(p−1), one more power from x; p = 0: the constant 1, dx = 0
-  if static == 0:
+    if static == 0:
       return jnp.zeros_like(g), None
-  return g * static * _integer_or_real_power(x, None, static - 1), None
+    return g * static * _integer_or_real_power(x, None, static - 1), None
   slope = jnp.where(p == 0, 0, p * jnp.power(x, p - 1))
   log_x = jnp.log(jnp.where(x == 0, 1, x))  # dp = 0 at x = 0
   dx = unbroadcast(g * slope, *x_meta)
@@ -252,17 +251,17 @@ def _power_ref(x, p):
 def _power_forms():
   """A Python int (any sign of x), a Python float (x > 0), an array exponent (x > 0), an empty x."""
   def python_int(rng, dtype):
-  return (uniform(rng, random_shape(rng), dtype), int(rng.choice([0, 1, 2, 3, -1]))), {}
+    return (uniform(rng, random_shape(rng), dtype), int(rng.choice([0, 1, 2, 3, -1]))), {}
 
   def python_float(rng, dtype):
-  return (uniform(rng, random_shape(rng), dtype, 0.5, 2.0), float(rng.choice([0.5, 1.5, -0.5]))), {}
+    return (uniform(rng, random_shape(rng), dtype, 0.5, 2.0), float(rng.choice([0.5, 1.5, -0.5]))), {}
 
   def array(rng, dtype):
-  shape = random_shape(rng)
+    shape = random_shape(rng)
     return (uniform(rng, shape, dtype, 0.5, 2.0), uniform(rng, broadcastable_to(rng, shape), dtype)), {}
 
   def empty(rng, dtype):
-  return (uniform(rng, zero_size(rng, random_shape(rng, min_rank=1)), dtype, 0.5, 2.0), 2), {}
+    return (uniform(rng, zero_size(rng, random_shape(rng, min_rank=1)), dtype, 0.5, 2.0), 2), {}
 
   return {"python int": python_int, "python float": python_float, "array exponent": array, "zero-size": empty}
 
@@ -280,7 +279,7 @@ def exp(x: jax.typing.ArrayLike) -> jax.Array:
   Local derivative: eˣ = z. VJP: dx = g · z. Residuals: the output z only.
 
   Args:
-  x: float array of any shape.
+    x: float array of any shape.
   """
   x = float_array("exp", "x", x)
   return _exp(x)
@@ -313,7 +312,7 @@ def log(x: jax.typing.ArrayLike) -> jax.Array:
   gives, the same as ``jax.grad`` of ``jnp.log``.
 
   Args:
-  x: float array of any shape.
+    x: float array of any shape.
   """
   x = float_array("log", "x", x)
   return _log(x)
@@ -346,7 +345,7 @@ def sqrt(x: jax.typing.ArrayLike) -> jax.Array:
   of ``jnp.sqrt`` gives; for x < 0, NaN.
 
   Args:
-  x: float array of any shape.
+    x: float array of any shape.
   """
   x = float_array("sqrt", "x", x)
   return _sqrt(x)
