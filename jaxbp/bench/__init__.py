@@ -9,7 +9,9 @@ Sections (each a Markdown table; ``--json FILE`` writes every number):
   3. backward/forward FLOPs from XLA's cost analysis (note 003 predicts 2);
   4. time to 97% test accuracy on the digits, start-up and compile separately, JAX vs PyTorch;
   5. with ``--scale``: step time vs width (256-4096) and batch (32-2048), and what bounds each cell;
-  6. the sequence rules (embedding, rnn, lstm): step time and temporary memory vs jax.grad (``_seq``).
+  6. the sequence rules (embedding, rnn, lstm): step time and temporary memory vs jax.grad (``_seq``);
+  7. conv2d, max_pool2d and avg_pool2d: manual rule vs jax.grad, step time and temporary memory
+     (``_conv``; ``--no-conv`` skips it).
 
 ``--tiny`` runs everything at toy sizes in seconds (for CI); timings then mean nothing.
 
@@ -62,6 +64,7 @@ def configure(parser: argparse.ArgumentParser):
   parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
   parser.add_argument("--no-digits", action="store_true", help="skip the digits time-to-97%% section")
   parser.add_argument("--no-seq", action="store_true", help="skip the embedding/rnn/lstm section (_seq)")
+  parser.add_argument("--no-conv", action="store_true", help="skip the conv2d and pooling rules section")
   parser.add_argument("--donate", choices=("auto", "on", "off"), default="auto",
                       help="donate parameter buffers to the step (auto: on for GPU/TPU, off for CPU)")
 
@@ -77,6 +80,11 @@ def run(args) -> int:
   if not args.no_seq:
     results["sequence"] = _seq.measure(args.tiny, args.rounds or cfg["rounds"], cfg["target_s"])
   text = _report.render(results) + ("" if args.no_seq else "\n" + _seq.render(results["sequence"]))
+  if not args.no_conv:  # conv2d and the pools, manual vs jax.grad (jaxbp/bench/_conv.py)
+    from jaxbp.bench import _conv
+    results["conv"] = _conv.measure(args.tiny, args.rounds or cfg["rounds"], cfg["target_s"],
+                                    False if args.no_torch else None)
+    text += "\n\n" + _conv.render(results["conv"])
   print(text)
   if args.markdown:
     with open(args.markdown, "w") as f:
