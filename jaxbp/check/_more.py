@@ -34,18 +34,26 @@ class MoreChecks(Checker):
     a, b = LINEAR_AB
     w = jax.tree.map(self._draw, self.u)
     mix = jax.tree.map(lambda p, q: (a * f64(p) + b * f64(q)).astype(p.dtype), self.u, w)
-    return self.manual_jit(self.x, self.u), self.manual_jit(self.x, w), self.manual_jit(self.x, mix)
+    zero = jax.tree.map(jnp.zeros_like, self.u)
+    return (self.manual_jit(self.x, self.u), self.manual_jit(self.x, w), self.manual_jit(self.x, mix),
+            self.manual_jit(self.x, zero))
 
   def linearity(self):
     return self.compare_linearity(*self.lin_data)
 
-  def compare_linearity(self, cu, cw, cmix):
+  def compare_linearity(self, cu, cw, cmix, czero):
+    """The mix within tolerance, and bwd(0) exactly 0 (a linear map in floating point gives 0·anything)."""
     a, b = LINEAR_AB
     out = []
-    for label, x, p, q, m in zip(self.labels, self.x, cu, cw, cmix):
+    for k, (label, x, p, q, m, z) in enumerate(zip(self.labels, self.x, cu, cw, cmix, czero)):
       want = a * f64(p) + b * f64(q)
       e = array_entry("linearity", label, m, want, self.tol(x.dtype), x.dtype, x.shape,
                       magnitude=abs(a) * np.abs(f64(p)) + abs(b) * np.abs(f64(q)))
+      z = np.where(self.masks[1][k], f64(z), 0.0)
+      if e.passed and np.any(z != 0):
+        worst = float(np.max(np.abs(np.nan_to_num(z, nan=np.inf))))
+        e = entry("linearity", label, e.dtype, worst, 0.0, (e.rtol, e.atol),
+                  f"the backward of a zero cotangent is not zero: up to {worst:.3g}", False)
       out.append(e)
     return out
 
@@ -65,6 +73,31 @@ class MoreChecks(Checker):
                 + ("" if exact else " (float0: an integer, boolean or key input has no gradient)"))
       out.append(entry("cotangents", self.spec.labels[i], str(np.dtype(c.dtype)), 0.0 if ok else np.inf,
                        1.0, (0.0, 0.0), "" if ok else detail, ok))
+    return self._raw_bwd(out)
+
+  def _raw_bwd(self, out):
+    """What a ``custom_vjp``'s bwd itself returns, before JAX casts it: a float for an integer input fails."""
+    fn = self.fn
+    if not isinstance(fn, jax.custom_vjp) or self.spec.kwargs or not hasattr(fn, "bwd"):
+      return out
+    args = jax.tree.unflatten(self.spec.treedef, self.spec.leaves)
+    nondiff = tuple(fn.nondiff_argnums)
+    res = fn.fwd(*args)[1]  # type: ignore[misc]
+    cts = fn.bwd(*[args[i] for i in nondiff], res, self.u)  # type: ignore[misc]
+    primals = [a for i, a in enumerate(args) if i not in nondiff]
+    by_label = {e.input: n for n, e in enumerate(out)}
+    for arg, ct in zip(primals, cts):
+      if ct is None:
+        continue
+      for p, c in zip(jax.tree.leaves(arg), jax.tree.leaves(ct, is_leaf=lambda a: a is None)):
+        if not hasattr(p, "dtype") or jnp.issubdtype(p.dtype, jnp.inexact) or c is None:
+          continue
+        if np.dtype(getattr(c, "dtype", np.float64)) != np.dtype(jax.dtypes.float0):
+          label = self.spec.labels[[j for j, x in enumerate(self.spec.leaves) if x is p][0]]
+          bad = entry("cotangents", label, str(np.dtype(c.dtype)), np.inf, 1.0, (0.0, 0.0),
+                      f"the bwd returns {np.dtype(c.dtype).name}{list(np.shape(c))} for an input of dtype"
+                      f" {np.dtype(p.dtype).name}: return None (JAX drops it silently)", False)
+          out[by_label[label]] = bad
     return out
 
   # --- determinism: the compiled backward run twice gives the same bits ---
