@@ -58,8 +58,11 @@ class Checker:
     self.v = [self._draw(x) for x in self.x]
 
   def _draw(self, like, base=None, spread=1.0):
-    noise = self.rng.standard_normal(like.shape)
-    return jnp.asarray(noise if base is None else f64(base) * (1 + spread * noise), like.dtype)
+    """Standard normal noise of ``like``'s shape (or ``base`` perturbed by it), drawn in float32 or
+    float64 so that a large input costs no float64 copy it does not need."""
+    work = np.float64 if np.dtype(like.dtype) == np.float64 else np.float32
+    noise = self.rng.standard_normal(like.shape, dtype=work)
+    return jnp.asarray(noise if base is None else np.asarray(base, work) * (1 + spread * noise), like.dtype)
 
   def tol(self, dtype):
     return tolerance(dtype, self.opts.rtol, self.opts.atol)

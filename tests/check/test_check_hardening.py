@@ -41,7 +41,7 @@ def test_cotangent_of_another_dtype_fails_even_where_jax_casts():
 
 @jax.custom_vjp
 def scale_by_w(x, w):
-  return x * w
+  return jnp.sum(x * w)  # a scalar: dx = g·w, so dx[7] is a hundredth of the largest element, whatever g
 
 
 def _one_percent_off_bwd(res, g):
@@ -50,15 +50,15 @@ def _one_percent_off_bwd(res, g):
   return dx.at[7].multiply(1.01), g * x  # planted: 1% off at one element whose gradient is small
 
 
-scale_by_w.defvjp(lambda x, w: (x * w, (x, w)), _one_percent_off_bwd)
+scale_by_w.defvjp(lambda x, w: (jnp.sum(x * w), (x, w)), _one_percent_off_bwd)
 
 
 def test_one_percent_error_in_one_small_element_of_4096_fails():
   rng = np.random.default_rng(0)
   x, w = rng.normal(size=4096).astype(np.float32), rng.uniform(1, 2, size=4096).astype(np.float32)
-  w[7] = 0.01  # dx[7] = g·w is about a hundredth of the largest element
+  w[7] = 0.01
   with pytest.raises(AssertionError) as excinfo:
-    check_vjp(scale_by_w, lambda a, b: a * b, x, w, checks=("vjp",), self_test=False)
+    check_vjp(scale_by_w, lambda a, b: jnp.sum(a * b), x, w, checks=("vjp",), self_test=False)
   (failure,), = [excinfo.value.report.failures]
   assert failure.input == "input 'x' (args[0])" and "index (7,)" in failure.detail
   assert failure.rel_err < 1e-4  # relative to the largest element, the error is below rtol
