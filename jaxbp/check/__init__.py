@@ -64,6 +64,8 @@ reference at the inputs' dtype, with finite differences in float64, per input, a
 check and the size of the error when one fails. An error raised by the rule (for instance JAX's "bwd rule
 must produce an output with the same type" when a cotangent has the wrong shape) becomes a failed check
 naming the input it concerns. ``benchmarks/checker_power.py`` measures the difference.
+
+``check_jvp(fn, reference, *args)`` does the same for a ``jax.custom_jvp``: see ``jaxbp.check._jvp``.
 """
 
 from jaxbp.check._compare import FD_TOLERANCE
@@ -71,6 +73,8 @@ from jaxbp.check._compare import FLOOR_ULPS
 from jaxbp.check._compare import TOLERANCES
 from jaxbp.check._compare import Entry
 from jaxbp.check._compare import Report
+from jaxbp.check._jvp import JVP_CHECKS
+from jaxbp.check._jvp import check_jvp
 from jaxbp.check._vjp import ALL_CHECKS
 from jaxbp.check._vjp import CHECKS
 from jaxbp.check._vjp import EXTRA_CHECKS
@@ -83,7 +87,9 @@ __all__ = [
     "Entry",
     "FD_TOLERANCE",
     "FLOOR_ULPS",
+    "JVP_CHECKS",
     "Report",
     "TOLERANCES",
+    "check_jvp",
     "check_vjp",
 ]
