@@ -93,7 +93,7 @@ class _JvpChecker:
         manual = dot(u, self._tangent(self.fn, x, k, jnp.asarray(v)))
         h = self.fd_eps * max(1.0, float(np.max(np.abs(f64(x[k])), initial=0.0)))
         plus, minus = f(*x[:k], x[k] + h * v, *x[k + 1:]), f(*x[:k], x[k] - h * v, *x[k + 1:])
-        fd = dot(u, jax.tree.map(lambda p, m: (f64(p) - f64(m)) / (2 * h), plus, minus))
+        fd = dot(u, jax.tree.map(lambda p, m, h=h: (f64(p) - f64(m)) / (2 * h), plus, minus))
         size = jax.tree.map(lambda p, m: np.abs(f64(p)) + np.abs(f64(m)), plus, minus)
         noise = np.finfo(np.float64).eps * dot(jax.tree.map(np.abs, u), size) / (2 * h)
         err = abs(manual - fd) if np.isfinite(manual - fd) else np.inf
