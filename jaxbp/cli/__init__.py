@@ -17,6 +17,7 @@ COMMANDS = {
     "train": "jaxbp.cli.train",
     "info": "jaxbp.cli.info",
     "trace": "jaxbp.cli.trace",
+    "check": "jaxbp.cli.check",
     "bench": "jaxbp.bench",
 }
 
