@@ -104,6 +104,7 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
   """The ``TrainConfig`` the flags describe: the model family's defaults, then every typed flag."""
   typed = _typed(args)
   family = models.get(typed.pop("model", TrainConfig().family.name))
+  typed = {**family.train_defaults, **typed}  # the family's training defaults, where no flag was typed
   typed.setdefault("loss", family.losses[0])
   return TrainConfig(model=_flags.model_from_args(args, family.name, _MODEL_FIELDS), **typed)
 
