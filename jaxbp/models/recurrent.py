@@ -172,6 +172,11 @@ def _apply(params, state, inputs, config, spec, *, train, key, ops):
   return recurrent_apply(params, inputs, network(config, spec), ops=ops), state
 
 
+def _time_grad_norms(params, state, batch, config, spec, ops):
+  del state
+  return input_grad_norms(params, batch, network(config, spec), ops=ops)
+
+
 def _check(config):
   check_config(RecurrentConfig(hidden=config.hidden_size, layers=config.num_layers, embed=config.embed_size))
 
@@ -182,6 +187,8 @@ _HELP = {"hidden_size": "state width H of every recurrent layer", "num_layers": 
 # for the generated tasks (20,000 sequences an epoch) rather than for the digits.
 TRAIN_DEFAULTS = {"clip": 1.0, "lr": 1e-2, "epochs": 4, "batch_size": 64}
 register("rnn", RNN, _init, _apply, losses=("cross-entropy",), data="tokens", check=_check, help=_HELP,
-         summary="tanh RNN language model (rnn_lm) for --task", train_defaults=TRAIN_DEFAULTS)
+         summary="tanh RNN language model (rnn_lm) for --task", train_defaults=TRAIN_DEFAULTS,
+         time_grad_norms=_time_grad_norms)
 register("lstm", LSTM, _init, _apply, losses=("cross-entropy",), data="tokens", check=_check, help=_HELP,
-         summary="LSTM language model (lstm_lm) for --task", train_defaults=TRAIN_DEFAULTS)
+         summary="LSTM language model (lstm_lm) for --task", train_defaults=TRAIN_DEFAULTS,
+         time_grad_norms=_time_grad_norms)
