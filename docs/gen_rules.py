@@ -93,7 +93,7 @@ def _rule(rule):
   lines = [
       f"### `{rule.name}`", "",
       f"`{rule.name}{inspect.signature(rule.fn)}` — {_markdown(note)} — code: "
-      f"[`{path}`](../{path}) — second order: {'yes' if rule.second_order else 'no'}", "",
+      f"[`{path}`](../{path})", "",
       f"**Forward.** {_markdown(forward)}", "",
   ]
   lines += [_markdown(p) + "\n" for p in paragraphs]

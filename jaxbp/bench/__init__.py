@@ -17,10 +17,11 @@ Usage: ``jaxbp bench [--tiny] [--scale] [--json FILE]`` or ``python -m jaxbp.ben
 
 import argparse
 import sys
+from typing import Any
 
 HELP = "measure manual rules vs jax.grad vs PyTorch: step time, FLOPs, memory, digits time-to-97%"
 
-FULL = {
+FULL: dict[str, Any] = {
     "models": {"small": ((64, 256, 256, 10), 128), "large": ((784, 2048, 2048, 10), 512),
                "deep": ((64,) + (512,) * 8 + (10,), 128)},
     "gemm_cpu": (2048, 3072), "gemm_gpu": (4096, 8192), "rounds": 12, "target_s": 0.25,
@@ -28,7 +29,7 @@ FULL = {
     "scale": {"d_in": 784, "widths": (256, 1024, 4096), "batches": (32, 256, 2048), "rounds": 4,
               "target_s": 0.1},
 }
-TINY = {
+TINY: dict[str, Any] = {
     "models": {"small": ((16, 32, 32, 4), 8), "large": ((32, 64, 64, 10), 16),
                "deep": ((16,) + (32,) * 8 + (4,), 8)},
     "gemm_cpu": (64,), "gemm_gpu": (64,), "rounds": 2, "target_s": 0.002,

@@ -1,4 +1,27 @@
-"""jaxbp.ops: every operation with its backward written by hand as a custom_vjp rule."""
+"""jaxbp.ops: every operation with its backward written by hand as a custom_vjp rule.
+
+One idiom for every rule, in four blocks (STYLE.md), e.g. for ``relu``:
+
+    def relu(x: ArrayLike) -> jax.Array:      # public: docstring with the math; validates with _util
+      return _relu(float_array("relu", "x", x))   # (float_array, int_array, static_number, axis_index)
+
+    @jax.custom_vjp
+    def _relu(x):                             # the primal is the forward minus its residuals:
+      return _relu_fwd(x)[0]                  # the forward is written once, in _relu_fwd
+
+    def _relu_fwd(x):                         # -> (out, residuals)
+      return jnp.maximum(x, 0), x > 0
+
+    def _relu_bwd(active, g):                 # -> one cotangent per input, each of its input's dtype
+      return (jnp.where(active, g, 0),)
+
+    _relu.defvjp(_relu_fwd, _relu_bwd)
+    register(relu, jax.nn.relu, sample, branches=BRANCHES, note="001, 004")
+
+No other ``_<op>_forward``-style helper: math shared by several rules is a helper named for the math
+(``_stable_log_softmax``, ``_normalize``), never for a rule. ``nondiff_argnums`` only for Python
+values (axis, eps, reduction, dtypes); they come first in ``_bwd``'s arguments, as JAX passes them.
+"""
 
 from jaxbp.ops._registry import REGISTRY
 from jaxbp.ops._registry import Rule
