@@ -33,11 +33,13 @@ from jaxbp.ops.activations import relu
 from jaxbp.ops.activations import sigmoid
 from jaxbp.ops.activations import softmax
 from jaxbp.ops.activations import tanh
+from jaxbp.ops.attention import attention
 from jaxbp.ops.gates import add
 from jaxbp.ops.gates import maximum
 from jaxbp.ops.gates import multiply
 from jaxbp.ops.linalg import linear
 from jaxbp.ops.linalg import matmul
+from jaxbp.ops.linear_cross_entropy import linear_softmax_cross_entropy
 from jaxbp.ops.losses import l2_penalty
 from jaxbp.ops.losses import mse
 from jaxbp.ops.losses import multiclass_hinge
@@ -46,11 +48,13 @@ from jaxbp.ops.losses import squared_error
 from jaxbp.ops.norm import batch_norm
 from jaxbp.ops.norm import dropout
 from jaxbp.ops.norm import layer_norm
+from jaxbp.ops.rms_norm import rms_norm
 
 __all__ = [
     "REGISTRY",
     "Rule",
     "add",
+    "attention",
     "batch_norm",
     "dropout",
     "elu",
@@ -58,6 +62,7 @@ __all__ = [
     "layer_norm",
     "leaky_relu",
     "linear",
+    "linear_softmax_cross_entropy",
     "log_softmax",
     "matmul",
     "maximum",
@@ -66,6 +71,7 @@ __all__ = [
     "multiply",
     "reference",
     "relu",
+    "rms_norm",
     "sigmoid",
     "softmax",
     "softmax_cross_entropy",

@@ -8,15 +8,17 @@ the [T, S] score matrix is ever held: the memory of a training step grows as O(T
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.ops._registry import draw
+from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
-from jaxbp.ops._util import require_floats
+from jaxbp.ops._registry import uniform
+from jaxbp.ops._util import float_arrays
+from jaxbp.ops._util import static_number
 
 
 class _Blocks(NamedTuple):
@@ -135,13 +137,13 @@ def attention(q: jax.typing.ArrayLike, k: jax.typing.ArrayLike, v: jax.typing.Ar
 
   Note: FlashAttention (Dao et al. 2022), FlashAttention-2 (Dao 2023); the softmax gate of note 001.
   """
+  q, k, v = float_arrays("attention", q=q, k=k, v=v)
   blk, mask = _check_attention(q, k, v, causal, mask, scale, block_size)
   return _attention(q, k, v, mask, blk)
 
 
 def _check_attention(q, k, v, causal, mask, scale, block_size):
-  require_floats("attention", q=q, k=k, v=v)
-  qs, ks, vs = jnp.shape(q), jnp.shape(k), jnp.shape(v)
+  qs, ks, vs = q.shape, k.shape, v.shape
   for name, shape in (("q", qs), ("k", ks), ("v", vs)):
     if len(shape) != 4:
       raise ValueError(f"attention: argument '{name}' must be [B, length, heads, dim], got shape {shape}")
@@ -153,21 +155,22 @@ def _check_attention(q, k, v, causal, mask, scale, block_size):
     raise TypeError(f"attention: q, k and v must share one dtype, got {sorted(map(str, dtypes))}")
   if not isinstance(block_size, (int, np.integer)) or isinstance(block_size, bool) or block_size < 1:
     raise ValueError(f"attention: argument 'block_size' must be a Python int >= 1, got {block_size!r}")
-  if scale is not None and not isinstance(scale, (int, float)):
-    raise TypeError(f"attention: argument 'scale' must be a Python float or None, got {type(scale).__name__}")
+  if scale is not None:
+    scale = static_number("attention", "scale", scale)
   if not isinstance(causal, bool):
     raise TypeError(f"attention: argument 'causal' must be a bool, got {causal!r}")
   if mask is not None:
     mask = _check_mask(mask, (qs[0], qs[2], qs[1], ks[1]))
   bq, nq = _split(qs[1], int(block_size))
   bk, nk = _split(ks[1], int(block_size))
-  scale = 1.0 / math.sqrt(qs[3]) if scale is None else float(scale)
-  return _Blocks(qs[1], ks[1], bq, nq, bk, nk, causal, scale), mask
+  factor = 1.0 / math.sqrt(qs[3]) if scale is None else scale
+  return _Blocks(qs[1], ks[1], bq, nq, bk, nk, causal, factor), mask
 
 
 def _check_mask(mask, full):
-  if jnp.result_type(mask) != jnp.bool_:
-    raise TypeError(f"attention: argument 'mask' must be a boolean array, got dtype {jnp.result_type(mask)}")
+  if not hasattr(mask, "dtype") or jnp.result_type(mask) != jnp.bool_:
+    got = f"dtype {mask.dtype}" if hasattr(mask, "dtype") else type(mask).__name__
+    raise TypeError(f"attention: argument 'mask' must be a boolean array, got {got}")
   shape = jnp.shape(mask)
   try:
     np.broadcast_shapes(shape, full)
@@ -184,8 +187,23 @@ def _compute_dtype(dtype):
   return jnp.promote_types(dtype, jnp.float32)
 
 
-def _attention_forward(q, k, v, mask, blk):
-  """O and lse [B, H, T] by the online log-sum-exp over key blocks, for every query block."""
+class _AttentionResiduals(NamedTuple):
+  q: jax.Array     # [B, T, H, Dh] input: dK needs it
+  k: jax.Array     # [B, S, H, Dh] input: dQ and the recomputed scores need it
+  v: jax.Array     # [B, S, H, Dv] input: dP = dO·Vᵀ needs it
+  mask: jax.Array | None  # the caller's boolean mask (no copy is made)
+  o: jax.Array     # [B, T, H, Dv] output: D = rowsum(dO ∘ O)
+  lse: jax.Array   # [B, H, T] log-sum-exp per query row: P = exp(S − lse) without a second max/sum
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _attention(q, k, v, mask, blk):
+  return _attention_fwd(q, k, v, mask, blk)[0]
+
+
+@functools.partial(jax.jit, static_argnums=(4,))  # one program per shape, also when called eagerly
+def _attention_fwd(q, k, v, mask, blk):
+  """O and its residuals: lse [B, H, T] by the online log-sum-exp over key blocks, per query block."""
   dt = _compute_dtype(q.dtype)
   qb, kb, vb = (_to_blocks(x.astype(dt), b, n)
                 for x, b, n in ((q, blk.bq, blk.nq), (k, blk.bk, blk.nk), (v, blk.bk, blk.nk)))
@@ -211,7 +229,7 @@ def _attention_forward(q, k, v, mask, blk):
   _, (ob, lseb) = jax.lax.scan(query_block, None, (jnp.arange(blk.nq), qb))
   o = _from_blocks(ob, blk.t).astype(q.dtype)
   lse = lseb.transpose(1, 2, 0, 3).reshape(ob.shape[1], ob.shape[2], -1)[:, :, :blk.t]
-  return o, lse
+  return o, _AttentionResiduals(q, k, v, mask, o, lse)
 
 
 def _finite(m):
@@ -231,25 +249,7 @@ def _online_step(blk, mb, i, j, q_i, k_j, v_j, carry):
   return m_new, ell, acc
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _attention(q, k, v, mask, blk):
-  return _attention_forward(q, k, v, mask, blk)[0]
-
-
-class _AttentionResiduals(NamedTuple):
-  q: jax.Array     # [B, T, H, Dh] input: dK needs it
-  k: jax.Array     # [B, S, H, Dh] input: dQ and the recomputed scores need it
-  v: jax.Array     # [B, S, H, Dv] input: dP = dO·Vᵀ needs it
-  mask: jax.Array | None  # the caller's boolean mask (no copy is made)
-  o: jax.Array     # [B, T, H, Dv] output: D = rowsum(dO ∘ O)
-  lse: jax.Array   # [B, H, T] log-sum-exp per query row: P = exp(S − lse) without a second max/sum
-
-
-def _attention_fwd(q, k, v, mask, blk):
-  o, lse = _attention_forward(q, k, v, mask, blk)
-  return o, _AttentionResiduals(q, k, v, mask, o, lse)
-
-
+@functools.partial(jax.jit, static_argnums=(0,))
 def _attention_bwd(blk, res, g):
   """FlashAttention-2's backward: outer loop over key blocks j (dK_j, dV_j), inner over query blocks i."""
   q, k, v, mask, o, lse = res
@@ -313,22 +313,37 @@ def _attention_ref(q, k, v, *, causal=False, mask=None, scale=None, block_size=5
   return jnp.einsum("bhqk,bkhd->bqhd", p, v)
 
 
-def _sample_attention(rng, dtype):
-  """Small shapes that cover the branches: T ≠ S, blocks that do not divide T or S, one block, a mask
-  with fully masked rows, causal with T > S and T < S."""
-  b, h, d = int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.integers(1, 4))
-  t, s = (int(n) for n in rng.integers(1, 7, size=2))
-  args = tuple(draw(rng, (b, n, h, d), dtype) for n in (t, s, s))
-  kw = {"causal": bool(rng.random() < 0.5), "block_size": int(rng.choice([1, 2, 3, 8]))}
-  if rng.random() < 0.5:
-    shape = [(b, h, t, s), (1, 1, t, s), (t, s), (b, 1, 1, s)][rng.integers(0, 4)]
-    m = rng.random(shape) < 0.7
-    if len(shape) >= 2 and shape[-2] > 1:
-      m[..., 0, :] = False  # one query row sees no key at all
-    kw["mask"] = m
-  if rng.random() < 0.3:
-    kw["scale"] = float(rng.choice([0.5, 2.0]))
-  return args, kw
+def _attention_sampler(lengths, block_sizes, causal=(False, True), masked=False):
+  """Samples (q, k, v) and keywords: lengths T, S from ``lengths(rng)``, a block size from ``block_sizes``."""
+  def sample(rng, dtype):
+    b, h, d = (int(n) for n in rng.integers(1, 3, size=3))
+    t, s = lengths(rng)
+    args = tuple(uniform(rng, (b, n, h, d), dtype) for n in (t, s, s))
+    kw: dict[str, Any] = {"causal": bool(rng.choice(causal)), "block_size": int(rng.choice(block_sizes))}
+    if masked:
+      shape = [(b, h, t, s), (1, 1, t, s), (t, s), (b, 1, t, 1)][rng.integers(0, 4)]
+      m = rng.random(shape) < 0.7
+      m[..., 0, :] = False  # query row 0 sees no key at all
+      kw["mask"] = m
+    if rng.random() < 0.3:
+      kw["scale"] = float(rng.choice([0.5, 2.0]))
+    return args, kw
+  return sample
 
 
-register(attention, _attention_ref, _sample_attention, note="001 (softmax gate); FlashAttention-2")
+def _lengths(low, high, differ=False):
+  def draw_lengths(rng):
+    t, s = (int(n) for n in rng.integers(low, high + 1, size=2))
+    return (t, s + 1 if s == t else s) if differ else (t, s)
+  return draw_lengths
+
+
+_BRANCHES = {
+    "T ≠ S, blocks that do not divide them": _attention_sampler(_lengths(3, 5, differ=True), [2], causal=(False,)),
+    "causal, T > S or T < S, skipped blocks": _attention_sampler(_lengths(2, 5, differ=True), [1, 2], causal=(True,)),
+    "mask with a fully masked row": _attention_sampler(_lengths(2, 4), [2, 3], masked=True),
+    "one block (block_size ≥ T, S)": _attention_sampler(_lengths(1, 4), [8]),
+}
+
+register(attention, _attention_ref, any_branch(_BRANCHES), branches=_BRANCHES,
+         note="001 (softmax gate); FlashAttention-2")
