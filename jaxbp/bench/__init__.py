@@ -8,7 +8,8 @@ Sections (each a Markdown table; ``--json FILE`` writes every number):
      the per-round paired ratios;
   3. backward/forward FLOPs from XLA's cost analysis (note 003 predicts 2);
   4. time to 97% test accuracy on the digits, start-up and compile separately, JAX vs PyTorch;
-  5. with ``--scale``: step time vs width (256-4096) and batch (32-2048), and what bounds each cell.
+  5. with ``--scale``: step time vs width (256-4096) and batch (32-2048), and what bounds each cell;
+  6. the sequence rules (embedding, rnn, lstm): step time and temporary memory vs jax.grad (``_seq``).
 
 ``--tiny`` runs everything at toy sizes in seconds (for CI); timings then mean nothing.
 
@@ -60,6 +61,7 @@ def configure(parser: argparse.ArgumentParser):
   parser.add_argument("--dtypes", help="comma-separated step dtypes (default float32; on GPU also bfloat16)")
   parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
   parser.add_argument("--no-digits", action="store_true", help="skip the digits time-to-97%% section")
+  parser.add_argument("--no-seq", action="store_true", help="skip the embedding/rnn/lstm section (_seq)")
   parser.add_argument("--donate", choices=("auto", "on", "off"), default="auto",
                       help="donate parameter buffers to the step (auto: on for GPU/TPU, off for CPU)")
 
@@ -69,8 +71,12 @@ def run(args) -> int:
   # Heavy imports (JAX) only now.
   from jaxbp.bench import _report
   from jaxbp.bench import _run
-  results = _run.run_all(args, TINY if args.tiny else FULL)
-  text = _report.render(results)
+  from jaxbp.bench import _seq
+  cfg = TINY if args.tiny else FULL
+  results = _run.run_all(args, cfg)
+  if not args.no_seq:
+    results["sequence"] = _seq.measure(args.tiny, args.rounds or cfg["rounds"], cfg["target_s"])
+  text = _report.render(results) + ("" if args.no_seq else "\n" + _seq.render(results["sequence"]))
   print(text)
   if args.markdown:
     with open(args.markdown, "w") as f:

@@ -34,6 +34,7 @@ from jaxbp.ops.activations import sigmoid
 from jaxbp.ops.activations import softmax
 from jaxbp.ops.activations import tanh
 from jaxbp.ops.attention import attention
+from jaxbp.ops.embedding import embedding
 from jaxbp.ops.gates import add
 from jaxbp.ops.gates import maximum
 from jaxbp.ops.gates import multiply
@@ -48,6 +49,8 @@ from jaxbp.ops.losses import squared_error
 from jaxbp.ops.norm import batch_norm
 from jaxbp.ops.norm import dropout
 from jaxbp.ops.norm import layer_norm
+from jaxbp.ops.recurrent import lstm
+from jaxbp.ops.recurrent import rnn
 from jaxbp.ops.rms_norm import rms_norm
 
 __all__ = [
@@ -58,12 +61,14 @@ __all__ = [
     "batch_norm",
     "dropout",
     "elu",
+    "embedding",
     "l2_penalty",
     "layer_norm",
     "leaky_relu",
     "linear",
     "linear_softmax_cross_entropy",
     "log_softmax",
+    "lstm",
     "matmul",
     "maximum",
     "mse",
@@ -72,6 +77,7 @@ __all__ = [
     "reference",
     "relu",
     "rms_norm",
+    "rnn",
     "sigmoid",
     "softmax",
     "softmax_cross_entropy",

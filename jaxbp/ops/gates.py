@@ -12,11 +12,8 @@ from jax.typing import ArrayLike
 import numpy as np
 
 from jaxbp.ops._registry import any_branch
-from jaxbp.ops._registry import broadcastable_to
-from jaxbp.ops._registry import random_shape
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
-from jaxbp.ops._registry import zero_size
 from jaxbp.ops._util import broadcast_shape
 from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import unbroadcast
@@ -26,11 +23,10 @@ def _meta(x):
   return jnp.shape(x), jnp.result_type(x)
 
 
-def _pair(shapes_of, gap=None):
-  """A sampler of (x, y) whose shapes ``shapes_of(rng)`` gives; with ``gap``, y kept apart from x."""
+def _pair(x_shape, y_shape, gap=None):
+  """A sampler of (x, y) of these shapes; with ``gap``, y kept apart from x."""
   def sample(rng, dtype):
-    shape, other = shapes_of(rng)
-    x, y = uniform(rng, shape, dtype), uniform(rng, other, dtype)
+    x, y = uniform(rng, x_shape, dtype), uniform(rng, y_shape, dtype)
     if gap is not None:  # keep x and y apart, away from max's tie
       y = (y + gap * np.sign(y - x + 1e-9)).astype(dtype)
     return (x, y), {}
@@ -38,29 +34,18 @@ def _pair(shapes_of, gap=None):
 
 
 def _broadcast_forms(gap=None):
-  """Every broadcast form a gate meets: equal shapes, each side broadcast to the other, a unit axis
-  stretched on both sides at once, a scalar, and an empty axis."""
-  def one_side(rng):
-    shape = random_shape(rng, min_rank=1)
-    return shape, broadcastable_to(rng, shape)
-
-  def stretched(rng):
-    n, m = (int(k) for k in rng.integers(2, 5, size=2))
-    return (n, 1), (1, m)
-
-  def empty(rng):
-    shape = zero_size(rng, random_shape(rng, min_rank=1))
-    return shape, shape[int(rng.integers(len(shape) + 1)):]
-
+  """Every broadcast form a gate meets: equal shapes, each side broadcast to the other (a leading axis
+  added and a unit axis stretched), a unit axis stretched on both sides at once, a scalar, and an empty
+  axis. Fixed shapes (random values), so the registry test compiles each once."""
   forms = {
-      "same shape": lambda rng: (random_shape(rng),) * 2,
-      "y broadcast to x": one_side,
-      "x broadcast to y": lambda rng: one_side(rng)[::-1],
-      "both stretched": stretched,
-      "scalar and array": lambda rng: ((), random_shape(rng, min_rank=1)),
-      "zero-size": empty,
+      "same shape": ((2, 3), (2, 3)),
+      "y broadcast to x": ((2, 3, 4), (3, 1)),
+      "x broadcast to y": ((3, 1), (2, 3, 4)),
+      "both stretched": ((2, 1), (1, 3)),
+      "scalar and array": ((), (2, 3)),
+      "zero-size": ((0, 3), (3,)),
   }
-  return {name: _pair(shapes_of, gap) for name, shapes_of in forms.items()}
+  return {name: _pair(*shapes, gap=gap) for name, shapes in forms.items()}
 
 
 _FORMS = _broadcast_forms()

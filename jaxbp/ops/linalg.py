@@ -42,32 +42,19 @@ def _input_grad(g, w):
   return jnp.matmul(g, w.T)
 
 
-def _shapes(rng, rank=None, empty=None):
-  """Shapes of x [..., D] and w [D, M]: x of rank ``rank`` (1–3 at random), with ``empty`` one of
-  "N", "D" or "M" of length 0."""
-  rank = int(rng.integers(1, 4)) if rank is None else rank
-  lead = [int(n) for n in rng.integers(1, 5, size=rank - 1)]
-  d, m = (int(n) for n in rng.integers(1, 6, size=2))
-  if empty == "N":
-    lead[0] = 0
-  d, m = (0 if empty == "D" else d), (0 if empty == "M" else m)
-  return tuple(lead) + (d,), (d, m)
-
-
-def _matmul_sampler(**shape_kw):
+def _matmul_sampler(x_shape, w_shape):
   def sample(rng, dtype):
-    xs, ws = _shapes(rng, **shape_kw)
-    return (uniform(rng, xs, dtype), uniform(rng, ws, dtype)), {}
+    return (uniform(rng, x_shape, dtype), uniform(rng, w_shape, dtype)), {}
   return sample
 
 
+# x of each rank the rule flattens differently, and N or D of length 0; N, D, M all distinct.
 _PRODUCTS = {
-    "x a vector": _matmul_sampler(rank=1),
-    "x a matrix": _matmul_sampler(rank=2),
-    "x of rank 3": _matmul_sampler(rank=3),
-    "N = 0": _matmul_sampler(rank=2, empty="N"),
-    "D = 0": _matmul_sampler(empty="D"),
-    "M = 0": _matmul_sampler(empty="M"),
+    "x a vector": _matmul_sampler((3,), (3, 4)),
+    "x a matrix": _matmul_sampler((2, 3), (3, 4)),
+    "x of rank 3": _matmul_sampler((2, 5, 3), (3, 4)),
+    "N = 0": _matmul_sampler((0, 3), (3, 4)),
+    "D = 0": _matmul_sampler((2, 0), (0, 4)),
 }
 
 

@@ -104,27 +104,22 @@ def _batch_norm_ref(x, gamma, beta, eps=1e-5):
   return gamma * (x - mean) / jnp.sqrt(var + eps) + beta
 
 
-def _norm_sampler(shape_of, affine_shape, eps=(1e-5, 0.1)):
-  """Samples (x, γ, β) with x of shape ``shape_of(rng)`` and γ, β of ``affine_shape(x.shape)``."""
+def _norm_sampler(shape, affine_shape, eps=(1e-5, 0.1)):
+  """Samples (x, γ, β) with x of ``shape`` (fixed, so compiled once) and γ, β of ``affine_shape(shape)``."""
   def sample(rng, dtype):
-    shape = shape_of(rng)
     x = uniform(rng, shape, dtype, low=-3.0, high=3.0)
     gamma, beta = (uniform(rng, affine_shape(shape), dtype) for _ in range(2))
     return (x, gamma, beta), {"eps": float(rng.choice(eps))}
   return sample
 
 
-def _dims(rng, *ranges):
-  return tuple(int(rng.integers(low, high + 1)) for low, high in ranges)
-
-
 _BATCH = {
-    "[N, D]": _norm_sampler(lambda rng: _dims(rng, (2, 5), (1, 4)), lambda s: s[1:]),
-    "[N, H, D]": _norm_sampler(lambda rng: _dims(rng, (2, 4), (1, 3), (1, 3)), lambda s: s[1:]),
-    "[N] (scalar features)": _norm_sampler(lambda rng: _dims(rng, (2, 5)), lambda s: s[1:]),
-    "batch of one": _norm_sampler(lambda rng: _dims(rng, (1, 1), (1, 4)), lambda s: s[1:], eps=(0.1,)),
-    "N = 0": _norm_sampler(lambda rng: _dims(rng, (0, 0), (1, 4)), lambda s: s[1:]),
-    "D = 0": _norm_sampler(lambda rng: _dims(rng, (2, 4), (0, 0)), lambda s: s[1:]),
+    "[N, D]": _norm_sampler((4, 3), lambda s: s[1:]),
+    "[N, H, D]": _norm_sampler((4, 2, 3), lambda s: s[1:]),
+    "[N] (scalar features)": _norm_sampler((4,), lambda s: s[1:]),
+    "batch of one": _norm_sampler((1, 3), lambda s: s[1:], eps=(0.1,)),  # x̂ = 0: only ε keeps 1/σ finite
+    "N = 0": _norm_sampler((0, 3), lambda s: s[1:]),
+    "D = 0": _norm_sampler((4, 0), lambda s: s[1:]),
 }
 
 
@@ -175,12 +170,12 @@ def _layer_norm_ref(x, gamma, beta, eps=1e-5):
 
 
 _ROWS = {
-    "[D]": _norm_sampler(lambda rng: _dims(rng, (2, 5)), lambda s: s[-1:]),
-    "[N, D]": _norm_sampler(lambda rng: _dims(rng, (1, 4), (2, 5)), lambda s: s[-1:]),
-    "[B, T, D]": _norm_sampler(lambda rng: _dims(rng, (1, 3), (1, 3), (2, 4)), lambda s: s[-1:]),
-    "one feature": _norm_sampler(lambda rng: _dims(rng, (1, 4), (1, 1)), lambda s: s[-1:], eps=(0.1,)),
-    "no rows": _norm_sampler(lambda rng: _dims(rng, (0, 0), (2, 4)), lambda s: s[-1:]),
-    "D = 0": _norm_sampler(lambda rng: _dims(rng, (1, 3), (0, 0)), lambda s: s[-1:]),
+    "[D]": _norm_sampler((4,), lambda s: s[-1:]),
+    "[N, D]": _norm_sampler((3, 4), lambda s: s[-1:]),
+    "[B, T, D]": _norm_sampler((2, 3, 4), lambda s: s[-1:]),
+    "one feature": _norm_sampler((3, 1), lambda s: s[-1:], eps=(0.1,)),  # x̂ = 0: only ε keeps 1/σ finite
+    "no rows": _norm_sampler((0, 4), lambda s: s[-1:]),
+    "D = 0": _norm_sampler((3, 0), lambda s: s[-1:]),
 }
 
 
@@ -238,17 +233,17 @@ def _dropout_ref(key, x, rate):
   return jnp.where(keep, x / (1.0 - rate), 0)
 
 
-def _dropout_sampler(shape_of, rates=(0.1, 0.5)):
+def _dropout_sampler(shape, rates=(0.1, 0.5)):
   def sample(rng, dtype):
     key = jax.random.key(int(rng.integers(0, 2**31)))
-    return (key, uniform(rng, shape_of(rng), dtype)), {"rate": float(rng.choice(rates))}
+    return (key, uniform(rng, shape, dtype)), {"rate": float(rng.choice(rates))}
   return sample
 
 
 _RATES = {
-    "rate > 0": _dropout_sampler(lambda rng: _dims(rng, (1, 5), (1, 5))),
-    "rate 0 (identity)": _dropout_sampler(lambda rng: _dims(rng, (1, 5)), rates=(0.0,)),
-    "zero-size": _dropout_sampler(lambda rng: _dims(rng, (0, 0), (1, 3))),
+    "rate > 0": _dropout_sampler((3, 4)),
+    "rate 0 (identity)": _dropout_sampler((3, 4), rates=(0.0,)),
+    "zero-size": _dropout_sampler((0, 3)),
 }
 
 
