@@ -9,7 +9,9 @@ Sections (each a Markdown table; ``--json FILE`` writes every number):
   3. backward/forward FLOPs from XLA's cost analysis (note 003 predicts 2);
   4. time to 97% test accuracy on the digits, start-up and compile separately, JAX vs PyTorch;
   5. with ``--scale``: step time vs width (256-4096) and batch (32-2048), and what bounds each cell;
-  6. the sequence rules (embedding, rnn, lstm): step time and temporary memory vs jax.grad (``_seq``).
+  6. the sequence rules (embedding, rnn, lstm): step time and temporary memory vs jax.grad (``_seq``);
+  7. the memory-saving rules (attention, fused linear cross-entropy, rms/layer norm, the transformer)
+     vs jax.grad of their references, and how memory grows with T and V (``_attn``).
 
 ``--tiny`` runs everything at toy sizes in seconds (for CI); timings then mean nothing.
 
@@ -62,6 +64,7 @@ def configure(parser: argparse.ArgumentParser):
   parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
   parser.add_argument("--no-digits", action="store_true", help="skip the digits time-to-97%% section")
   parser.add_argument("--no-seq", action="store_true", help="skip the embedding/rnn/lstm section (_seq)")
+  parser.add_argument("--no-attn", action="store_true", help="skip the attention/linear-CE/norm/transformer section")
   parser.add_argument("--donate", choices=("auto", "on", "off"), default="auto",
                       help="donate parameter buffers to the step (auto: on for GPU/TPU, off for CPU)")
 
@@ -76,7 +79,11 @@ def run(args) -> int:
   results = _run.run_all(args, cfg)
   if not args.no_seq:
     results["sequence"] = _seq.measure(args.tiny, args.rounds or cfg["rounds"], cfg["target_s"])
+  if not args.no_attn:
+    from jaxbp.bench import _attn
+    results["memory_saving"] = _attn.measure(args.tiny, args.rounds or cfg["rounds"], cfg["target_s"])
   text = _report.render(results) + ("" if args.no_seq else "\n" + _seq.render(results["sequence"]))
+  text += "" if args.no_attn else "\n" + _attn.render(results["memory_saving"])
   print(text)
   if args.markdown:
     with open(args.markdown, "w") as f:
