@@ -13,7 +13,8 @@ import textwrap
 from jaxbp.ops import REGISTRY
 
 # The families in reading order: the gates of note 001's table first, the losses and norms last.
-FAMILIES = ("gates", "activations", "linalg", "losses", "norm", "embedding", "recurrent")
+FAMILIES = ("gates", "elementwise", "activations", "smooth", "linalg", "losses", "norm", "group_norm", "conv", "pool",
+            "embedding", "recurrent")
 SUMMARY = re.compile(r"^(?P<forward>.*?)\s*\((?P<note>Notes? [^)]*?)\.?\)\s*$")
 ARG = re.compile(r"^(?P<name>[\w*]+): (?P<text>.*)$")
 SECTION = re.compile(r"^(Args|Returns|Raises):$")

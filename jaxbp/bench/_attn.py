@@ -110,8 +110,10 @@ def measure_case(family: str, label: str, sizes: tuple, *, rounds: int, target_s
   return row
 
 
-def measure(tiny: bool, rounds: int, target_s: float, only: str | None = None) -> list[dict]:
-  """Every case of ``TINY`` or ``FULL`` (those of family ``only``, if given)."""
+def measure(tiny: bool, rounds: int, target_s: float, *, with_torch: bool = False,
+            only: str | None = None) -> list[dict]:
+  """Every case of ``TINY`` or ``FULL`` (those of family ``only``, if given). No PyTorch rows yet."""
+  del with_torch
   return [measure_case(family, label, sizes, rounds=rounds, target_s=target_s)
           for family, label, sizes in (TINY if tiny else FULL) if only in (None, family)]
 

@@ -81,15 +81,18 @@ class Trace(NamedTuple):
   def __str__(self):
     return self.table()
 
-  def table(self, decimals=4):
-    """The nodes as a plain-text table, one row per node and input; then the inputs' gradients."""
-    from jaxbp.insight import tables
-    return tables.trace_table(self, decimals)
+  def table(self, decimals: int = 4, full: bool = False) -> str:
+    """The nodes as a plain-text table, one row per node and input; then the inputs' gradients.
 
-  def markdown(self, decimals=4):
+    Arrays of more than two elements and local Jacobians of arrays show as shape and norm unless
+    ``full`` (see ``jaxbp.insight.tables.trace_table``)."""
+    from jaxbp.insight import tables
+    return tables.trace_table(self, decimals, full=full)
+
+  def markdown(self, decimals: int = 4, full: bool = False) -> str:
     """The same tables in GitHub Markdown."""
     from jaxbp.insight import tables
-    return tables.trace_table(self, decimals, markdown=True)
+    return tables.trace_table(self, decimals, markdown=True, full=full)
 
   def draw(self, path, decimals=2):
     """Draws the graph to ``path`` (``.png`` or ``.svg``) with matplotlib; see ``jaxbp.insight.draw``."""

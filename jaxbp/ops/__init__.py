@@ -34,10 +34,19 @@ from jaxbp.ops.activations import sigmoid
 from jaxbp.ops.activations import softmax
 from jaxbp.ops.activations import tanh
 from jaxbp.ops.attention import attention
+from jaxbp.ops.conv import conv2d
+from jaxbp.ops.elementwise import divide
+from jaxbp.ops.elementwise import exp
+from jaxbp.ops.elementwise import log
+from jaxbp.ops.elementwise import negative
+from jaxbp.ops.elementwise import power
+from jaxbp.ops.elementwise import sqrt
+from jaxbp.ops.elementwise import subtract
 from jaxbp.ops.embedding import embedding
 from jaxbp.ops.gates import add
 from jaxbp.ops.gates import maximum
 from jaxbp.ops.gates import multiply
+from jaxbp.ops.group_norm import group_norm
 from jaxbp.ops.linalg import linear
 from jaxbp.ops.linalg import matmul
 from jaxbp.ops.linear_cross_entropy import linear_softmax_cross_entropy
@@ -49,38 +58,57 @@ from jaxbp.ops.losses import squared_error
 from jaxbp.ops.norm import batch_norm
 from jaxbp.ops.norm import dropout
 from jaxbp.ops.norm import layer_norm
+from jaxbp.ops.pool import avg_pool2d
+from jaxbp.ops.pool import max_pool2d
 from jaxbp.ops.recurrent import lstm
 from jaxbp.ops.recurrent import rnn
 from jaxbp.ops.rms_norm import rms_norm
+from jaxbp.ops.smooth import gelu
+from jaxbp.ops.smooth import silu
+from jaxbp.ops.smooth import softplus
 
 __all__ = [
     "REGISTRY",
     "Rule",
     "add",
     "attention",
+    "avg_pool2d",
     "batch_norm",
+    "conv2d",
+    "divide",
     "dropout",
     "elu",
     "embedding",
+    "exp",
+    "gelu",
+    "group_norm",
     "l2_penalty",
     "layer_norm",
     "leaky_relu",
     "linear",
     "linear_softmax_cross_entropy",
+    "log",
     "log_softmax",
     "lstm",
     "matmul",
+    "max_pool2d",
     "maximum",
     "mse",
     "multiclass_hinge",
     "multiply",
+    "negative",
+    "power",
     "reference",
     "relu",
     "rms_norm",
     "rnn",
     "sigmoid",
+    "silu",
     "softmax",
     "softmax_cross_entropy",
+    "softplus",
+    "sqrt",
     "squared_error",
+    "subtract",
     "tanh",
 ]
