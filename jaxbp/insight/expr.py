@@ -8,12 +8,12 @@ Grammar (the usual precedence; ``**`` binds tighter than unary minus and is righ
   power  := atom (("**" | "^") unary)?
   atom   := NUMBER | NAME | NAME "(" expr ("," expr)* ")" | "(" expr ")"
 
-``×``, ``÷`` and ``−`` are accepted for ``*``, ``/`` and ``-``. ``+`` and ``*`` are the add and
-multiply gates of ``jaxbp.ops``; ``-``, ``/`` and powers are jnp (shown as JAX primitives in a trace)
-unless ``jaxbp.ops`` gains ``subtract``, ``divide`` or ``power``. Functions are the element-wise
+``×``, ``÷`` and ``−`` are accepted for ``*``, ``/`` and ``-``. ``+``, ``-``, ``*``, ``/``, unary
+minus and ``**`` are the rules ``add``, ``subtract``, ``multiply``, ``divide``, ``negative`` and ``power``
+of ``jaxbp.ops``, so a trace shows no JAX primitive for them. Functions are the element-wise
 activations of ``jaxbp.ops`` (``sigmoid``, ``tanh``, ``relu``, ``leaky_relu``, ``elu``; not softmax,
-which needs a vector and the inputs are numbers) plus ``max`` (the max gate), ``exp``, ``log`` and
-``sqrt``. A syntax error, an unknown
+which needs a vector and the inputs are numbers) plus ``max`` (the max gate), ``exp``, ``log``,
+``sqrt``, ``softplus``, ``gelu`` and ``silu``. A syntax error, an unknown
 name or a missing input raises ``ExprError``: one line, with the 1-based position in the source.
 
 Limits: at most ``MAX_DEPTH`` (100) levels of nesting (parentheses, calls, unary signs and powers
@@ -49,6 +49,8 @@ FUNCTIONS = {
     "elu": Function("elu", 1, 2, True), "max": Function("maximum", 2, 2, False),
     "maximum": Function("maximum", 2, 2, False), "exp": Function("exp", 1, 1, False),
     "log": Function("log", 1, 1, False), "sqrt": Function("sqrt", 1, 1, False),
+    "softplus": Function("softplus", 1, 1, False), "gelu": Function("gelu", 1, 1, False),
+    "silu": Function("silu", 1, 1, False),
 }
 _OPERATORS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}
 _TOKEN = re.compile(r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -295,7 +297,7 @@ def _evaluate(node, inputs, resolve):
   if node.kind == "pow":
     base, exponent = args
     if node.args[1].kind == "num" and float(exponent).is_integer():
-      return base ** int(exponent)  # integer_pow: x**2 stays defined for negative x
+      exponent = int(exponent)  # an integer power: x**2 stays defined for negative x
     return resolve("power")(base, exponent)
   return resolve(_OPERATORS[node.value])(*args)
 
