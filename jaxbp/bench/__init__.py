@@ -11,7 +11,8 @@ Sections (each a Markdown table; ``--json FILE`` writes every number):
   5. with ``--scale``: step time vs width (256-4096) and batch (32-2048), and what bounds each cell;
   6. the rules beyond the MLP, one section per entry of ``RULE_SECTIONS`` (``--no-NAME`` skips one):
      the manual rule vs jax.grad of its reference, step time and compiled temporary memory, at a small
-     and a realistic size: ``seq`` (embedding, rnn, lstm), ``conv`` (conv2d, max_pool2d, avg_pool2d).
+     and a realistic size: ``seq`` (embedding, rnn, lstm), ``conv`` (conv2d, max_pool2d, avg_pool2d),
+     ``attn`` (attention, fused linear cross-entropy, rms/layer norm, the transformer step; memory growth with T and V).
 
 ``--tiny`` runs everything at toy sizes in seconds (for CI); timings then mean nothing.
 
@@ -46,6 +47,7 @@ TINY: dict[str, Any] = {
 RULE_SECTIONS = {
     "seq": ("jaxbp.bench._seq", "embedding, rnn and lstm"),
     "conv": ("jaxbp.bench._conv", "conv2d, max_pool2d and avg_pool2d"),
+    "attn": ("jaxbp.bench._attn", "attention, fused linear cross-entropy, rms/layer norm and transformer"),
 }
 
 
