@@ -85,8 +85,9 @@ def measure_rule(rule: str, label: str, sizes: tuple, *, rounds: int, target_s: 
           "memory_ratio": temp[MANUAL] / temp[AUTODIFF] if temp[AUTODIFF] else None}  # None: both 0
 
 
-def measure(tiny: bool, rounds: int, target_s: float) -> list[dict]:
-  """Every case of ``TINY`` or ``FULL``."""
+def measure(tiny: bool, rounds: int, target_s: float, with_torch: bool | None = None) -> list[dict]:
+  """Every case of ``TINY`` or ``FULL`` (no PyTorch column here: ``with_torch`` is accepted and unused)."""
+  del with_torch
   return [measure_rule(rule, label, sizes, rounds=rounds, target_s=target_s)
           for rule, label, sizes in (TINY if tiny else FULL)]
 

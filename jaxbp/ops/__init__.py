@@ -33,6 +33,7 @@ from jaxbp.ops.activations import relu
 from jaxbp.ops.activations import sigmoid
 from jaxbp.ops.activations import softmax
 from jaxbp.ops.activations import tanh
+from jaxbp.ops.attention import attention
 from jaxbp.ops.conv import conv2d
 from jaxbp.ops.elementwise import divide
 from jaxbp.ops.elementwise import exp
@@ -48,6 +49,7 @@ from jaxbp.ops.gates import multiply
 from jaxbp.ops.group_norm import group_norm
 from jaxbp.ops.linalg import linear
 from jaxbp.ops.linalg import matmul
+from jaxbp.ops.linear_cross_entropy import linear_softmax_cross_entropy
 from jaxbp.ops.losses import l2_penalty
 from jaxbp.ops.losses import mse
 from jaxbp.ops.losses import multiclass_hinge
@@ -60,6 +62,7 @@ from jaxbp.ops.pool import avg_pool2d
 from jaxbp.ops.pool import max_pool2d
 from jaxbp.ops.recurrent import lstm
 from jaxbp.ops.recurrent import rnn
+from jaxbp.ops.rms_norm import rms_norm
 from jaxbp.ops.smooth import gelu
 from jaxbp.ops.smooth import silu
 from jaxbp.ops.smooth import softplus
@@ -68,6 +71,7 @@ __all__ = [
     "REGISTRY",
     "Rule",
     "add",
+    "attention",
     "avg_pool2d",
     "batch_norm",
     "conv2d",
@@ -82,6 +86,7 @@ __all__ = [
     "layer_norm",
     "leaky_relu",
     "linear",
+    "linear_softmax_cross_entropy",
     "log",
     "log_softmax",
     "lstm",
@@ -95,6 +100,7 @@ __all__ = [
     "power",
     "reference",
     "relu",
+    "rms_norm",
     "rnn",
     "sigmoid",
     "silu",

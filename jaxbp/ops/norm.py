@@ -52,7 +52,8 @@ def batch_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: float = 1e-
   every sample of its feature (through μ_B and σ²_B), so the local Jacobian is dense along the batch.
   VJP, with N the batch size:
   dx = (γ/σ)/N · (N·g − Σₙg − x̂·Σₙ(g·x̂)) (the compact formula, not the staged one),
-  dγ = Σₙ g·x̂, dβ = Σₙ g. The rule keeps x̂, 1/σ and γ (β only for its dtype).
+  dγ = Σₙ g·x̂, dβ = Σₙ g. The rule keeps x, μ, 1/σ and γ (β only for its dtype) and recomputes x̂
+  (why x and not x̂: see ``layer_norm``).
 
   Running statistics for evaluation are the caller's state (see ``jaxbp.models``): this op only
   normalises with the batch's own statistics.
@@ -71,14 +72,22 @@ def batch_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: float = 1e-
 
 
 def _affine_norm_fwd(axis, x, gamma, beta, eps):
-  """y = γ·x̂ + β with x̂ normalised along ``axis``; keeps x̂, 1/σ, γ (and β, for its dtype only)."""
+  """y = γ·x̂ + β with x̂ normalised along ``axis``; keeps x, μ, 1/σ, γ (and β, for its dtype only).
+
+  Residuals: the input x, not x̂. Both are arrays of x's size, but x is alive anyway wherever the caller
+  holds it (an argument of the jitted step, a residual stream), while x̂ would be a NEW buffer living
+  until the backward; x̂ = (x − μ)·(1/σ) is recomputed there, one subtract and one multiply per element,
+  from μ and 1/σ (one float each per normalised group). γ and β are parameters, alive anyway.
+  """
   xhat, inv_std = _normalize(x, axis, eps)
-  return gamma * xhat + beta, (xhat, inv_std, gamma, beta)
+  mean = jnp.mean(x, axis=axis, keepdims=True)
+  return gamma * xhat + beta, (x, mean, inv_std, gamma, beta)
 
 
 def _affine_norm_bwd(axis, res, g):
   """dx by the compact formula; dγ, dβ summed over every axis γ and β were broadcast along."""
-  xhat, inv_std, gamma, beta = res
+  x, mean, inv_std, gamma, beta = res
+  xhat = (x - mean) * inv_std                                      # x̂, recomputed
   dx = _normalize_bwd(xhat, inv_std, g * gamma, axis=axis)
   dgamma = unbroadcast(g * xhat, gamma.shape, gamma.dtype)
   dbeta = unbroadcast(g, beta.shape, beta.dtype)
@@ -136,6 +145,14 @@ def layer_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: float = 1e-
   ``batch_norm``, along the last axis instead of the first, with D features per row:
   dx = (1/σ)/D · (D·h − Σ_d h − x̂·Σ_d(h·x̂)), h = g·γ;
   dγ = Σ_rows g·x̂, dβ = Σ_rows g.
+
+  Residuals: the input x, μ and 1/σ per row (two floats per row), γ (and β for its dtype); x̂ is
+  recomputed in the backward. Keeping x̂ would cost an array of x's size as a NEW buffer; x is alive
+  anyway wherever the caller holds it (a jitted step's argument, a transformer's residual stream), so
+  the forward adds only 2 floats per row to what lives until the backward (as Liger-Kernel's and
+  ``rms_norm``). Apex's memory-efficient variant keeps the output y instead and recovers
+  x̂ = (y − β)/γ, which needs γ ≠ 0 everywhere; x works for every γ. Measured: ``jaxbp bench``
+  (docs/performance.md).
 
   Args:
     x: float array [..., D].
