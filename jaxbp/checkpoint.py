@@ -107,8 +107,14 @@ def load(path, template):
   Raises:
     CheckpointError: unreadable file, or a structure, shape or dtype that does not match ``template``.
   """
-  import jax  # pylint: disable=import-outside-toplevel
   doc, arrays = read(path)
+  return restore(path, doc, arrays, template), doc["meta"]
+
+
+def restore(path, doc, arrays, template):
+  """The pytree of ``(doc, arrays)`` from :func:`read` in the structure of ``template`` (see :func:`load`),
+  for a caller that read the file once to decide the template; ``path`` names the file in errors."""
+  import jax  # pylint: disable=import-outside-toplevel
   paths, leaves, treedef = _flatten(template)
   if paths != doc["paths"]:
     extra = sorted(set(doc["paths"]) - set(paths))[:3]
@@ -131,4 +137,4 @@ def load(path, template):
       raise CheckpointError(f"checkpoint {path}: {p} has shape {got.shape} {got.dtype},"
                             f" the model expects {tuple(want_shape)} {want_dtype}")
     restored.append(jax.numpy.asarray(got))
-  return jax.tree_util.tree_unflatten(treedef, restored), doc["meta"]
+  return jax.tree_util.tree_unflatten(treedef, restored)

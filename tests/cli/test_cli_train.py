@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from jaxbp import checkpoint
+from jaxbp import models
 from jaxbp import train
 from jaxbp.cli import train as cli_train
 from jaxbp.models import mlp
+from jaxbp.models._registry import HEADS
 
 
 def _jaxbp(*args, cwd=None):
@@ -92,7 +94,7 @@ def test_help_documents_every_flag_and_choices_match_the_library():
                "--residual", "--data", "--label-column", "--seed", "--devices", "--out", "--resume", "--autodiff",
                "--coordinator-address", "--num-processes", "--process-id"):
     assert flag in text
-  for choices in (train.OPTIMIZERS, train.SCHEDULES, train.MODELS, train.LOSSES, mlp.ACTIVATIONS, mlp.INITS):
+  for choices in (train.OPTIMIZERS, train.SCHEDULES, models.names(), HEADS, mlp.ACTIVATIONS, mlp.INITS):
     assert "{" + ",".join(choices) + "}" in text.replace("\n", "").replace(" ", "")
   defaults = cli_train._config_from_args(parser.parse_args([]))  # pylint: disable=protected-access
   assert defaults == train.TrainConfig()
