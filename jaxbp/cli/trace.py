@@ -32,6 +32,9 @@ def configure(parser):
   parser.add_argument("--png", metavar="FILE", help="draw the graph to a PNG file")
   parser.add_argument("--svg", metavar="FILE", help="draw the graph to an SVG file")
   parser.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
+  parser.add_argument("--dot", metavar="FILE", help="write the graph in Graphviz's DOT language")
+  parser.add_argument("--html", metavar="FILE",
+                      help="write one self-contained page that steps through the backward pass node by node")
   parser.add_argument("--x64", action="store_true", help="compute in float64")
 
 
@@ -50,7 +53,8 @@ def parse_inputs(items):
 
 
 # The output flags and the suffixes each accepts.
-OUTPUTS = {"png": (".png",), "svg": (".svg",), "markdown": (".md", ".markdown")}
+OUTPUTS = {"png": (".png",), "svg": (".svg",), "markdown": (".md", ".markdown"), "html": (".html", ".htm"),
+           "dot": (".dot", ".gv")}
 
 
 def check_outputs(args):
@@ -127,7 +131,15 @@ def _trace_and_report(expr, inputs, args):
     print("\nWARNING: the trace's gradients differ from jax.grad of the references")
   for path in (args.png, args.svg):
     if path:
-      print(f"wrote {t.draw(path, args.decimals)}")
+      print(f"wrote {t.draw(path, args.decimals, expr.source)}")
+  if args.dot:
+    with open(args.dot, "w", encoding="utf-8") as f:
+      f.write(t.to_dot(args.decimals))
+    print(f"wrote {args.dot}")
+  if args.html:
+    with open(args.html, "w", encoding="utf-8") as f:
+      f.write(t.to_html(expr.source, args.decimals))
+    print(f"wrote {args.html}")
   if args.markdown:
     with open(args.markdown, "w", encoding="utf-8") as f:
       f.write(f"L = `{expr.source}`\n\n" + tables.trace_table(t, args.decimals, ref, markdown=True))
@@ -143,4 +155,4 @@ def _ties(t):
     values.update(zip(node.outputs, node.value if len(node.outputs) > 1 else (node.value,)))
   read = lambda name: values[name] if name in values else float(name)  # else: a number written out
   return [node.name for node in t.nodes
-          if node.op == "maximum" and bool(np.any(np.equal(*(read(x) for x in node.inputs))))]
+          if node.op == "maximum" and bool(np.any(np.equal(read(node.inputs[0]), read(node.inputs[1]))))]

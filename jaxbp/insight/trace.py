@@ -94,10 +94,26 @@ class Trace(NamedTuple):
     from jaxbp.insight import tables
     return tables.trace_table(self, decimals, markdown=True, full=full)
 
-  def draw(self, path, decimals=2):
-    """Draws the graph to ``path`` (``.png`` or ``.svg``) with matplotlib; see ``jaxbp.insight.draw``."""
+  def _repr_html_(self) -> str:
+    """What Jupyter shows: the graph with its gradients, and the tables."""
+    from jaxbp.insight import html
+    return html.static_html(self)
+
+  def to_dot(self, decimals: int = 2) -> str:
+    """The graph in Graphviz's DOT language (``dot -Tpng``); see ``jaxbp.insight.draw.to_dot``."""
     from jaxbp.insight import draw
-    return draw.draw_trace(self, path, decimals)
+    return draw.to_dot(self, decimals)
+
+  def to_html(self, title: str = "", decimals: int = 2) -> str:
+    """One self-contained HTML page that steps through the backward pass; see ``jaxbp.insight.html``."""
+    from jaxbp.insight import html
+    return html.to_html(self, title, decimals)
+
+  def draw(self, path=None, decimals=2, title=""):
+    """Draws the graph to ``path`` (``.png`` or ``.svg``) with matplotlib and returns the path; without
+    a path, returns the matplotlib ``Figure`` (a notebook shows it). See ``jaxbp.insight.draw``."""
+    from jaxbp.insight import draw
+    return draw.draw_trace(self, path, decimals, title)
 
 
 class _Step(NamedTuple):
