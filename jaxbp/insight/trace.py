@@ -81,15 +81,18 @@ class Trace(NamedTuple):
   def __str__(self):
     return self.table()
 
-  def table(self, decimals=4):
-    """The nodes as a plain-text table, one row per node and input; then the inputs' gradients."""
-    from jaxbp.insight import tables
-    return tables.trace_table(self, decimals)
+  def table(self, decimals: int = 4, full: bool = False) -> str:
+    """The nodes as a plain-text table, one row per node and input; then the inputs' gradients.
 
-  def markdown(self, decimals=4):
+    Arrays of more than two elements and local Jacobians of arrays show as shape and norm unless
+    ``full`` (see ``jaxbp.insight.tables.trace_table``)."""
+    from jaxbp.insight import tables
+    return tables.trace_table(self, decimals, full=full)
+
+  def markdown(self, decimals: int = 4, full: bool = False) -> str:
     """The same tables in GitHub Markdown."""
     from jaxbp.insight import tables
-    return tables.trace_table(self, decimals, markdown=True)
+    return tables.trace_table(self, decimals, markdown=True, full=full)
 
   def draw(self, path, decimals=2):
     """Draws the graph to ``path`` (``.png`` or ``.svg``) with matplotlib; see ``jaxbp.insight.draw``."""
@@ -270,8 +273,9 @@ def _warn_if_grads_differ(grads, autodiff):
   """
   for name, auto in autodiff.items():
     auto = np.asarray(auto, np.float64)
-    scale = float(np.max(np.abs(auto), initial=0.0))
-    if not np.allclose(np.asarray(grads[name], np.float64), auto, rtol=1e-4, atol=1e-6 * (1 + scale)):
+    scale = float(np.max(np.abs(auto), initial=0.0, where=np.isfinite(auto)))
+    if not np.allclose(np.asarray(grads[name], np.float64), auto, rtol=1e-4, atol=1e-6 * (1 + scale),
+                       equal_nan=True):  # NaN from both (log(x - x)) is agreement
       warnings.warn(f"trace: ∂L/∂{name} from the nodes differs from jax.grad's "
                     f"(the trace is wrong here; see Trace.autodiff)", RuntimeWarning, stacklevel=3)
 
