@@ -201,15 +201,15 @@ def _train(args: argparse.Namespace, started: float, progress: dict) -> int:
   mesh = train_lib.make_mesh(args.devices) if args.devices != 1 else None
   data = _load(source, config.seed)
   lead = jax.process_index() == 0
-  if lead:
-    rules = "jax.grad of jaxbp.ops.reference" if config.autodiff else "manual rules (jaxbp.ops)"
-    print(f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test, {_describe(train_lib.data_spec(data))};"
-          f" {_describe(config.model)} on {rules}, {config.optimizer} lr {config.lr}; {jax.device_count()} device(s)"
-          f" [{jax.default_backend()}]", file=sys.stderr)
+  rules = "jax.grad of jaxbp.ops.reference" if config.autodiff else "manual rules (jaxbp.ops)"
+  banner = (f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test, {_describe(train_lib.data_spec(data))};"
+            f" {_describe(config.model)} on {rules}, {config.optimizer} lr {config.lr}; {jax.device_count()} device(s)"
+            f" [{jax.default_backend()}]")
   done = lambda record, state: progress.update(epoch=record["epoch"])
   result = train_lib.fit(config, data, out_dir=out, resume=resume, overwrite=args.overwrite, source=source,
                          mesh=mesh, progress=_progress(config.epochs) if lead else None, on_epoch=done,
-                         warn=lambda m: _say(f"warning: {m}") if lead else None)
+                         warn=lambda m: _say(f"warning: {m}") if lead else None,
+                         on_checked=lambda: print(banner, file=sys.stderr) if lead else None)
   if lead:
     _finish(args, out, config, result, data, source, mesh, started)
   return 0
