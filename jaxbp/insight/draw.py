@@ -33,7 +33,8 @@ def layout(trace):
   producer = _producers(trace)
   point = lambda value: producer[value].name if value in producer else value
   pos = {name: (0.0, float(i) * _ROW_HEIGHT) for i, name in enumerate(_inputs_in_use_order(trace))}
-  column, by_column = {name: 0 for name in pos}, {}
+  column: dict = {name: 0 for name in pos}
+  by_column: dict = {}
   for node in trace.nodes:
     known = [point(x) for x in node.inputs if x in pos or x in producer]
     column[node.name] = 1 + max((column[p] for p in known), default=0)
@@ -115,7 +116,7 @@ def draw_trace(trace, path=None, decimals=2, title=""):
   values = dict(trace.inputs)
   for node in trace.nodes:
     values.update(zip(node.outputs, node.value if len(node.outputs) > 1 else (node.value,)))
-  fan_out = {}
+  fan_out: dict = {}
   for src, _, _ in edges:
     fan_out[src] = fan_out.get(src, 0) + 1
   placed = [pos[name] for name in nodes]  # label centres so far (and the nodes): a new one keeps clear

@@ -94,6 +94,7 @@ def tokenize(source):
       bad = source[pos:].lstrip()[0]
       raise ExprError(f"unexpected character {bad!r}", len(source) - len(source[pos:].lstrip()))
     kind = m.lastgroup
+    assert kind is not None  # every alternative of _TOKEN is a named group
     text = _UNICODE.get(m.group(kind), m.group(kind))
     tokens.append(Token(kind, text, m.start(kind)))
     pos = m.end()
@@ -240,7 +241,7 @@ class Expression:
 
   def __init__(self, source, tree):
     self.source, self.tree = source, tree
-    uses = {}
+    uses: dict = {}
     _collect(tree, uses)
     self.uses = uses  # name -> position of its first use
     self.names = tuple(uses)

@@ -205,7 +205,8 @@ class _Graph:
       if eqn.primitive.name in _CALLS and (_holds_rule(eqn) or (top and len(jaxpr.eqns) == 1)):
         self._inline(eqn)
         continue
-      step = _Step(eqn.primitive, eqn.params, *_label(eqn),
+      op, manual = _label(eqn)
+      step = _Step(eqn.primitive, eqn.params, op, manual,
                    tuple(self.key(v) for v in eqn.invars), tuple(eqn.outvars))
       outs = _bind(step)(*[self.read(v) for v in step.invars])
       for var, val in zip(step.outvars, outs):
