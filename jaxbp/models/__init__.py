@@ -11,6 +11,9 @@ from jaxbp.models._registry import family_of
 from jaxbp.models._registry import get
 from jaxbp.models._registry import names
 from jaxbp.models._registry import register
+from jaxbp.models.cnn import CNN
+from jaxbp.models.cnn import cnn_apply
+from jaxbp.models.cnn import init_cnn
 from jaxbp.models.mlp import ACTIVATIONS
 from jaxbp.models.mlp import INITS
 from jaxbp.models.mlp import MLP
@@ -30,6 +33,9 @@ from jaxbp.models.recurrent import LSTM
 from jaxbp.models.recurrent import RNN
 
 __all__ = [
+    "CNN",
+    "cnn_apply",
+    "init_cnn",
     "ACTIVATIONS",
     "DataSpec",
     "Family",

@@ -20,6 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp import ops as _ops
+from jaxbp.models._registry import HEADS
+from jaxbp.models._registry import DataSpec
+from jaxbp.models._registry import register
 
 PADDINGS = ("SAME", "VALID")
 
@@ -128,3 +131,22 @@ def cnn_apply(params: dict, x: jax.Array, config: CNN, *, train: bool = False, k
     if use_dropout and key is not None:
       h = ops.dropout(jax.random.fold_in(key, i), h, config.dropout)
   return ops.linear(h, params["dense"][-1]["w"], params["dense"][-1]["b"])
+
+
+def _init(key: jax.Array, config: CNN, spec: DataSpec) -> tuple[Any, Any]:
+  return init_cnn(key, config, spec.input_shape, spec.num_classes)
+
+
+def _apply(params: Any, state: Any, inputs: jax.Array, config: CNN, spec: DataSpec, *, train: bool,
+           key: jax.Array | None, ops: Any) -> tuple[jax.Array, Any]:
+  del spec  # the input shape is read from the parameters and the batch
+  return cnn_apply(params, inputs, config, train=train, key=key, ops=ops), state
+
+
+_HELP = {
+    "channels": "output channels of each K×K convolution", "kernel": "K, the side of every kernel",
+    "padding": "SAME keeps H×W; VALID takes K − 1 off", "pool": "max-pool window and stride (1: none)",
+    "hidden": "widths of the dense ReLU layers after the pool", "dropout": "dropout rate after each dense layer",
+}
+register("cnn", CNN, _init, _apply, losses=HEADS, check=check, help=_HELP, choices={"padding": PADDINGS},
+         summary="convolutional network for square grey images (conv → relu → ... → max-pool → dense)")

@@ -56,3 +56,14 @@ def test_cnn_apply_needs_a_key_for_dropout():
   params, _ = cnn.init_cnn(jax.random.key(0), SMALL, (64,), 10)
   with pytest.raises(ValueError, match="needs a PRNG 'key'"):
     cnn.cnn_apply(params, jnp.ones((2, 64)), SMALL, train=True)
+
+
+def test_cnn_is_a_registered_family_that_trains_from_the_registry():
+  from jaxbp import models
+  family = models.get("cnn")
+  spec = models.DataSpec("features", (64,), 10)
+  params, state = family.init(jax.random.key(0), family.config(channels=(4,), hidden=(8,)), spec)
+  logits, _ = family.apply(params, state, jnp.ones((3, 64)), family.config(channels=(4,), hidden=(8,)), spec,
+                           train=False, key=None, ops=ops)
+  assert logits.shape == (3, 10)
+  assert "cnn" in models.names()
