@@ -1,6 +1,11 @@
 """jaxbp.checkpoint: exact round trips (PRNG keys included), atomic writes, clear errors, no pickle."""
 
+import errno
+import io
 import os
+import signal
+import subprocess
+import sys
 from typing import NamedTuple
 
 import chex
@@ -107,3 +112,127 @@ def test_bfloat16_round_trips_and_keys_must_match_the_template(tmp_path):
   assert restored["w"].dtype == jnp.bfloat16
   with pytest.raises(checkpoint.CheckpointError, match=r"\['k'\] was saved as a PRNG key, the model's is not"):
     checkpoint.load(path, {"w": tree["w"], "k": jnp.zeros((), jnp.uint32)})
+
+
+# --- temporary files of killed writes ----------------------------------------------------------------------
+
+_KILLED_WRITER = """
+import io, os, signal, sys
+import numpy as np
+from jaxbp import checkpoint
+real_savez = np.savez
+def savez_then_die(f, **arrays):
+  buf = io.BytesIO()
+  real_savez(buf, **arrays)
+  f.write(buf.getvalue()[: buf.tell() // 2])
+  f.flush()
+  os.kill(os.getpid(), signal.SIGKILL)
+np.savez = savez_then_die
+checkpoint._write_atomic(sys.argv[1], {"leaf_0": np.zeros(5000), "__meta__": np.zeros(3, np.uint8)})
+"""
+
+
+def _kill_a_write(path):
+  """Runs a process that starts writing a checkpoint to ``path`` and is SIGKILLed halfway through."""
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+  proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, path], env=env, capture_output=True, check=False)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+
+
+def test_a_killed_write_leaves_a_temporary_file_the_next_save_or_load_removes(tmp_path):
+  path = str(tmp_path / "c.npz")
+  checkpoint.save(path, _tree(), {"epoch": 1})
+  _kill_a_write(path)
+  left = [n for n in os.listdir(tmp_path) if n != "c.npz"]
+  assert len(left) == 1 and left[0].startswith(checkpoint.TMP_PREFIX)  # what SIGKILL leaves
+  assert checkpoint.load(path, _tree())[1] == {"epoch": 1}  # the old checkpoint is whole
+  assert os.listdir(tmp_path) == ["c.npz"]  # and loading swept the leftover
+  _kill_a_write(path)
+  checkpoint.save(path, _tree(), {"epoch": 2})
+  assert os.listdir(tmp_path) == ["c.npz"]  # so does saving
+
+
+def test_leftovers_of_earlier_versions_go_and_files_of_the_users_stay(tmp_path):
+  partial = io.BytesIO()
+  np.savez(partial, leaf_0=np.zeros(100), __meta__=np.zeros(2, np.uint8))
+  half = partial.getvalue()[:300]
+  (tmp_path / ".tmp-k3j_9xa0.npz").write_bytes(half)  # jaxbp's former temporary name
+  (tmp_path / ".tmp-a1b2c3d4.npz").write_bytes(b"")  # created, never written
+  users = {".tmp-notes.npz": half,  # not the pattern
+           ".tmp-q1w2e3r4.npz": _npz_bytes(x=np.ones(3)),  # the pattern, but a user's own arrays
+           f"{checkpoint.TMP_PREFIX}{os.getppid()}-abc.npz": half,  # its writer is alive
+           "notes.txt": b"mine"}
+  for name, content in users.items():
+    (tmp_path / name).write_bytes(content)
+  checkpoint.save(str(tmp_path / "c.npz"), _tree())
+  assert sorted(os.listdir(tmp_path)) == sorted([*users, "c.npz"])
+  for name, content in users.items():
+    assert (tmp_path / name).read_bytes() == content
+
+
+def _npz_bytes(**arrays):
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  return buf.getvalue()
+
+
+# --- disk full, folders --------------------------------------------------------------------------------------
+
+def _assert_disk_full_error(e, path):
+  assert str(path) in str(e.value) and "No space left on device (ENOSPC)" in str(e.value)
+  assert "previous checkpoint is unchanged" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_disk_full_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  path = tmp_path / "c.npz"
+  checkpoint.save(str(path), _tree(), {"epoch": 1})
+  good = path.read_bytes()
+
+  def full(f, **arrays):
+    f.write(b"PK\x03\x04" + b"\0" * 100)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(np, "savez", full)
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    checkpoint.save(str(path), _tree(seed=2), {"epoch": 2})
+  _assert_disk_full_error(e, path)
+  assert path.read_bytes() == good and os.listdir(tmp_path) == ["c.npz"]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+  """A 1.6 MB tmpfs (needs root; skipped where mounting is not allowed)."""
+  mnt = tmp_path / "full"
+  mnt.mkdir()
+  if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(mnt)],
+                                         capture_output=True, check=False).returncode:
+    pytest.skip("mounting a tmpfs needs root")
+  yield mnt
+  subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_real_full_disk(small_tmpfs):
+  path = small_tmpfs / "c.npz"
+  big = {"w": jnp.arange(250_000, dtype=jnp.float32)}  # 1 MB: the second copy does not fit beside the first
+  checkpoint.save(str(path), big, {"epoch": 1})
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    checkpoint.save(str(path), {"w": big["w"] + 1}, {"epoch": 2})
+  _assert_disk_full_error(e, path)
+  restored, meta = checkpoint.load(str(path), big)
+  assert meta == {"epoch": 1} and os.listdir(small_tmpfs) == ["c.npz"]
+  chex.assert_trees_all_equal(restored, big)
+
+
+def test_out_folder_that_is_a_file_or_missing(tmp_path):
+  (tmp_path / "f").write_text("a user's file")
+  for bad in (tmp_path / "f", tmp_path / "f" / "run"):
+    with pytest.raises(checkpoint.CheckpointError, match="is a file, not a folder|cannot create") as e:
+      checkpoint.prepare_dir(str(bad))
+    assert str(tmp_path / "f") in str(e.value) and "\n" not in str(e.value)
+  assert (tmp_path / "f").read_text() == "a user's file"
+  assert checkpoint.prepare_dir(str(tmp_path / "a" / "b")) == str(tmp_path / "a" / "b")
+  assert (tmp_path / "a" / "b").is_dir()
+  with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+    checkpoint.save(str(tmp_path / "none" / "c.npz"), _tree())
+  with pytest.raises(checkpoint.CheckpointError, match="is a folder"):
+    checkpoint.save(str(tmp_path / "a"), _tree())
