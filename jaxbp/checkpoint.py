@@ -19,6 +19,7 @@ every entry, and the JSON document's structure is checked field by field (:func:
 training run's metadata) before anything reads it.
 """
 
+import contextlib
 import errno
 import io
 import json
@@ -115,12 +116,14 @@ def _write_atomic(path, arrays):
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
+    tmp = None
   except OSError as e:
     raise CheckpointError(f"checkpoint {path}: cannot write it ({_cause(e)}){previous}") from None
   finally:
-    if tmp is not None:
+    if tmp is not None:  # failed or interrupted (KeyboardInterrupt too): no temporary file may remain
       _IN_FLIGHT.discard(tmp)
-      _remove_quietly(tmp)
+      with contextlib.suppress(OSError):  # a read-only or vanished folder: the next sweep retries
+        os.remove(tmp)
 
 
 def _cause(e: OSError) -> str:
@@ -128,15 +131,6 @@ def _cause(e: OSError) -> str:
   if e.errno is None:
     return str(e)
   return f"{os.strerror(e.errno)} ({errno.errorcode.get(e.errno, e.errno)})"
-
-
-def _remove_quietly(path):
-  try:
-    os.remove(path)
-  except FileNotFoundError:
-    pass  # the normal case: os.replace moved it
-  except OSError:
-    pass  # read-only or vanished folder: nothing more can be done; the next sweep retries
 
 
 # --- cleaning up after killed writes ---------------------------------------------------------------------
@@ -150,7 +144,7 @@ def sweep(directory: str) -> list[str]:
   empty or begins with the zip entry ``leaf_<n>.npy`` or ``__meta__.npy``, as ``np.savez`` begins a checkpoint.
   Errors (a read-only folder, a file vanishing meanwhile) are ignored: sweeping is best effort.
   """
-  removed = []
+  removed: list[str] = []
   try:
     names = os.listdir(directory)
   except OSError:
@@ -158,11 +152,9 @@ def sweep(directory: str) -> list[str]:
   for name in names:
     full = os.path.join(directory, name)
     if _is_stale_tmp(name, full) and _looks_like_partial_checkpoint(full):
-      try:
+      with contextlib.suppress(OSError):
         os.remove(full)
         removed.append(name)
-      except OSError:
-        pass
   return removed
 
 
@@ -174,18 +166,14 @@ def _is_stale_tmp(name, full):
     return False
   pid = int(match.group(1))
   if pid == os.getpid():
-    return full not in _IN_FLIGHT and os.path.abspath(full) not in _IN_FLIGHT
-  return not _pid_alive(pid)
-
-
-def _pid_alive(pid):
+    return full not in _IN_FLIGHT
   try:
-    os.kill(pid, 0)
+    os.kill(pid, 0)  # signal 0: only asks whether the process exists
   except ProcessLookupError:
-    return False
-  except (PermissionError, OverflowError, OSError):
-    return True  # someone else's process (or a pid we cannot ask about): assume it is writing
-  return True
+    return True
+  except (OSError, OverflowError):
+    pass  # another user's process, or a pid we cannot ask about: assume it is writing
+  return False
 
 
 _ZIP_LOCAL_HEADER = b"PK\x03\x04"
@@ -278,15 +266,13 @@ def check_doc(path: str, doc: Any) -> None:
 
 
 _MISSING = object()
+_TYPE_NAMES = {dict: "an object", list: "a list", tuple: "a list", str: "a string", bool: "a boolean",
+               int: "an integer", float: "a number", type(None): "null"}
 
 
 def _json_type(v):
   """``a list``, ``missing``: what a JSON value is, for messages."""
-  if v is _MISSING:
-    return "missing"
-  names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-           float: "a number", type(None): "null"}
-  return names.get(type(v), type(v).__name__)
+  return "missing" if v is _MISSING else _TYPE_NAMES.get(type(v), type(v).__name__)
 
 
 def _show(v):
@@ -386,9 +372,7 @@ def _describe(annotation):
   args = typing.get_args(annotation)
   if typing.get_origin(annotation) in (typing.Union, types.UnionType):
     return " or ".join(_describe(a) for a in args)
-  names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", dict: "an object",
-           tuple: "a list", list: "a list", type(None): "null"}
-  return names.get(annotation, str(annotation))
+  return _TYPE_NAMES.get(annotation, str(annotation))
 
 
 def load(path: str, template: Any, *, config_type: type | None = None) -> tuple[Any, dict[str, Any]]:

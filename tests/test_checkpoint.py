@@ -2,6 +2,7 @@
 
 import errno
 import io
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from jaxbp import checkpoint
 
 class _Pair(NamedTuple):
   mu: jax.Array
-  count: jax.Array
+  steps: jax.Array
 
 
 def _tree(seed=0):
@@ -117,9 +118,11 @@ def test_bfloat16_round_trips_and_keys_must_match_the_template(tmp_path):
 # --- temporary files of killed writes ----------------------------------------------------------------------
 
 _KILLED_WRITER = """
-import io, os, signal, sys
+import importlib.util, io, os, signal, sys
 import numpy as np
-from jaxbp import checkpoint
+spec = importlib.util.spec_from_file_location("checkpoint", sys.argv[2])  # not jaxbp/__init__: no jax import
+checkpoint = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(checkpoint)
 real_savez = np.savez
 def savez_then_die(f, **arrays):
   buf = io.BytesIO()
@@ -134,8 +137,8 @@ checkpoint._write_atomic(sys.argv[1], {"leaf_0": np.zeros(5000), "__meta__": np.
 
 def _kill_a_write(path):
   """Runs a process that starts writing a checkpoint to ``path`` and is SIGKILLed halfway through."""
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
-  proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, path], env=env, capture_output=True, check=False)
+  proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, path, checkpoint.__file__], capture_output=True,
+                        check=False)
   assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
 
 
@@ -236,3 +239,138 @@ def test_out_folder_that_is_a_file_or_missing(tmp_path):
     checkpoint.save(str(tmp_path / "none" / "c.npz"), _tree())
   with pytest.raises(checkpoint.CheckpointError, match="is a folder"):
     checkpoint.save(str(tmp_path / "a"), _tree())
+
+
+# --- corruption: always a CheckpointError naming the file ---------------------------------------------------
+
+class _Config(NamedTuple):
+  model: str = "mlp"
+  hidden: tuple = (4,)
+  lr: float = 0.1
+  epochs: int = 2
+  weight_decay: float | None = None
+  autodiff: bool = False
+
+
+def _record(epoch):
+  return {"epoch": epoch, "train_loss": 0.5, "train_accuracy": 0.75, "test_loss": 0.625, "test_accuracy": 0.5,
+          "seconds": 1.0, "layer_grad_norms": [0.25, 2.0]}
+
+
+def _run_meta(epoch=2):
+  return {"config": _Config()._asdict() | {"hidden": [4]}, "epoch": epoch,
+          "history": [_record(e + 1) for e in range(epoch)], "data": {"path": "d.csv", "sha256": "ab12"}}
+
+
+def _small_tree():
+  return {"w": jnp.arange(6.0).reshape(3, 2), "n": jnp.asarray(3, jnp.int32), "k": jax.random.key(1)}
+
+
+def _rewrite_doc(good, path, doc_bytes):
+  """Copies checkpoint ``good`` to ``path`` with its JSON document replaced by ``doc_bytes`` (CRCs valid)."""
+  with np.load(good) as f:
+    arrays = {k: f[k] for k in f.files}
+  _overwrite(path, _npz_bytes(**(arrays | {checkpoint.META_KEY: np.frombuffer(doc_bytes, np.uint8)})))
+
+
+def _overwrite(path, content):
+  """Writes ``content`` over ``path`` in place: as fast as the fuzz needs where truncating costs 0.3 ms."""
+  with open(path, "r+b" if os.path.exists(path) else "wb") as f:
+    f.write(content)
+    f.truncate()
+
+
+def _doc(**changes):
+  doc = {"format": checkpoint.FORMAT, "paths": ["['k']", "['n']", "['w']"], "keys": {"0": "threefry2x32"},
+         "meta": _run_meta()}
+  return {k: v for k, v in (doc | changes).items() if v is not None}
+
+
+BAD_DOCS = {
+    "a JSON list": ([1, 2], "its document is a list, expected an object"),
+    "paths as an int": (_doc(paths=3), "'paths' is an integer, expected a list of strings"),
+    "keys naming no leaf": (_doc(keys={"7": "threefry2x32"}), "'keys' names leaf '7'"),
+    "unknown key impl": (_doc(keys={"0": "nonsense"}), r"\['k'\] is not a 'nonsense' PRNG key"),
+    "meta a string": (_doc(meta="x"), "'meta' is a string"),
+    "no config": (_doc(meta={"epoch": 0, "history": []}), "no 'config'"),
+    "string lr": (_doc(meta=_run_meta() | {"config": {"lr": "0.1"}}), "'lr' is a string \"0.1\", expected a number"),
+    "bool epochs": (_doc(meta=_run_meta() | {"config": {"epochs": True}}), "'epochs' is a boolean"),
+    "nested hidden": (_doc(meta=_run_meta() | {"config": {"hidden": [[4]]}}), "'hidden' is a list"),
+    "unknown field": (_doc(meta=_run_meta() | {"config": {"lrr": 1}}), "unknown field"),
+    "string epoch": (_doc(meta=_run_meta() | {"epoch": "2"}), "'epoch' is a string \"2\""),
+    "epoch past history": (_doc(meta=_run_meta() | {"epoch": 5}), "'epoch' is an integer 5, expected .* \\(2\\)"),
+    "no history": (_doc(meta={"config": {}, "epoch": 0}), "'history' is missing"),
+    "record out of order": (_doc(meta=_run_meta() | {"history": [_record(2), _record(1)]}), r"history\[0\]"),
+    "record value": (_doc(meta=_run_meta() | {"history": [_record(1) | {"seconds": "1"}, _record(2)]}),
+                     r"history\[0\]\['seconds'\] is a string"),
+    "data a list": (_doc(meta=_run_meta() | {"data": ["d.csv"]}), "'data' is a list"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DOCS, ids=list(BAD_DOCS))
+def test_malformed_metadata_is_named(tmp_path, case):
+  doc, fragment = BAD_DOCS[case]
+  good, path = str(tmp_path / "good.npz"), str(tmp_path / "bad.npz")
+  checkpoint.save(good, _small_tree(), _run_meta())
+  _rewrite_doc(good, path, json.dumps(doc).encode())
+  with pytest.raises(checkpoint.CheckpointError, match=fragment) as e:
+    checkpoint.load(path, _small_tree(), config_type=_Config)
+  assert str(e.value).startswith(f"checkpoint {path}") and "\n" not in str(e.value)
+
+
+def test_run_metadata_round_trips_with_the_real_train_config(tmp_path):
+  from jaxbp.train import TrainConfig  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "c.npz")
+  meta = _run_meta() | {"config": TrainConfig().to_json()}
+  checkpoint.save(path, _small_tree(), meta)
+  assert checkpoint.load(path, _small_tree(), config_type=TrainConfig)[1] == meta
+  assert checkpoint.read(path, config_type=TrainConfig)[0]["meta"] == meta
+
+
+def _load_or_checkpoint_error(path, expected):
+  """Loads ``path``: either exactly ``expected`` comes back, or CheckpointError; anything else fails."""
+  try:
+    tree, meta = checkpoint.load(path, expected, config_type=_Config)
+  except checkpoint.CheckpointError as e:
+    assert path in str(e) and "\n" not in str(e)
+    return False
+  chex.assert_trees_all_equal(jax.random.key_data(tree.pop("k")), jax.random.key_data(expected["k"]))
+  chex.assert_trees_all_equal(tree, {k: v for k, v in expected.items() if k != "k"})
+  _Config(**meta["config"])  # what the loader's caller does next
+  assert meta["epoch"] == len(meta["history"])
+  return True
+
+
+def test_fuzz_every_bit_of_the_zip_directory(tmp_path):
+  good, path = str(tmp_path / "good.npz"), str(tmp_path / "fuzz.npz")
+  tree = _small_tree()
+  checkpoint.save(good, tree, _run_meta())
+  with open(good, "rb") as f:
+    blob = f.read()
+  directory = int.from_bytes(blob[-6:-2], "little")  # the end record's offset of the central directory
+  assert blob[directory:directory + 4] == b"PK\x01\x02" and blob[-22:-18] == b"PK\x05\x06"
+  first_local_header = range(0, 30 + len("leaf_0.npy") + 20)  # and leaf_0's local header, zip64 extra included
+  loaded = 0
+  for i in [*first_local_header, *range(directory, len(blob))]:
+    for bit in range(8):
+      mutated = bytearray(blob)
+      mutated[i] ^= 1 << bit
+      _overwrite(path, mutated)
+      loaded += _load_or_checkpoint_error(path, tree)
+  assert 0 < loaded < 8 * (len(blob) - directory)  # some bits (times, attributes) do not matter, most do
+
+
+def test_fuzz_the_metadata_document(tmp_path):
+  good, path = str(tmp_path / "good.npz"), str(tmp_path / "fuzz.npz")
+  tree = _small_tree()
+  checkpoint.save(good, tree, _run_meta(epoch=1))
+  text = json.dumps(checkpoint.read(good)[0]).encode()
+  structural = b'"{}[],:0 -.ntf\\'
+  loaded = 0
+  for i in range(len(text)):
+    for j, new in enumerate((text[i] ^ 1, text[i] ^ 2, text[i] ^ 16, structural[(3 * i) % len(structural)])):
+      if new == text[i] or (j == 3 and i % 2):
+        continue
+      _rewrite_doc(good, path, text[:i] + bytes([new]) + text[i + 1:])
+      loaded += _load_or_checkpoint_error(path, tree)
+  assert loaded > 0  # e.g. a changed digit of a loss still loads, with the identical tree
