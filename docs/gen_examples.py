@@ -2,9 +2,10 @@
 
 Each section is the script's own docstring and what the script printed when this was run (the printed
 tables are pasted, never typed). A script that exits non-zero stops the page: its figures disagree with
-the notes. Pictures a script writes (``*.png`` in its working directory, a fresh temporary folder) are
-copied to ``docs/img/`` and shown. ``tests/test_docs.py`` checks that the page lists every script and
-that its text equals ``render`` of the pasted outputs, so a docstring edited without regenerating fails.
+the notes. Pictures a script writes (``--out`` into its working directory, a fresh temporary folder,
+named as ``PICTURES`` says) are copied to ``docs/img/`` and shown. ``tests/test_docs.py`` checks that
+the page lists every script and that its text equals ``render`` of the pasted outputs, so a docstring
+edited without regenerating fails.
 """
 
 import ast
@@ -25,6 +26,8 @@ IMAGES = ROOT / "docs" / "img"
 # Scripts with a page of their own: linked, not pasted here.
 ELSEWHERE = {"custom_rule_softplus.py": "custom-rule.md"}
 MARKER = "<!-- output: examples/{} -->"
+# Scripts that draw a picture where --out says (by default a temporary folder): the name it gets here.
+PICTURES = {"10_gradient_flow.py": "grad_flow.png"}
 ITEM = re.compile(r"^\d+(\.\d+)*: ")
 
 
@@ -36,7 +39,9 @@ def scripts():
 def run(name):
   """(stdout, [png names]) of ``python examples/<name>`` run in a fresh folder; raises on a non-zero exit."""
   with tempfile.TemporaryDirectory() as cwd:
-    result = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=cwd, capture_output=True,
+    source = (EXAMPLES / name).read_text(encoding="utf-8")
+    out = ["--out", str(pathlib.Path(cwd) / PICTURES[name])] if name in PICTURES and "--out" in source else []
+    result = subprocess.run([sys.executable, str(EXAMPLES / name), *out], cwd=cwd, capture_output=True,
                             text=True, check=False)
     if result.returncode != 0:
       raise SystemExit(f"gen_examples.py: examples/{name} exited {result.returncode}:\n{result.stdout}"

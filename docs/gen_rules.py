@@ -13,7 +13,8 @@ import textwrap
 from jaxbp.ops import REGISTRY
 
 # The families in reading order: the gates of note 001's table first, the losses and norms last.
-FAMILIES = ("gates", "activations", "linalg", "losses", "norm")
+FAMILIES = ("gates", "elementwise", "activations", "smooth", "linalg", "losses", "norm", "group_norm", "conv", "pool",
+            "embedding", "recurrent")
 SUMMARY = re.compile(r"^(?P<forward>.*?)\s*\((?P<note>Notes? [^)]*?)\.?\)\s*$")
 ARG = re.compile(r"^(?P<name>[\w*]+): (?P<text>.*)$")
 SECTION = re.compile(r"^(Args|Returns|Raises):$")
@@ -93,7 +94,7 @@ def _rule(rule):
   lines = [
       f"### `{rule.name}`", "",
       f"`{rule.name}{inspect.signature(rule.fn)}` — {_markdown(note)} — code: "
-      f"[`{path}`](../{path}) — second order: {'yes' if rule.second_order else 'no'}", "",
+      f"[`{path}`](../{path})", "",
       f"**Forward.** {_markdown(forward)}", "",
   ]
   lines += [_markdown(p) + "\n" for p in paragraphs]

@@ -19,6 +19,7 @@ from jaxbp.insight.tables import fmt
 from jaxbp.insight.tables import render
 
 D, H, M, N = 3, 5, 2, 200
+ROUND_OFF = 1e-12  # float64 differences below this are round-off
 
 
 def affine_residual(x, y):
@@ -44,15 +45,16 @@ def _run():
   relu_net = ops.linear(ops.relu(ops.linear(x, w1, b1)), w2, b2)
   print(render(["", "shape"], [["W1", list(w1.shape)], ["W2", list(w2.shape)],
                                ["W = W1·W2", list(w.shape)], ["b = b1·W2 + b2", list(b.shape)]]), "\n")
-  rows = [["linear, linear", fmt(jnp.max(jnp.abs(stacked - one)), 4),
-           fmt(affine_residual(x, stacked), 4)],
-          ["linear, ReLU, linear", fmt(jnp.max(jnp.abs(relu_net - one)), 4),
-           fmt(affine_residual(x, relu_net), 4)]]
+  # Round-off (about 1e-15 here) prints as the bound < 1e-12: its digits differ from one CPU to the next.
+  rows = [["linear, linear", fmt(jnp.max(jnp.abs(stacked - one)), 4, ROUND_OFF),
+           fmt(affine_residual(x, stacked), 4, ROUND_OFF)],
+          ["linear, ReLU, linear", fmt(jnp.max(jnp.abs(relu_net - one)), 4, ROUND_OFF),
+           fmt(affine_residual(x, relu_net), 4, ROUND_OFF)]]
   print(render(["network", "max |net(x) − (x·W + b)|", "best affine fit: relative residual"], rows))
   print()
   check = NoteCheck("Note 002: stacked linear layers collapse to one")
-  check.add("linear stack = x·W + b", stacked, one, 1e-12)
-  check.add("linear stack is affine (residual)", 0.0, affine_residual(x, stacked), 1e-12)
+  check.add("linear stack = x·W + b", stacked, one, ROUND_OFF)
+  check.add("linear stack is affine (residual)", 0.0, affine_residual(x, stacked), ROUND_OFF)
   check.add("with a ReLU: no affine map fits", 0.0, affine_residual(x, relu_net), 0.05,
             "expected to differ: the ReLU breaks the collapse", expect_differ=True)
   print(check.report())

@@ -11,9 +11,10 @@ redone from the note's own rounded figures (within one unit of the figure's last
 slipped); the exact
 value; and how far the figure is from it. The one slip: σ(0.39) = 0.5963, which the note writes as 0.598.
 
-Run: python examples/08_two_two_one.py
+Run: python examples/08_two_two_one.py [--full]
 """
 
+import argparse
 import math
 import sys
 
@@ -23,7 +24,9 @@ import numpy as np
 
 import jaxbp.ops as ops
 from jaxbp.insight.tables import NoteCheck
+from jaxbp.insight.tables import bound
 from jaxbp.insight.tables import fmt
+from jaxbp.insight.tables import noise_floor
 from jaxbp.insight.tables import render
 from jaxbp import trace
 
@@ -97,17 +100,22 @@ def delta_rule(p):
   return dict(w1=x.T @ d1, b1=d1[0], w2=h.T @ d2, b2=d2[0])
 
 
-def main():
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+  parser.add_argument("--full", action="store_true",
+                      help="print every element of the node table (4-D local Jacobians included)")
+  opts = parser.parse_args(sys.argv[1:] if argv is None else argv)
   with jax.enable_x64(True):
-    return _run()
+    return _run(opts.full)
 
 
-def _run():
+def _run(full):
   p = {k: jnp.asarray(v) for k, v in PARAMS.items()}
   args = dict(x=jnp.asarray(X), t=jnp.asarray(T))
-  print("The network, node by node (jaxbp.trace over the manual rules):")
+  print("The network, node by node (jaxbp.trace over the manual rules; arrays of more than two elements\n"
+        "and the local Jacobians ∂z/∂x, of shape z.shape + x.shape, as shape and norm: --full prints them):")
   t = trace(loss, **p, **args)
-  print(t.table(decimals=6), "\n")
+  print(t.table(decimals=6, full=full), "\n")
   g = {k: t.grads[k] for k in p}
   exact, new = exact_values(p, g)
   check = NoteCheck("Note 004: the 2-2-1 network")
@@ -146,8 +154,10 @@ def _compare_with_note(exact, check):
     relative.append(abs(off / exact[name]))
     if abs(off) > unit / 2 + 1e-12:
       beyond.append(name)
+    floor = noise_floor(value, exact[name])
+    shown = 0.0 if abs(off) < floor else off  # a figure the note has exactly: the difference is round-off
     rows.append([name, f"{value:.{decimals}f}", fmt(own, decimals + 2), fmt(exact[name], 10),
-                 f"{off:+.1e}", f"{100 * off / exact[name]:+.2f}%"])
+                 bound(floor) if abs(off) < floor else f"{off:+.1e}", f"{100 * shown / exact[name]:+.2f}%"])
   print(render(["figure", "note", "note's arithmetic", "exact (jaxbp, float64)", "note − exact",
                 "relative"], rows), "\n")
   print("Further from the exact value than half their last digit (rounding carried forward, and\n"

@@ -4,14 +4,18 @@ Per-layer gradient norms ‖∂L/∂W_ℓ‖ at initialisation, on one batch, fo
 sigmoid (Xavier init), ReLU with He init, sigmoid with residual connections, sigmoid with batch norm.
 With sigmoid alone the norm shrinks by orders of magnitude from the output back to the input (σ' ≤ 1/4
 at every layer: note 004's vanishing gradient: about 1e-12 at the input); He-initialised ReLU, residual
-connections and batch norm keep it within two orders of magnitude (note 001's remedies). Writes the plot to grad_flow.png (or the
-path given as the first argument) and prints the table.
+connections and batch norm keep it within two orders of magnitude (note 001's remedies). Prints the
+table and writes the plot to --out (by default grad_flow.png in a new temporary folder, never the
+current one); --depth sets the number of hidden layers.
 
-Run: python examples/10_gradient_flow.py [grad_flow.png]
+Run: python examples/10_gradient_flow.py [--out grad_flow.png] [--depth 20]
 """
 
+import argparse
 import math
+import os
 import sys
+import tempfile
 
 import jax
 
@@ -25,13 +29,17 @@ from jaxbp.models import mlp_apply
 from jaxbp.train import layer_grad_norms
 
 DEPTH, WIDTH, BATCH = 20, 64, 128
-SIZES = (WIDTH,) * (DEPTH + 1) + (10,)
-CONFIGS = {
-    "sigmoid": MLPConfig(SIZES, activation="sigmoid", init="xavier"),
-    "ReLU + He": MLPConfig(SIZES, activation="relu", init="he"),
-    "sigmoid + residual": MLPConfig(SIZES, activation="sigmoid", init="xavier", residual=True),
-    "sigmoid + batch norm": MLPConfig(SIZES, activation="sigmoid", init="xavier", batch_norm=True),
-}
+
+
+def configs(depth):
+  """The four networks, ``depth`` hidden layers of WIDTH units each."""
+  sizes = (WIDTH,) * (depth + 1) + (10,)
+  return {
+      "sigmoid": MLPConfig(sizes, activation="sigmoid", init="xavier"),
+      "ReLU + He": MLPConfig(sizes, activation="relu", init="he"),
+      "sigmoid + residual": MLPConfig(sizes, activation="sigmoid", init="xavier", residual=True),
+      "sigmoid + batch norm": MLPConfig(sizes, activation="sigmoid", init="xavier", batch_norm=True),
+  }
 
 
 def grad_norms(config, x, labels):
@@ -45,18 +53,22 @@ def grad_norms(config, x, labels):
 
 
 def main(argv=None):
-  argv = sys.argv[1:] if argv is None else argv
-  out = argv[0] if argv else "grad_flow.png"
+  parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+  parser.add_argument("--out", help="where to write the plot (default: grad_flow.png in a new temporary folder)")
+  parser.add_argument("--depth", type=int, default=DEPTH, help=f"hidden layers (default {DEPTH})")
+  opts = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  out = opts.out or os.path.join(tempfile.mkdtemp(prefix="jaxbp-"), "grad_flow.png")
+  depth = opts.depth
   x = jax.random.normal(jax.random.PRNGKey(1), (BATCH, WIDTH))
   labels = jax.random.randint(jax.random.PRNGKey(2), (BATCH,), 0, 10)
-  curves = {name: grad_norms(config, x, labels) for name, config in CONFIGS.items()}
+  curves = {name: grad_norms(config, x, labels) for name, config in configs(depth).items()}
   layers = len(next(iter(curves.values())))
   ratio = {n: c[0] / c[-2] for n, c in curves.items()}  # first / last hidden layer
   rows = [[i + 1] + [f"{curves[n][i]:.2e}" for n in curves] for i in range(layers)]
   rows.append(["first/last"] + [f"{r:.1e}" for r in ratio.values()])
   print(render(["layer"] + list(curves), rows), "\n")
-  print(f"wrote {plot_grad_norms(curves, out, f'{DEPTH}-hidden-layer MLP: ‖∂L/∂W‖ per layer')}\n")
-  check = NoteCheck("Notes 001/004: gradient flow through 20 layers (first/last hidden layer)", 4)
+  print(f"wrote {plot_grad_norms(curves, out, f'{depth}-hidden-layer MLP: ‖∂L/∂W‖ per layer')}\n")
+  check = NoteCheck(f"Notes 001/004: gradient flow through {depth} layers (first/last hidden layer)", 4)
   check.add("sigmoid: vanishes (ratio ≤ 1e-3)", 0.0, ratio["sigmoid"], 1e-3)
   for name in list(curves)[1:]:
     check.add(f"{name}: no vanishing (|log10 ratio| ≤ 2)", 0.0, math.log10(ratio[name]), 2.0)

@@ -3,8 +3,9 @@
 softplus(x) = log(1 + eˣ) written as it reads overflows for large x, and JAX's derivative of that
 expression, eˣ/(1 + eˣ), becomes inf/inf = nan. The rule below computes the same function without
 ever exponentiating a large number, states its derivative σ(x) by hand, and check_vjp proves it
-against JAX's own ``jax.nn.softplus``. A copy with a plausible slip in its backward (σ′ instead of σ)
-shows what a failed proof looks like. docs/custom-rule.md walks through this file.
+against JAX's own ``jax.nn.softplus``. A copy with a plausible slip planted in its backward (σ′ instead
+of σ) shows what a failed proof looks like; the script says that failure is planted, and what it
+teaches. docs/custom-rule.md walks through this file.
 
 Run: python examples/custom_rule_softplus.py   (exits non-zero if the proof or the planted bug's
 detection goes wrong; tests/test_docs.py runs it)
@@ -79,6 +80,14 @@ def softplus_slip(x):
 
 # ------------------------------------------------------------------------------------ the run
 
+PLANTED = ("The failure below is PLANTED, on purpose: softplus_slip's backward returns σ′(x) = σ(1 − σ)\n"
+           "instead of σ(x). check_vjp must fail it, and this script exits 0 only if it does.")
+TEACHES = ("What the report teaches: forward, jit and vmap pass, so the forward is right and the wrong\n"
+           "backward is wrong consistently; vjp, jacobian and transpose fail against the reference, and\n"
+           "finite_differences fails with no reference at all; the largest error sits at index (6,),\n"
+           "x = 30, where σ(30) ≈ 1 but σ′(30) ≈ 0.")
+
+
 def naive(x):
   return jnp.log(1 + jnp.exp(x))
 
@@ -101,10 +110,12 @@ def main():
   report = check_vjp(softplus, jax.nn.softplus, x, second_order=True)
   print(report)
   print()
+  print(PLANTED)
   try:
     check_vjp(softplus_slip, jax.nn.softplus, x)
   except AssertionError as failure:
     print(failure)
+    print(TEACHES)
     caught = True
   else:
     print("check_vjp passed the planted bug: it should not have")

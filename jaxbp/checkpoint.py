@@ -390,8 +390,14 @@ def load(path: str, template: Any, *, config_type: type | None = None) -> tuple[
   Raises:
     CheckpointError: unreadable file, or a structure, shape or dtype that does not match ``template``.
   """
-  import jax  # pylint: disable=import-outside-toplevel
   doc, arrays = read(path, config_type=config_type)
+  return restore(path, doc, arrays, template), doc["meta"]
+
+
+def restore(path: str, doc: dict[str, Any], arrays: list[np.ndarray], template: Any) -> Any:
+  """The pytree of ``(doc, arrays)`` from :func:`read` in the structure of ``template`` (see :func:`load`),
+  for a caller that read the file once to decide the template; ``path`` names the file in errors."""
+  import jax  # pylint: disable=import-outside-toplevel
   paths, leaves, treedef = _flatten(template)
   if paths != doc["paths"]:
     extra = sorted(set(doc["paths"]) - set(paths))[:3]
@@ -400,7 +406,7 @@ def load(path: str, template: Any, *, config_type: type | None = None) -> tuple[
                           f" (in the file only: {extra or '-'}; expected but absent: {missing or '-'})")
   restored = [_restore_leaf(path, p, want, got, doc["keys"].get(str(i)))
               for i, (p, want, got) in enumerate(zip(paths, leaves, arrays))]
-  return jax.tree_util.tree_unflatten(treedef, restored), doc["meta"]
+  return jax.tree_util.tree_unflatten(treedef, restored)
 
 
 def _restore_leaf(path, p, want, got, key_impl):

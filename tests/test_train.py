@@ -17,6 +17,9 @@ import pytest
 from jaxbp import checkpoint
 from jaxbp import train
 from jaxbp.data import Dataset
+from jaxbp.models import MLP
+from jaxbp.models import DataSpec
+from jaxbp.models import Linear
 import jaxbp.ops
 
 
@@ -28,19 +31,19 @@ def _dataset(n=96, d=8, classes=3, seed=0):
   return Dataset(x[:n], y[:n].astype(np.int32), x[n:], y[n:].astype(np.int32), tuple(range(classes)), "blobs")
 
 
-SMALL = train.TrainConfig(hidden=(16,), batch_size=16, epochs=3, lr=1e-2)
+SMALL = train.TrainConfig(model=MLP(hidden=(16,)), batch_size=16, epochs=3, lr=1e-2)
+SPEC = DataSpec("features", (8,), 3)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_twenty_steps_on_manual_rules_equal_autodiff(optimizer):
   data = _dataset()
-  config = SMALL._replace(optimizer=optimizer, hidden=(32, 32), weight_decay=0.01)
-  net = train.mlp_config(config, 8, 3)
+  config = SMALL._replace(optimizer=optimizer, model=MLP(hidden=(32, 32)), weight_decay=0.01)
   opt = train.make_optimizer(config, 20)
-  start = train.init_state(config, net, opt)
+  start = train.init_state(config, SPEC, opt)
   finals = []
   for ops in (jaxbp.ops, jaxbp.ops.reference):
-    step = train.make_train_step(train.make_loss_fn(net, config, ops=ops), opt, donate=False)
+    step = train.make_train_step(train.make_loss_fn(config, SPEC, ops=ops), opt, donate=False)
     state = start
     for i in range(20):
       idx = np.arange(i * 16, i * 16 + 16) % 96
@@ -109,7 +112,7 @@ def test_schedules():
 
 
 def test_fit_learns_with_hinge_l2_clip_accumulate():
-  config = SMALL._replace(model="linear", loss="hinge", l2=1e-3, clip=1.0, accumulate=2, optimizer="momentum", lr=0.1,
+  config = SMALL._replace(model=Linear(), loss="hinge", l2=1e-3, clip=1.0, accumulate=2, optimizer="momentum", lr=0.1,
                           epochs=4)
   result = train.fit(config, _dataset())
   assert result.history[-1]["test_accuracy"] > 0.9
@@ -131,17 +134,16 @@ def test_non_finite_gradient_stops_with_step_and_checkpoint(tmp_path):
   message = str(e.value)
   assert f"step {bad_step} (epoch 2)" in message and "after epoch 1" in message and "checkpoint.npz" in message
   saved, meta = checkpoint.load(str(tmp_path / "checkpoint.npz"), jax.eval_shape(
-      lambda: train.init_state(SMALL, train.mlp_config(SMALL, 8, 3), train.make_optimizer(SMALL, 18))))
+      lambda: train.init_state(SMALL, SPEC, train.make_optimizer(SMALL, 18))))
   assert meta["epoch"] == 1
   chex.assert_tree_all_finite(saved.params)
 
 
 def test_guarded_step_keeps_parameters_on_nan():
   config = SMALL
-  net = train.mlp_config(config, 8, 3)
   opt = train.make_optimizer(config, 10)
-  state = train.init_state(config, net, opt)
-  step = train.make_train_step(train.make_loss_fn(net, config), opt, donate=False)
+  state = train.init_state(config, SPEC, opt)
+  step = train.make_train_step(train.make_loss_fn(config, SPEC), opt, donate=False)
   x = np.full((16, 8), np.nan, np.float32)
   new, metrics = step(state, (x, np.zeros(16, np.int32)))
   assert not bool(metrics["finite"])
@@ -150,7 +152,8 @@ def test_guarded_step_keeps_parameters_on_nan():
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
-  config = SMALL._replace(optimizer="adamw", schedule="cosine", dropout=0.2, batch_norm=True, epochs=3)
+  config = SMALL._replace(optimizer="adamw", schedule="cosine", model=MLP(hidden=(16,), dropout=0.2, batch_norm=True),
+                          epochs=3)
   data = _dataset()
   full = train.fit(config, data, out_dir=str(tmp_path / "full"))
 
@@ -180,9 +183,10 @@ _SHARDED = textwrap.dedent("""
     import jax, numpy as np
     sys.path.insert(0, os.environ["TESTS_DIR"])
     from test_train import SMALL, _dataset
+    from jaxbp.models import MLP
     from jaxbp import train
     assert jax.device_count() == 4, jax.devices()
-    config = SMALL._replace(batch_norm=True, optimizer="adam", epochs=2)
+    config = SMALL._replace(model=MLP(hidden=(16,), batch_norm=True), optimizer="adam", epochs=2)
     one = train.fit(config, _dataset())
     mesh = train.make_mesh(4)
     four = train.fit(config, _dataset(), mesh=mesh)
@@ -208,12 +212,12 @@ def test_data_parallel_step_equals_single_device():
 
 
 def test_grad_flow_step_records_each_weight_gradients_norm():
-  config = SMALL._replace(hidden=(16, 12), dropout=0.0, grad_flow=True)
-  data, net = _dataset(), train.mlp_config(config, 8, 3)
+  config = SMALL._replace(model=MLP(hidden=(16, 12), dropout=0.0), grad_flow=True)
+  data = _dataset()
   opt = train.make_optimizer(config, 10)
-  state = train.init_state(config, net, opt)
+  state = train.init_state(config, SPEC, opt)
   batch = (data.x_train[:16], data.y_train[:16])
-  loss_fn = train.make_loss_fn(net, config)
+  loss_fn = train.make_loss_fn(config, SPEC)
   _, metrics = train.make_train_step(loss_fn, opt, donate=False, grad_flow=True)(state, batch)
   _, subkey = jax.random.split(state.key)
   grads = jax.grad(lambda p: loss_fn(p, state.model_state, batch, subkey)[0])(state.params)

@@ -8,7 +8,11 @@ Sections (each a Markdown table; ``--json FILE`` writes every number):
      the per-round paired ratios;
   3. backward/forward FLOPs from XLA's cost analysis (note 003 predicts 2);
   4. time to 97% test accuracy on the digits, start-up and compile separately, JAX vs PyTorch;
-  5. with ``--scale``: step time vs width (256-4096) and batch (32-2048), and what bounds each cell.
+  5. with ``--scale``: step time vs width (256-4096) and batch (32-2048), and what bounds each cell;
+  6. the rules beyond the MLP, one section per entry of ``RULE_SECTIONS`` (``--no-NAME`` skips one):
+     the manual rule vs jax.grad of its reference, step time and compiled temporary memory, at a small
+     and a realistic size: ``seq`` (embedding, rnn, lstm), ``conv`` (conv2d, max_pool2d, avg_pool2d),
+     ``attn`` (attention, fused linear cross-entropy, rms/layer norm, the transformer step; memory growth with T and V).
 
 ``--tiny`` runs everything at toy sizes in seconds (for CI); timings then mean nothing.
 
@@ -16,11 +20,13 @@ Usage: ``jaxbp bench [--tiny] [--scale] [--json FILE]`` or ``python -m jaxbp.ben
 """
 
 import argparse
+import importlib
 import sys
+from typing import Any
 
 HELP = "measure manual rules vs jax.grad vs PyTorch: step time, FLOPs, memory, digits time-to-97%"
 
-FULL = {
+FULL: dict[str, Any] = {
     "models": {"small": ((64, 256, 256, 10), 128), "large": ((784, 2048, 2048, 10), 512),
                "deep": ((64,) + (512,) * 8 + (10,), 128)},
     "gemm_cpu": (2048, 3072), "gemm_gpu": (4096, 8192), "rounds": 12, "target_s": 0.25,
@@ -28,12 +34,20 @@ FULL = {
     "scale": {"d_in": 784, "widths": (256, 1024, 4096), "batches": (32, 256, 2048), "rounds": 4,
               "target_s": 0.1},
 }
-TINY = {
+TINY: dict[str, Any] = {
     "models": {"small": ((16, 32, 32, 4), 8), "large": ((32, 64, 64, 10), 16),
                "deep": ((16,) + (32,) * 8 + (4,), 8)},
     "gemm_cpu": (64,), "gemm_gpu": (64,), "rounds": 2, "target_s": 0.002,
     "bandwidth_floats": 2**12, "max_epochs": 1, "startup_runs": 0, "train_command": False,
     "scale": {"d_in": 32, "widths": (16,), "batches": (4, 8), "rounds": 2, "target_s": 0.002},
+}
+
+# The rules beyond the MLP: name -> (module, what it measures). Each module provides
+# measure(tiny, rounds, target_s, *, with_torch) -> rows and render(rows) -> Markdown.
+RULE_SECTIONS = {
+    "seq": ("jaxbp.bench._seq", "embedding, rnn and lstm"),
+    "conv": ("jaxbp.bench._conv", "conv2d, max_pool2d and avg_pool2d"),
+    "attn": ("jaxbp.bench._attn", "attention, fused linear cross-entropy, rms/layer norm and transformer"),
 }
 
 
@@ -59,6 +73,8 @@ def configure(parser: argparse.ArgumentParser):
   parser.add_argument("--dtypes", help="comma-separated step dtypes (default float32; on GPU also bfloat16)")
   parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
   parser.add_argument("--no-digits", action="store_true", help="skip the digits time-to-97%% section")
+  for name, (_, what) in RULE_SECTIONS.items():
+    parser.add_argument(f"--no-{name}", action="store_true", help=f"skip the {what} section")
   parser.add_argument("--donate", choices=("auto", "on", "off"), default="auto",
                       help="donate parameter buffers to the step (auto: on for GPU/TPU, off for CPU)")
 
@@ -68,8 +84,16 @@ def run(args) -> int:
   # Heavy imports (JAX) only now.
   from jaxbp.bench import _report
   from jaxbp.bench import _run
-  results = _run.run_all(args, TINY if args.tiny else FULL)
+  cfg = TINY if args.tiny else FULL
+  results = _run.run_all(args, cfg)
   text = _report.render(results)
+  for name, (module_name, _) in RULE_SECTIONS.items():
+    if getattr(args, f"no_{name}"):
+      continue
+    section = importlib.import_module(module_name)
+    results[name] = section.measure(args.tiny, args.rounds or cfg["rounds"], cfg["target_s"],
+                                    with_torch=False if args.no_torch else None)
+    text += "\n\n" + section.render(results[name])
   print(text)
   if args.markdown:
     with open(args.markdown, "w") as f:

@@ -70,7 +70,7 @@ def interleave(blocks: dict, rounds: int, reps: dict) -> dict:
     order_of = lambda r: rng.sample(names, len(names))
   for name in names:
     blocks[name](1)  # warm-up
-  times = {name: [] for name in names}
+  times: dict[str, list[float]] = {name: [] for name in names}
   for r in range(rounds):
     for name in order_of(r):
       blocks[name](1)  # settle: absorbs what the previous variant left behind

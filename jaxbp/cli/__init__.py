@@ -10,6 +10,7 @@ imported inside ``run`` only, so a missing one is reported as one line rather th
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 import jaxbp
 
@@ -17,12 +18,21 @@ COMMANDS = {
     "train": "jaxbp.cli.train",
     "info": "jaxbp.cli.info",
     "trace": "jaxbp.cli.trace",
+    "check": "jaxbp.cli.check",
     "bench": "jaxbp.bench",
 }
 
 
+class _Parser(argparse.ArgumentParser):
+  """An ArgumentParser whose errors are one line naming the flag (argparse prints the whole usage first)."""
+
+  def error(self, message: str) -> NoReturn:
+    self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists the flags)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  """The ``jaxbp`` parser with one sub-parser per entry of ``COMMANDS``."""
+  parser = _Parser(
       prog="jaxbp",
       description="Backpropagation as explicit Jacobian-transpose rules, in JAX.")
   parser.add_argument("--version", action="version", version=f"jaxbp {jaxbp.__version__}")
@@ -37,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  """Runs ``jaxbp ARGS``; returns the exit status."""
   parser = build_parser()
   args = parser.parse_args(argv)
   if args.command is None:

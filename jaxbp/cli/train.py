@@ -1,8 +1,9 @@
-"""Train a classifier on the manual backprop rules: an MLP on scikit-learn's bundled digits by default.
+"""Train a model on the manual backprop rules: an MLP on scikit-learn's bundled digits by default.
 
 Every gradient flows through jaxbp's hand-written custom_vjp rules (or, with --autodiff, through
 jax.grad of the plain-jnp references, for comparison). After each epoch OUT receives checkpoint.npz
-(no pickle; written atomically); at the end metrics.json and curves.png.
+(no pickle; written atomically) and one line of metrics.jsonl; at the end metrics.json and curves.png.
+--model chooses a registered model family; its fields are the model flags (each says which models use it).
 
 examples:
   jaxbp train                                   # MLP 64-256-256-10, Adam, digits; >= 97% test accuracy
@@ -17,136 +18,139 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
-from jaxbp.models.mlp import ACTIVATIONS
-from jaxbp.models.mlp import INITS
-from jaxbp.train import LOSSES
-from jaxbp.train import MODELS
-from jaxbp.train import OPTIMIZERS
-from jaxbp.train import SCHEDULES
-from jaxbp.train import TrainConfig
+from jaxbp import models
+from jaxbp._optimizers import OPTIMIZERS
+from jaxbp._optimizers import SCHEDULES
+from jaxbp._trainconfig import TrainConfig
+from jaxbp.cli import _flags
+from jaxbp.cli._plots import import_matplotlib
+from jaxbp.cli._plots import plot_curves
+from jaxbp.cli._plots import plot_grad_flow
+from jaxbp.cli._plots import plot_time_grad_flow
+from jaxbp.models import _registry
 
-HELP = "train an MLP on the digits (or your data) with the manual rules; metrics, plot, checkpoint"
+HELP = "train a model (an MLP on the digits, or your data) with the manual rules; metrics, plot, checkpoint"
 
-def _hidden(text):
-  try:
-    widths = tuple(int(w) for w in text.split(",") if w.strip())
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected comma-separated integers like 256,256, got {text!r}") from None
-  if any(w < 1 for w in widths):
-    raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
-  return widths
+_TRAIN_HELP = {
+    "model": "the model family", "loss": "softmax cross-entropy or multiclass hinge (SVM), or the model's own",
+    "optimizer": "update rule", "lr": "peak learning rate",
+    "schedule": "constant; cosine decay to 0; warmup (linear over first 10%, then constant); warmup-cosine",
+    "epochs": "passes over the training set",
+    "batch_size": "examples per step; each epoch's last partial batch is dropped (with a warning)",
+    "weight_decay": "adamw: decoupled decay (default 1e-4); others: adds WD·w to the gradient (coupled L2)",
+    "l2": "adds ops.l2_penalty λ/2·Σ‖W‖² to the loss", "clip": "clip gradients to this global norm (0: off)",
+    "accumulate": "accumulate gradients over K micro-batches per update (optax.MultiSteps)",
+    "seed": "seed of initialisation, dropout and shuffling, 0 to 2**32-1 (the split is fixed)",
+    "autodiff": "use jax.grad of the reference ops instead of the manual rules",
+    "grad_flow": "record per-layer weight-gradient norms each epoch (metrics.json) and plot grad_flow.png",
+}
+_METAVARS = {"weight_decay": "WD", "l2": "LAMBDA", "clip": "NORM", "accumulate": "K"}
+_MODEL_FIELDS: list[str] = []
 
 
-def configure(parser):
-  """Adds the flags of ``jaxbp train`` to ``parser``."""
-  d = TrainConfig()._asdict()
-  m = parser.add_argument_group("model")
-  m.add_argument("--model", choices=MODELS, default=d["model"], help="mlp, or linear (no hidden layer)")
-  m.add_argument("--hidden", type=_hidden, default=d["hidden"], metavar="W1,W2,...",
-                 help="hidden layer widths (default %(default)s)")
-  m.add_argument("--activation", choices=ACTIVATIONS, default=d["activation"], help="hidden activation")
-  m.add_argument("--init", choices=INITS, default=d["init"],
-                 help="he: N(0, 2/fan_in); xavier/glorot: U(±√(6/(in+out)))")
-  m.add_argument("--loss", choices=LOSSES, default=d["loss"], help="softmax cross-entropy or multiclass hinge (SVM)")
-  m.add_argument("--batch-norm", action="store_true", help="batch-normalise hidden layers (running stats for eval)")
-  m.add_argument("--dropout", type=float, default=d["dropout"], metavar="RATE", help="hidden dropout rate in [0, 1)")
-  m.add_argument("--residual", action="store_true", help="residual connections where widths agree")
-  o = parser.add_argument_group("optimisation (optax)")
-  o.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"], help="update rule (default %(default)s)")
-  o.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate (default %(default)s)")
-  o.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"],
-                 help="constant; cosine decay to 0; warmup (linear over first 10%%, then constant); warmup-cosine")
-  o.add_argument("--epochs", type=int, default=d["epochs"],
-                 help="passes over the training set (default %(default)s)")
-  o.add_argument("--batch-size", type=int, default=d["batch_size"],
-                 help="examples per step; each epoch's last partial batch is dropped (default %(default)s)")
-  o.add_argument("--weight-decay", type=float, default=d["weight_decay"], metavar="WD",
-                 help="adamw: decoupled decay (default 1e-4); others: adds WD·w to the gradient (coupled L2)")
-  o.add_argument("--l2", type=float, default=d["l2"], metavar="LAMBDA",
-                 help="adds ops.l2_penalty λ/2·Σ‖W‖² to the loss")
-  o.add_argument("--clip", type=float, default=d["clip"], metavar="NORM",
-                 help="clip gradients to this global norm (0: off)")
-  o.add_argument("--accumulate", type=int, default=d["accumulate"], metavar="K",
-                 help="accumulate gradients over K micro-batches per update (optax.MultiSteps)")
-  o.add_argument("--seed", type=int, default=d["seed"],
-                 help="seed of initialisation, dropout and shuffling (the split is fixed)")
-  o.add_argument("--autodiff", action="store_true",
-                 help="use jax.grad of the reference ops instead of the manual rules")
+def _tasks() -> Any:
+  """``jaxbp.tasks`` (generated sequence tasks: ``TASKS`` and ``load_task``) if it is there, else None."""
+  if importlib.util.find_spec("jaxbp.tasks") is None:
+    return None
+  import jaxbp.tasks as tasks  # pylint: disable=import-outside-toplevel
+  return tasks if hasattr(tasks, "TASKS") and hasattr(tasks, "load_task") else None
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+  """Adds the flags of ``jaxbp train`` to ``parser``: TrainConfig's and every model family's fields."""
+  d, hints = TrainConfig()._asdict(), _registry.field_types(TrainConfig)
+  m, o = parser.add_argument_group("model"), parser.add_argument_group("optimisation (optax)")
   io = parser.add_argument_group("data, output, devices")
+  losses = list(dict.fromkeys(loss for n in models.names() for loss in models.get(n).losses))
+  choices = {"model": models.names(), "loss": losses, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+  for field in TrainConfig._fields:
+    default = TrainConfig().family.name if field == "model" else _flags.show(d[field])
+    text = f"{_TRAIN_HELP[field]} (default {default})"
+    group = m if field in ("model", "loss") else io if field == "grad_flow" else o
+    _flags.add_field(group, field, str if field == "model" else hints[field], text, choices=choices.get(field),
+                     metavar=_METAVARS.get(field))
+  reserved = set(TrainConfig._fields) | {"data", "label_column", "task", "out", "resume", "overwrite", "devices",
+                                         "coordinator_address", "num_processes", "process_id", "no_plot"}
+  _MODEL_FIELDS[:] = _flags.add_model_flags(m, reserved)
   io.add_argument("--data", metavar="PATH", help=".npz (arrays x, y) or .csv with a header; default: digits")
-  io.add_argument("--label-column", default="label", metavar="NAME", help="CSV label column (default %(default)s)")
+  io.add_argument("--label-column", default=argparse.SUPPRESS, metavar="NAME",
+                  help="the label column of a .csv --data (default label)")
+  tasks = _tasks()
+  if tasks is not None:
+    io.add_argument("--task", choices=tuple(tasks.TASKS), help="a generated sequence task instead of --data")
   io.add_argument("--out", metavar="DIR", help="output directory (default runs/<timestamp>)")
-  io.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz with its saved config")
+  io.add_argument("--resume", action="store_true", help="continue OUT's run with its saved config and data")
+  io.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (its files are deleted)")
   io.add_argument("--devices", type=int, default=1, metavar="N", help="data parallel over N devices (default 1)")
   io.add_argument("--coordinator-address", metavar="HOST:PORT", help="multi-host: jax.distributed.initialize")
   io.add_argument("--num-processes", type=int, metavar="P", help="multi-host: number of processes")
   io.add_argument("--process-id", type=int, metavar="I", help="multi-host: this process's id")
   io.add_argument("--no-plot", action="store_true", help="skip curves.png (and grad_flow.png)")
-  io.add_argument("--grad-flow", action="store_true",
-                  help="record per-layer weight-gradient norms each epoch (metrics.json) and plot grad_flow.png")
 
 
-def _missing_extras(args):
-  needed = ["tqdm"] + ([] if args.no_plot else ["matplotlib"]) + ([] if args.data else ["sklearn"])
+def _missing_extras(args: argparse.Namespace) -> list[str]:
+  needed = ["tqdm"] + ([] if args.no_plot else ["matplotlib"])
+  needed += [] if args.data or getattr(args, "task", None) or args.resume else ["sklearn"]
   return [m for m in needed if importlib.util.find_spec(m) is None]
 
 
-def _config_from_args(args):
-  """The ``TrainConfig`` the flags describe: every field has the flag of the same name."""
-  return TrainConfig(**{field: getattr(args, field) for field in TrainConfig._fields})
+def _typed(args: argparse.Namespace) -> dict[str, Any]:
+  """The TrainConfig fields the user typed (flags have default SUPPRESS: absent unless typed)."""
+  return {f: getattr(args, f) for f in TrainConfig._fields if hasattr(args, f)}
 
 
-def _resume_config(args, out):
-  """The checkpoint's config; ``--epochs`` from the command line may extend it, other flags are ignored."""
-  from jaxbp import checkpoint  # pylint: disable=import-outside-toplevel
-  from jaxbp.train import CHECKPOINT  # pylint: disable=import-outside-toplevel
-  doc, _ = checkpoint.read(os.path.join(out, CHECKPOINT))
-  saved = TrainConfig.from_json(doc["meta"]["config"])
-  given = _config_from_args(args)
-  ignored = [f for f in saved._fields if f != "epochs" and getattr(given, f) != getattr(saved, f)
-             and getattr(given, f) != getattr(TrainConfig(), f)]
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+  """The ``TrainConfig`` the flags describe: the model family's defaults, then every typed flag."""
+  typed = _typed(args)
+  family = models.get(typed.pop("model", TrainConfig().family.name))
+  typed = {**family.train_defaults, **typed}  # the family's training defaults, where no flag was typed
+  typed.setdefault("loss", family.losses[0])
+  return TrainConfig(model=_flags.model_from_args(args, family.name, _MODEL_FIELDS), **typed)
+
+
+def _source(args: argparse.Namespace) -> dict[str, Any]:
+  """Where the data comes from, as the flags say; recorded in the checkpoint to resume from."""
+  if getattr(args, "task", None):
+    if args.data:
+      raise ValueError("--task and --data both name the data: give one of them")
+    return {"task": args.task}
+  if hasattr(args, "label_column") and not (args.data and args.data.lower().endswith(".csv")):
+    raise ValueError("--label-column names the label column of a .csv --data file; "
+                     + ("there is no --data" if not args.data else f"{args.data} is not a .csv"))
+  if not args.data:
+    return {}
+  source = {"path": os.path.abspath(args.data)}
+  return {**source, "label_column": getattr(args, "label_column", "label")} if args.data.lower().endswith(".csv") \
+      else source
+
+
+def _load(source: dict[str, Any], seed: int) -> Any:
+  from jaxbp import data as data_lib  # pylint: disable=import-outside-toplevel
+  if "task" in source:
+    tasks = _tasks()
+    if tasks is None:
+      raise ValueError(f"this run was trained on the task {source['task']!r}, but jaxbp.tasks is not installed")
+    return tasks.load_task(source["task"], seed=seed)
+  return data_lib.load_dataset(source.get("path"), source.get("label_column", "label"))
+
+
+def _resume(args: argparse.Namespace, out: str, say: Any) -> tuple[Any, TrainConfig, dict]:
+  """The checkpoint (read once), the config continuing it and the data source; warns of ignored flags."""
+  from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
+  resumed = train_lib.read_checkpoint(os.path.join(out, train_lib.CHECKPOINT))
+  typed = _typed(args)
+  ignored = [_flags.flag(f) for f in [*typed, *(f for f in _MODEL_FIELDS if hasattr(args, f))] if f != "epochs"]
   if ignored:
-    print(f"jaxbp train: resuming with the checkpoint's config; ignoring --{', --'.join(ignored)}", file=sys.stderr)
-  epochs = args.epochs if args.epochs != TrainConfig().epochs else saved.epochs
-  return saved._replace(epochs=epochs)
+    say(f"resuming with the checkpoint's config; ignoring {', '.join(ignored)}")
+  config = train_lib.continue_config(resumed, typed.get("epochs"))
+  source = _source(args) if args.data or getattr(args, "task", None) else resumed.data["source"]
+  say(f"resuming from epoch {resumed.epoch} of {config.epochs} ({resumed.path})")
+  return resumed, config, source
 
 
-def _progress(epochs):
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  return lambda epoch, steps: tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step", leave=True,
-                                   file=sys.stderr, dynamic_ncols=True)
-
-
-def _import_matplotlib():
-  pass  # pylint: disable=import-outside-toplevel,unused-import
-
-
-def _plot(path, history):
-  """Loss and accuracy per epoch, train and test, to ``path`` (matplotlib's Agg canvas, no pyplot)."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-  epochs = [r["epoch"] for r in history]
-  fig = Figure(figsize=(9, 3.5), layout="constrained")
-  for ax, what in zip(fig.subplots(1, 2), ("loss", "accuracy")):
-    for split in ("train", "test"):
-      ax.plot(epochs, [r[f"{split}_{what}"] for r in history], marker="o", label=split)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(what)
-    ax.grid(alpha=0.3)
-    ax.legend()
-  FigureCanvasAgg(fig).print_png(path)
-
-
-def _plot_grad_flow(path, history):
-  """Per-layer gradient norms at up to six epochs, first and last included (notes 001 and 004)."""
-  from jaxbp.insight.gradflow import plot_grad_norms  # pylint: disable=import-outside-toplevel
-  picks = sorted({round(i * (len(history) - 1) / 5) for i in range(6)})
-  curves = {f"epoch {history[i]['epoch']}": history[i]["layer_grad_norms"] for i in picks}
-  plot_grad_norms(curves, path, title="‖∂L/∂W‖ per layer, epoch means, during training")
-
-
-def _initialize_distributed(args):
+def _initialize_distributed(args: argparse.Namespace) -> None:
   flags = (args.coordinator_address, args.num_processes, args.process_id)
   if all(f is None for f in flags):
     return
@@ -157,75 +161,134 @@ def _initialize_distributed(args):
                              process_id=args.process_id)
 
 
-def _train(args, started):
-  """The body of ``jaxbp train`` once the extras are known to be there."""
-  _initialize_distributed(args)
-  import jax  # pylint: disable=import-outside-toplevel
+def _describe(what: Any) -> str:
+  """One line for a data spec or a model config."""
+  if isinstance(what, models.DataSpec):
+    if what.kind == "features":
+      return f"{what.input_shape[0]} features, {what.num_classes} classes"
+    return f"sequences of {what.input_shape[0]} tokens ({what.vocab_size} ids in, {what.num_classes} out)"
+  fields = ", ".join(f"{k}={_flags.show(v)}" for k, v in what._asdict().items())
+  return f"{models.family_of(what).name}({fields})"
 
-  from jaxbp import data as data_lib  # pylint: disable=import-outside-toplevel
+
+def _say(message: str) -> None:
+  print(f"jaxbp train: {message}", file=sys.stderr)
+
+
+def _progress(epochs: int) -> Any:
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  return lambda epoch, steps: tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step", leave=True,
+                                   file=sys.stderr, dynamic_ncols=True)
+
+
+def _train(args: argparse.Namespace, started: float, progress: dict) -> int:
+  """The body of ``jaxbp train`` once the extras are known to be there; checks everything, then trains."""
   from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
   if args.resume and not args.out:
     raise ValueError("--resume needs --out DIR, the directory of the run to continue")
-  out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-  config = _resume_config(args, out) if args.resume else _config_from_args(args)
-  train_lib.check_config(config)
-  data = data_lib.load_dataset(args.data, args.label_column)
+  out = progress["out"] = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ValueError(f"--out {out}: is a file, not a directory")
+  resume: Any = False
+  if args.resume:
+    resume, config, source = _resume(args, out, _say)
+    progress["epoch"] = resume.epoch
+  else:
+    config, source = _config_from_args(args), _source(args)
+    train_lib.check_config(config)
+  _initialize_distributed(args)
+  import jax  # pylint: disable=import-outside-toplevel
   mesh = train_lib.make_mesh(args.devices) if args.devices != 1 else None
+  data = _load(source, config.seed)
   lead = jax.process_index() == 0
+  rules = "jax.grad of jaxbp.ops.reference" if config.autodiff else "manual rules (jaxbp.ops)"
+  banner = (f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test, {_describe(train_lib.data_spec(data))};"
+            f" {_describe(config.model)} on {rules}, {config.optimizer} lr {config.lr}; {jax.device_count()} device(s)"
+            f" [{jax.default_backend()}]")
+  done = lambda record, state: progress.update(epoch=record["epoch"])
+  result = train_lib.fit(config, data, out_dir=out, resume=resume, overwrite=args.overwrite, source=source,
+                         mesh=mesh, progress=_progress(config.epochs) if lead else None, on_epoch=done,
+                         warn=lambda m: _say(f"warning: {m}") if lead else None,
+                         on_checked=lambda: print(banner, file=sys.stderr) if lead else None)
   if lead:
-    os.makedirs(out, exist_ok=True)
-    rules = "jax.grad of jaxbp.ops.reference" if config.autodiff else "manual rules (jaxbp.ops)"
-    print(f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test, {data.num_features} features,"
-          f" {data.num_classes} classes; {config.model} {config.hidden if config.model == 'mlp' else ''}"
-          f" on {rules}, {config.optimizer} lr {config.lr}; {jax.device_count()} device(s)"
-          f" [{jax.default_backend()}]", file=sys.stderr)
-  result = train_lib.fit(config, data, out_dir=out, resume=args.resume, mesh=mesh,
-                         progress=_progress(config.epochs) if lead else None)
-  if not lead:
-    return 0
-  plots = [] if args.no_plot else ["curves.png"] + (["grad_flow.png"] if config.grad_flow else [])
-  if not args.no_plot:
-    _plot(os.path.join(out, "curves.png"), result.history)
-  if "grad_flow.png" in plots:
-    _plot_grad_flow(os.path.join(out, "grad_flow.png"), result.history)
-  final = result.history[-1]
-  device = jax.devices()[0]
-  train_lib.write_metrics(
-      os.path.join(out, "metrics.json"), config, result.history, data=args.data or "digits",
-      final_test_accuracy=final["test_accuracy"], compile_seconds=result.compile_seconds,
-      train_seconds=sum(r["seconds"] for r in result.history), wall_seconds=time.perf_counter() - started,
-      device=f"{device.platform}: {device.device_kind}", num_devices=mesh.size if mesh is not None else 1,
-      jax_version=jax.__version__)
-  print(f"test accuracy {final['test_accuracy']:.2%} after {final['epoch']} epochs"
-        f" (compile {result.compile_seconds:.2f} s, training {sum(r['seconds'] for r in result.history):.2f} s);"
-        f" wrote {out}/metrics.json, checkpoint.npz" + "".join(f", {p}" for p in plots))
+    _finish(args, out, config, result, data, source, mesh, started)
   return 0
 
 
-def run(args):
+def _time_grad_flow(out: str, config: TrainConfig, result: Any, data: Any) -> list[str]:
+  """grad_flow_time.png for a family that measures its gradient per time step (recurrent models)."""
+  from jaxbp import ops  # pylint: disable=import-outside-toplevel
+  from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
+  family = models.family_of(config.model)
+  if family.time_grad_norms is None:
+    return []
+  batch = (data.x_test, data.y_test, data.mask_test)
+  norms = family.time_grad_norms(result.state.params, result.state.model_state, batch, config.model,
+                                 train_lib.data_spec(data), ops.reference if config.autodiff else ops)
+  plot_time_grad_flow(os.path.join(out, "grad_flow_time.png"), norms, f"{family.name}, after training")
+  return ["grad_flow_time.png"]
+
+
+def _finish(args: argparse.Namespace, out: str, config: TrainConfig, result: Any, data: Any, source: dict,
+            mesh: Any, started: float) -> None:
+  """Plots and ``metrics.json`` (the summary; ``metrics.jsonl`` was written epoch by epoch)."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
+  plots = [] if args.no_plot else ["curves.png"] + (["grad_flow.png"] if config.grad_flow else [])
+  if plots:
+    plot_curves(os.path.join(out, "curves.png"), result.history)
+  if "grad_flow.png" in plots:
+    plot_grad_flow(os.path.join(out, "grad_flow.png"), result.history)
+    plots += _time_grad_flow(out, config, result, data)
+  final, device = result.history[-1], jax.devices()[0]
+  train_seconds = sum(r["seconds"] for r in result.history)
+  train_lib.write_metrics(
+      os.path.join(out, "metrics.json"), config, result.history, data=train_lib.data_identity(data, source),
+      final_test_accuracy=final["test_accuracy"],
+      compile_seconds=result.compile_seconds, train_seconds=train_seconds,
+      wall_seconds=time.perf_counter() - started, device=f"{device.platform}: {device.device_kind}",
+      num_devices=mesh.size if mesh is not None else 1, jax_version=jax.__version__)
+  print(f"test accuracy {final['test_accuracy']:.2%} after {final['epoch']} epochs"
+        f" (compile {result.compile_seconds:.2f} s, training {train_seconds:.2f} s);"
+        f" wrote {out}/metrics.json, metrics.jsonl, checkpoint.npz" + "".join(f", {p}" for p in plots))
+
+
+def _interrupted(progress: dict) -> str:
+  out, epoch = progress.get("out"), progress.get("epoch", 0)
+  if out is None or not epoch:
+    return "interrupted before the first epoch finished; no checkpoint was written"
+  path = os.path.join(out, "checkpoint.npz")
+  return f"interrupted; {path} holds epoch {epoch}: continue with jaxbp train --out {out} --resume"
+
+
+def run(args: argparse.Namespace) -> int:
   """Runs ``jaxbp train``; returns the exit status."""
   started = time.perf_counter()
   missing = _missing_extras(args)
   if missing:
-    print(f"jaxbp train: missing {', '.join(missing)}; install the training extra: pip install \"jaxbp[train]\"",
-          file=sys.stderr)
+    _say(f"missing {', '.join(missing)}; install the training extra: pip install \"jaxbp[train]\"")
     return 1
-  plotting = None if args.no_plot else threading.Thread(target=_import_matplotlib, daemon=True)
-  if plotting is not None:  # import it while XLA compiles (the compiler releases the GIL): ~1 s saved
-    plotting.start()
+  if not args.no_plot:  # import it while XLA compiles (the compiler releases the GIL): ~1 s saved
+    threading.Thread(target=import_matplotlib, daemon=True).start()
   from jaxbp.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
   from jaxbp.data import DataError  # pylint: disable=import-outside-toplevel
+  from jaxbp.train import ConfigError  # pylint: disable=import-outside-toplevel
+  from jaxbp.train import NonFiniteError  # pylint: disable=import-outside-toplevel
+  progress: dict = {}
   try:
-    return _train(args, started)
+    return _train(args, started, progress)
+  except ConfigError as e:
+    text = str(e)
+    _say("error: " + (_flags.flag(e.field) + text[len(e.field):] if text.startswith(e.field) else text))
   except (DataError, CheckpointError, ValueError) as e:
-    print(f"jaxbp train: error: {e}", file=sys.stderr)
-    return 2
-  except RuntimeError as e:
-    if type(e).__name__ != "NonFiniteError":
-      raise
-    print(f"jaxbp train: stopped: {e}", file=sys.stderr)
+    _say(f"error: {e}")
+  except OSError as e:
+    _say(f"error: {e.filename or ''}: {e.strerror or e}")
+  except NonFiniteError as e:
+    _say(f"stopped: {e}")
     return 3
   except KeyboardInterrupt:
-    print("jaxbp train: interrupted; the last finished epoch is in OUT/checkpoint.npz: add --resume --out OUT",
-          file=sys.stderr)
+    _say(_interrupted(progress))
     return 130
+  return 2

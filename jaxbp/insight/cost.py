@@ -73,7 +73,7 @@ def _first(analysis):
   return analysis or {}
 
 
-def compiled_cost(fn: Callable[..., Any], *args, compiled=None, **jit_kwargs) -> Cost:
+def compiled_cost(fn: Callable[..., Any] | None, *args, compiled=None, **jit_kwargs) -> Cost:
   """FLOPs, bytes and temporary memory of ``fn(*args)`` as XLA compiles it for the default backend.
 
   Args:
@@ -86,7 +86,10 @@ def compiled_cost(fn: Callable[..., Any], *args, compiled=None, **jit_kwargs) ->
   Returns:
     A ``Cost``. Fields XLA does not report on this backend are 0.
   """
-  compiled = compiled if compiled is not None else compile_fn(fn, *args, **jit_kwargs)
+  if compiled is None:
+    if fn is None:
+      raise TypeError("compiled_cost: give a function 'fn' or an executable 'compiled'")
+    compiled = compile_fn(fn, *args, **jit_kwargs)
   costs = _first(compiled.cost_analysis())
   memory = compiled.memory_analysis()
 

@@ -21,18 +21,22 @@ import pathlib
 import numpy as np
 
 
-def plot_grad_norms(curves, path, title="gradient norm per layer"):
+def plot_grad_norms(curves, path, title="gradient norm per layer", xlabel="layer (1 = input side)",
+                    ylabel="‖∂L/∂W‖"):
   """Draws one line per entry of ``curves`` ({label: [norm of layer 1, 2, ...]}) on a log scale.
 
   Args:
-    curves: label -> per-layer norms (input layer first), e.g. one entry per model or per step.
+    curves: label -> per-layer norms (input layer first), e.g. one entry per model or per step; or, for
+      a recurrent model, per time step (``jaxbp.models.recurrent.input_grad_norms``, with ``xlabel``).
     path: the file to write; ``.png`` or ``.svg``.
     title: the figure's title.
+    xlabel, ylabel: the axes' labels.
 
   Returns:
     The ``pathlib.Path`` written.
   """
   from matplotlib.figure import Figure
+  from matplotlib.ticker import MaxNLocator
 
   path = pathlib.Path(path)
   fig = Figure(figsize=(8, 4.8))
@@ -41,9 +45,9 @@ def plot_grad_norms(curves, path, title="gradient norm per layer"):
     ax.plot(np.arange(1, len(norms) + 1), np.maximum(np.asarray(norms), 1e-30), marker="o",
             markersize=3, label=label)
   ax.set_yscale("log")
-  ax.xaxis.get_major_locator().set_params(integer=True)
-  ax.set_xlabel("layer (1 = input side)")
-  ax.set_ylabel("‖∂L/∂W‖")
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(True, which="both", alpha=0.3)
   ax.legend(fontsize=8)

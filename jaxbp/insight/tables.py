@@ -10,11 +10,13 @@ import numpy as np
 _MAX_SHOWN = 8
 
 
-def fmt(x, decimals=4):
+def fmt(x, decimals=4, floor=0.0):
   """A number or a small array as text with ``decimals`` decimals; None as "—".
 
   A value too small to show any digit at that precision switches to scientific notation, so that
   0.000668 at 4 decimals reads 6.680e-04 rather than 0.0007, while 0.05 at 2 decimals stays 0.05.
+  A value smaller in magnitude than ``floor`` (a round-off level, see ``noise_floor``) prints as the
+  bound ``< 1e-13``: its digits are floating-point noise and differ from one CPU to the next.
   """
   if x is None:
     return "—"
@@ -22,27 +24,57 @@ def fmt(x, decimals=4):
   if a.dtype == object or not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
     return str(x)
   if a.size == 1 and a.ndim == 0:
-    return _number(a.item(), decimals)
+    return _number(a.item(), decimals, floor)
   if a.size > _MAX_SHOWN:
     norm = float(np.linalg.norm(a.astype(np.float64).ravel()))
-    return f"{a.dtype}{list(a.shape)} ‖·‖={_number(norm, decimals)}"
-  return _nested(a, decimals)
+    return f"{a.dtype}{list(a.shape)} ‖·‖={_number(norm, decimals, floor)}"
+  return _nested(a, decimals, floor)
 
 
-def _nested(a, decimals):
+def noise_floor(*values):
+  """The round-off level of ``values``: 100 ulps of the largest magnitude (at least 1), rounded up to a
+  power of ten so that it reads the same on every machine (``1e-13`` for float64 numbers near 1).
+
+  A difference below it says "equal up to round-off"; its digits depend on how the CPU summed
+  (AVX2 and AVX-512 differ), so tables print it as a bound instead (``fmt(x, floor=...)``).
+  """
+  arrays = [np.asarray(v) for v in values]
+  eps = max((float(np.finfo(a.dtype).eps) for a in arrays if np.issubdtype(a.dtype, np.inexact)),
+            default=float(np.finfo(np.float64).eps))
+  mags = [np.abs(a.astype(np.float64)) for a in arrays]
+  scale = max([1.0] + [float(np.max(m, initial=0.0, where=np.isfinite(m))) for m in mags])
+  return float(10.0 ** np.ceil(np.log10(100 * eps * scale)))
+
+
+def bound(floor):
+  """``floor`` as the bound a table prints: ``< 1e-13``."""
+  return f"< {floor:.0e}"
+
+
+def _nested(a, decimals, floor):
   if a.ndim == 0:
-    return _number(a.item(), decimals)
-  return "[" + ", ".join(_nested(row, decimals) for row in a) + "]"
+    return _number(a.item(), decimals, floor)
+  return "[" + ", ".join(_nested(row, decimals, floor) for row in a) + "]"
 
 
-def _number(v, decimals):
+def _number(v, decimals, floor=0.0):
   if isinstance(v, (bool, np.bool_)) or isinstance(v, (int, np.integer)):
     return str(v)
+  if abs(v) < floor:
+    return bound(floor)
   if v == 0 or not np.isfinite(v) or abs(v) >= 10.0 ** (1 - decimals) or round(v, decimals) == v:
     if abs(v) >= 1e7:
       return f"{v:.{max(decimals - 1, 1)}e}"
     return f"{v:.{decimals}f}"
   return f"{v:.{max(decimals - 1, 1)}e}"
+
+
+def html_table(headers, rows):
+  """``rows`` under ``headers`` as an HTML table (what a notebook shows)."""
+  import html
+  head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+  body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+  return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def render(headers, rows, markdown=False):
@@ -62,24 +94,38 @@ def render(headers, rows, markdown=False):
 
 # --------------------------------------------------------------------------------------- the trace
 
-_NODE_HEADERS = ("node", "op", "value z", "upstream ∂L/∂z", "input x", "local ∂z/∂x",
+NODE_HEADERS = ("node", "op", "value z", "upstream ∂L/∂z", "input x", "local ∂z/∂x",
                  "downstream ∂L/∂x")
 
 
-def _node_rows(trace, decimals):
+# In the compact node table, arrays with more elements than this print as their shape and norm.
+_COMPACT_SHOWN = 2
+
+
+def _cell(x, decimals, full, jacobian=False):
+  """A value of the node table: in full, or (``full=False``) an array beyond two elements, and every
+  local Jacobian of more than one element, as ``dtype[shape] ‖·‖=norm``, so that the table fits a screen."""
+  a = None if x is None else np.asarray(x)
+  if full or a is None or a.size <= (1 if jacobian else _COMPACT_SHOWN):
+    return fmt(x, decimals)
+  norm = float(np.linalg.norm(a.astype(np.float64).ravel()))
+  return f"{a.dtype}{list(a.shape)} ‖·‖={_number(norm, decimals)}"
+
+
+def node_rows(trace, decimals, full):
   rows = []
   for node in trace.nodes:
     op = node.op if node.manual else f"{node.op} (jax)"
-    head = [node.name, op, fmt(node.value, decimals), fmt(node.upstream, decimals)]
+    head = [node.name, op, _cell(node.value, decimals, full), _cell(node.upstream, decimals, full)]
     for i, name in enumerate(node.inputs or ("",)):
       local = node.local[i] if node.local else None
       down = node.downstream[i] if node.downstream else None
-      rows.append(head + [name, fmt(local, decimals), fmt(down, decimals)])
+      rows.append(head + [name, _cell(local, decimals, full, jacobian=True), _cell(down, decimals, full)])
       head = ["", "", "", ""]
   return rows
 
 
-def _grad_rows(trace, decimals, reference):
+def grad_rows(trace, decimals, reference):
   rows = []
   for name, g in trace.grads.items():
     row = [name, fmt(trace.inputs[name], decimals), fmt(g, decimals),
@@ -90,20 +136,23 @@ def _grad_rows(trace, decimals, reference):
   return rows
 
 
-def _grad_headers(reference):
+def grad_headers(reference):
   headers = ["input", "value", "∂L/∂input (trace)", "jax.grad"]
   return headers + ["jax.grad of the references"] if reference is not None else headers
 
 
-def trace_table(trace, decimals=4, reference=None, markdown=False):
+def trace_table(trace, decimals=4, reference=None, markdown=False, full=False):
   """The trace's node table, then L and every input's gradient, as plain text or GitHub Markdown.
 
   ``reference``, if given, maps input names to gradients from another source (the CLI passes
   ``jax.grad`` of the same expression built from ``jaxbp.ops.reference``) for a last column.
-  Markdown adds a heading over each table. Ops marked (jax) use JAX's own rule.
+  Markdown adds a heading over each table. Ops marked (jax) use JAX's own rule. The node table shows
+  numbers and two-element arrays in full, and larger arrays and every local Jacobian of arrays (of
+  shape ``z.shape + x.shape``) as shape and norm; ``full=True`` prints every element. The gradients'
+  table always prints every element (up to eight; beyond, shape and norm).
   """
-  nodes = render(_NODE_HEADERS, _node_rows(trace, decimals), markdown)
-  grads = render(_grad_headers(reference), _grad_rows(trace, decimals, reference), markdown)
+  nodes = render(NODE_HEADERS, node_rows(trace, decimals, full), markdown)
+  grads = render(grad_headers(reference), grad_rows(trace, decimals, reference), markdown)
   loss = f"L = {fmt(trace.output, decimals)}"
   if markdown:
     return "\n".join(["### Nodes", "", nodes, "", loss, "", "### Gradients", "", grads, ""])
@@ -125,12 +174,16 @@ class NoteCheck:
   def add(self, quantity, note, computed, tol, remark="", expect_differ=False):
     """Records ``quantity``; agreement means every element of |computed − note| ≤ tol.
 
+    A difference below the round-off level (``noise_floor`` of the two) prints as a bound, and so does
+    a computed value that small, so the table reads the same on every CPU.
+
     With ``expect_differ`` the two are meant to differ (a figure the note gets wrong, or a claim
     that must fail, ``remark`` says which): the row passes only if they differ beyond ``tol``, so the
     script still catches a change on either side. A computed value that is not finite (NaN, inf)
     fails either way: it differs from everything, so it would otherwise pass ``expect_differ``.
     """
-    diff = np.max(np.abs(np.asarray(computed, np.float64) - np.asarray(note, np.float64)))
+    diff = np.max(np.abs(np.asarray(computed, np.float64) - np.asarray(note, np.float64)), initial=0.0)
+    floor = noise_floor(note, computed)
     finite = bool(np.all(np.isfinite(np.asarray(computed, np.float64))))
     agree = bool(diff <= tol)
     ok = finite and agree != expect_differ
@@ -141,8 +194,9 @@ class NoteCheck:
       status = "differs, as expected" if not agree else "UNEXPECTEDLY AGREES"
     else:
       status = "ok" if agree else "DIFFERS"
-    self.rows.append([quantity, fmt(note, self.decimals), fmt(computed, self.decimals),
-                      f"{diff:.1e}", f"{tol:g}", status, remark])
+    shown = fmt(computed, self.decimals, floor) if diff < floor else fmt(computed, self.decimals)
+    self.rows.append([quantity, fmt(note, self.decimals), shown,
+                      bound(floor) if diff < floor else f"{diff:.1e}", f"{tol:g}", status, remark])
     return ok
 
   def report(self):

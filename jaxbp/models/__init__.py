@@ -1,7 +1,20 @@
-"""jaxbp.models: pure-function models over plain pytrees, built from an op namespace (``ops=``)."""
+"""jaxbp.models: pure-function models over plain pytrees, built from an op namespace (``ops=``).
 
+Every family ``jaxbp train`` can train is registered in :mod:`jaxbp.models._registry` (whose docstring is the
+contract a new family follows) by its own module, imported here: ``MLP`` and ``Linear`` are the configs of
+the ``mlp`` and ``linear`` families.
+"""
+
+from jaxbp.models._registry import DataSpec
+from jaxbp.models._registry import Family
+from jaxbp.models._registry import family_of
+from jaxbp.models._registry import get
+from jaxbp.models._registry import names
+from jaxbp.models._registry import register
 from jaxbp.models.mlp import ACTIVATIONS
 from jaxbp.models.mlp import INITS
+from jaxbp.models.mlp import MLP
+from jaxbp.models.mlp import Linear
 from jaxbp.models.mlp import MLPConfig
 from jaxbp.models.mlp import init_mlp
 from jaxbp.models.mlp import mlp_apply
@@ -13,19 +26,31 @@ from jaxbp.models.notes import init_quadratic
 from jaxbp.models.notes import neuron_apply
 from jaxbp.models.notes import proportional_apply
 from jaxbp.models.notes import quadratic_apply
+from jaxbp.models.recurrent import LSTM
+from jaxbp.models.recurrent import RNN
 
 __all__ = [
     "ACTIVATIONS",
+    "DataSpec",
+    "Family",
     "INITS",
+    "LSTM",
+    "Linear",
+    "MLP",
     "MLPConfig",
+    "RNN",
     "affine_apply",
+    "family_of",
+    "get",
     "init_affine",
     "init_mlp",
     "init_neuron",
     "init_proportional",
     "init_quadratic",
     "mlp_apply",
+    "names",
     "neuron_apply",
     "proportional_apply",
     "quadratic_apply",
+    "register",
 ]

@@ -17,12 +17,15 @@ and the last layer is linear (logits). Every operation comes from ``ops``.
 import functools
 import math
 import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxbp import ops as _ops
+from jaxbp.models._registry import HEADS
+from jaxbp.models._registry import DataSpec
+from jaxbp.models._registry import register
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "sigmoid", "tanh")
 INITS = ("he", "xavier", "glorot")
@@ -152,10 +155,73 @@ def mlp_apply(params, x, config, *, state=None, train=False, key=None, ops=_ops)
     else:
       z = ops.linear(h, layer["w"], layer["b"])
     a = activate(z)
-    if use_dropout:
+    if keys is not None:
       a = ops.dropout(keys[i], a, config.dropout)
     h = ops.add(h, a) if config.residual and h.shape == a.shape else a
   out = ops.linear(h, layers[-1]["w"], layers[-1]["b"])
   if new_stats:
     state = {"layers": new_stats}
   return out, state if state is not None else {}
+
+
+# ------------------------------------------------------------------------ the families jaxbp train knows
+
+class MLP(NamedTuple):
+  """The ``mlp`` family of the model registry: an :class:`MLPConfig` without the widths the data decides.
+
+  The network is ``MLPConfig((D, *hidden, C), ...)`` for data with D features and C classes. The
+  defaults are ``jaxbp train``'s. Attributes as in :class:`MLPConfig`; ``hidden`` are the hidden widths.
+  """
+  hidden: tuple[int, ...] = (256, 256)
+  activation: str = "relu"
+  init: str = "he"
+  residual: bool = False
+  batch_norm: bool = False
+  dropout: float = 0.2
+  bn_momentum: float = 0.9
+  bn_eps: float = 1e-5
+
+
+class Linear(NamedTuple):
+  """The ``linear`` family: no hidden layer, logits = x·W + b (softmax regression, or with the hinge
+  loss a linear SVM, note 001). ``init`` as in :class:`MLPConfig`."""
+  init: str = "he"
+
+
+def network(config: "MLP | Linear", spec: DataSpec) -> MLPConfig:
+  """The :class:`MLPConfig` of an ``mlp`` or ``linear`` model on data shaped as ``spec`` says."""
+  if spec.kind != "features" or len(spec.input_shape) != 1:
+    raise ValueError(f"{type(config).__name__.lower()}: needs feature vectors [N, D], got {spec}")
+  if isinstance(config, Linear):
+    return MLPConfig((spec.input_shape[0], spec.num_classes), init=config.init)
+  return MLPConfig((spec.input_shape[0], *config.hidden, spec.num_classes), config.activation, config.init,
+                   config.residual, config.batch_norm, config.dropout, config.bn_momentum, config.bn_eps)
+
+
+def _init(key: jax.Array, config: "MLP | Linear", spec: DataSpec) -> tuple[Any, Any]:
+  return init_mlp(key, network(config, spec))
+
+
+def _apply(params: Any, state: Any, inputs: jax.Array, config: "MLP | Linear", spec: DataSpec, *, train: bool,
+           key: jax.Array | None, ops: Any) -> tuple[jax.Array, Any]:
+  return mlp_apply(params, inputs, network(config, spec), state=state, train=train, key=key, ops=ops)
+
+
+def _check_mlp(config: MLP) -> None:
+  if not config.hidden:
+    raise ValueError("hidden must name at least one width for model 'mlp' (or use model 'linear')")
+  check_config(network(config, DataSpec("features", (1,), 2)))
+
+
+_HELP = {
+    "hidden": "hidden layer widths", "activation": "hidden activation",
+    "init": "he: N(0, 2/fan_in); xavier/glorot: U(±√(6/(in+out)))",
+    "residual": "residual connections where widths agree",
+    "batch_norm": "batch-normalise hidden layers (running stats for eval)",
+    "dropout": "hidden dropout rate in [0, 1)", "bn_momentum": "batch-norm running-statistics momentum",
+    "bn_eps": "batch-norm epsilon",
+}
+register("mlp", MLP, _init, _apply, losses=HEADS, check=_check_mlp, help=_HELP,
+         choices={"activation": ACTIVATIONS, "init": INITS}, summary="multilayer perceptron (note 004)")
+register("linear", Linear, _init, _apply, losses=HEADS, help=_HELP, choices={"init": INITS},
+         summary="no hidden layer: softmax regression, or a linear SVM with --loss hinge")

@@ -9,23 +9,41 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from jaxbp.ops._registry import draw
+from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import random_shape
 from jaxbp.ops._registry import register
-from jaxbp.ops._util import require_float
+from jaxbp.ops._registry import uniform
+from jaxbp.ops._util import axis_index
+from jaxbp.ops._util import float_array
+from jaxbp.ops._util import static_number
 
 
-def _sample_unary(rng, dtype, away_from=None):
-  return (draw(rng, random_shape(rng), dtype, low=-3.0, high=3.0, away_from=away_from),), {}
+def _unary(shape_of, away_from=None, **kwargs):
+  """A sampler of (x,) with x of shape ``shape_of(rng)``, values away from ``away_from``, and each
+  keyword drawn from its list of values."""
+  def sample(rng, dtype):
+    x = uniform(rng, shape_of(rng), dtype, low=-3.0, high=3.0, away_from=away_from)
+    return (x,), {k: float(rng.choice(v)) for k, v in kwargs.items()}
+  return sample
 
 
-_sample_kinked = functools.partial(_sample_unary, away_from=0.0)
+def _unary_branches(away_from=None, **kwargs):
+  """The shapes every elementwise rule is proven on: an array and an empty one. Fixed shapes (random
+  values), shared by every elementwise rule, so the registry test compiles each once."""
+  return {"array": _unary(lambda rng: (2, 3), away_from, **kwargs),
+          "zero-size": _unary(lambda rng: (0, 3), away_from, **kwargs)}
+
+
+def _any_shape(away_from=None, **kwargs):
+  """The random sampler of an elementwise rule: an array of rank 0–3."""
+  return _unary(random_shape, away_from, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- relu
 
-def relu(x):
+def relu(x: ArrayLike) -> jax.Array:
   """z = max(0, x).  (Notes 001 and 004.)
 
   Local derivative: ∂z/∂x = 1[x > 0]. VJP: dx = g · 1[x > 0]: the gradient passes where the unit
@@ -37,13 +55,12 @@ def relu(x):
   Args:
     x: float array of any shape.
   """
-  require_float("relu", "x", x)
-  return _relu(x)
+  return _relu(float_array("relu", "x", x))
 
 
 @jax.custom_vjp
 def _relu(x):
-  return jnp.maximum(x, 0)
+  return _relu_fwd(x)[0]
 
 
 def _relu_fwd(x):
@@ -55,12 +72,13 @@ def _relu_bwd(active, g):
 
 
 _relu.defvjp(_relu_fwd, _relu_bwd)
-register(relu, jax.nn.relu, _sample_kinked, note="001, 004")
+_KINKED = _unary_branches(away_from=0.0)
+register(relu, jax.nn.relu, _any_shape(away_from=0.0), branches=_KINKED, note="001, 004")
 
 
 # ---------------------------------------------------------------------------------------- leaky_relu
 
-def leaky_relu(x, negative_slope=0.01):
+def leaky_relu(x: ArrayLike, negative_slope: float = 0.01) -> jax.Array:
   """z = x if x > 0 else negative_slope · x.  (Note 004.)
 
   Local derivative: 1 where x > 0, ``negative_slope`` elsewhere. VJP: dx = g · (1 if x > 0 else
@@ -70,17 +88,18 @@ def leaky_relu(x, negative_slope=0.01):
     x: float array of any shape.
     negative_slope: Python float, the slope for x ≤ 0.
   """
-  require_float("leaky_relu", "x", x)
-  return _leaky_relu(x, float(negative_slope))
+  x = float_array("leaky_relu", "x", x)
+  return _leaky_relu(x, static_number("leaky_relu", "negative_slope", negative_slope))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _leaky_relu(x, negative_slope):
-  return jnp.where(x > 0, x, negative_slope * x)
+  return _leaky_relu_fwd(x, negative_slope)[0]
 
 
 def _leaky_relu_fwd(x, negative_slope):
-  return _leaky_relu(x, negative_slope), x > 0
+  active = x > 0
+  return jnp.where(active, x, negative_slope * x), active
 
 
 def _leaky_relu_bwd(negative_slope, active, g):
@@ -91,18 +110,14 @@ def _leaky_relu_ref(x, negative_slope=0.01):
   return jax.nn.leaky_relu(x, negative_slope)
 
 
-def _sample_leaky(rng, dtype):
-  (x,), _ = _sample_kinked(rng, dtype)
-  return (x,), {"negative_slope": float(rng.choice([0.01, 0.2]))}
-
-
 _leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
-register(leaky_relu, _leaky_relu_ref, _sample_leaky, note="004")
+_SLOPES = {"away_from": 0.0, "negative_slope": [0.01, 0.2]}
+register(leaky_relu, _leaky_relu_ref, _any_shape(**_SLOPES), branches=_unary_branches(**_SLOPES), note="004")
 
 
 # ----------------------------------------------------------------------------------------------- elu
 
-def elu(x, alpha=1.0):
+def elu(x: ArrayLike, alpha: float = 1.0) -> jax.Array:
   """z = x if x > 0 else α(eˣ − 1).  (Note 004.)
 
   Local derivative: 1 where x > 0, αeˣ = z + α elsewhere. VJP: dx = g · (1 if x > 0 else z + α).
@@ -113,23 +128,17 @@ def elu(x, alpha=1.0):
     x: float array of any shape.
     alpha: Python float ≥ 0, the value the function approaches as x → −∞ is −α.
   """
-  require_float("elu", "x", x)
-  if not alpha >= 0:
-    raise ValueError(f"elu: argument 'alpha' must be >= 0, got {alpha!r}")
-  return _elu(x, float(alpha))
-
-
-def _elu_forward(x, alpha):
-  return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0)))  # min: no overflow in the unused branch
+  x = float_array("elu", "x", x)
+  return _elu(x, static_number("elu", "alpha", alpha, low=0.0))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _elu(x, alpha):
-  return _elu_forward(x, alpha)
+  return _elu_fwd(x, alpha)[0]
 
 
 def _elu_fwd(x, alpha):
-  z = _elu_forward(x, alpha)
+  z = jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0)))  # min: no overflow in the unused branch
   return z, z
 
 
@@ -141,18 +150,14 @@ def _elu_ref(x, alpha=1.0):
   return jax.nn.elu(x, alpha)
 
 
-def _sample_elu(rng, dtype):
-  (x,), _ = _sample_kinked(rng, dtype)
-  return (x,), {"alpha": float(rng.choice([1.0, 0.5]))}
-
-
 _elu.defvjp(_elu_fwd, _elu_bwd)
-register(elu, _elu_ref, _sample_elu, note="004")
+_ALPHAS = {"away_from": 0.0, "alpha": [1.0, 0.5]}
+register(elu, _elu_ref, _any_shape(**_ALPHAS), branches=_unary_branches(**_ALPHAS), note="004")
 
 
 # ------------------------------------------------------------------------------------------- sigmoid
 
-def sigmoid(x):
+def sigmoid(x: ArrayLike) -> jax.Array:
   """z = σ(x) = 1 / (1 + e⁻ˣ).  (Notes 000, 001, 004.)
 
   Local derivative: σ′(x) = z(1 − z). VJP: dx = g · z · (1 − z), note 001's
@@ -162,13 +167,12 @@ def sigmoid(x):
   Args:
     x: float array of any shape.
   """
-  require_float("sigmoid", "x", x)
-  return _sigmoid(x)
+  return _sigmoid(float_array("sigmoid", "x", x))
 
 
 @jax.custom_vjp
 def _sigmoid(x):
-  return jax.lax.logistic(x)
+  return _sigmoid_fwd(x)[0]
 
 
 def _sigmoid_fwd(x):
@@ -181,12 +185,13 @@ def _sigmoid_bwd(z, g):
 
 
 _sigmoid.defvjp(_sigmoid_fwd, _sigmoid_bwd)
-register(sigmoid, jax.nn.sigmoid, _sample_unary, note="000, 001, 004")
+_SMOOTH = _unary_branches()
+register(sigmoid, jax.nn.sigmoid, _any_shape(), branches=_SMOOTH, note="000, 001, 004")
 
 
 # ---------------------------------------------------------------------------------------------- tanh
 
-def tanh(x):
+def tanh(x: ArrayLike) -> jax.Array:
   """z = tanh(x).  (Note 004.)
 
   Local derivative: 1 − z². VJP: dx = g · (1 − z²). The rule keeps only the output z.
@@ -194,13 +199,12 @@ def tanh(x):
   Args:
     x: float array of any shape.
   """
-  require_float("tanh", "x", x)
-  return _tanh(x)
+  return _tanh(float_array("tanh", "x", x))
 
 
 @jax.custom_vjp
 def _tanh(x):
-  return jnp.tanh(x)
+  return _tanh_fwd(x)[0]
 
 
 def _tanh_fwd(x):
@@ -213,46 +217,45 @@ def _tanh_bwd(z, g):
 
 
 _tanh.defvjp(_tanh_fwd, _tanh_bwd)
-register(tanh, jnp.tanh, _sample_unary, note="004")
+register(tanh, jnp.tanh, _any_shape(), branches=_SMOOTH, note="004")
 
 
 # ------------------------------------------------------------------------------- softmax, log_softmax
 
-def _check_axis(op, x, axis):
-  ndim = jnp.ndim(x)
-  if not isinstance(axis, int) or not -ndim <= axis < ndim:
-    raise ValueError(f"{op}: argument 'axis' must be an int in [{-ndim}, {ndim}) for x of shape "
-                     f"{jnp.shape(x)}, got {axis!r}")
-  return axis % ndim
+def _stable_log_softmax(x: jax.Array, axis: int) -> jax.Array:
+  """log softmax(x) along ``axis`` with the max subtracted first (log-sum-exp; note 004).
+
+  A building block of several rules' forwards (log_softmax, softmax_cross_entropy), not a rule. The max
+  starts from −∞, so an axis of length 0 gives an empty result as ``jax.nn.log_softmax`` does.
+  """
+  shifted = x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf))
+  return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
 
 
-def softmax(x, axis=-1):
+def softmax(x: ArrayLike, axis: int = -1) -> jax.Array:
   """zᵢ = e^{xᵢ} / Σⱼ e^{xⱼ} along ``axis``.  (Note 004.)
 
   Local Jacobian (per slice): ∂zᵢ/∂xⱼ = zᵢ(δᵢⱼ − zⱼ), i.e. diag(z) − z zᵀ. VJP (it is symmetric):
   dx = z ⊙ (g − Σⱼ gⱼ zⱼ). The forward subtracts the maximum first (note 004's stable softmax), so
-  logits near ±1e4 give finite values. The rule keeps only the output z.
+  logits near ±1e4 give finite values. The rule keeps only the output z. An axis of length 0 gives
+  an empty result (as ``jax.nn.softmax`` does).
 
   Args:
     x: float array with at least one axis.
     axis: the axis the probabilities sum to 1 along.
   """
-  require_float("softmax", "x", x)
-  return _softmax(x, _check_axis("softmax", x, axis))
-
-
-def _softmax_forward(x, axis):
-  e = jnp.exp(x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True)))
-  return e / jnp.sum(e, axis=axis, keepdims=True)
+  x = float_array("softmax", "x", x)
+  return _softmax(x, axis_index("softmax", "axis", axis, x.shape))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _softmax(x, axis):
-  return _softmax_forward(x, axis)
+  return _softmax_fwd(x, axis)[0]
 
 
 def _softmax_fwd(x, axis):
-  z = _softmax_forward(x, axis)
+  e = jnp.exp(x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf)))
+  z = e / jnp.sum(e, axis=axis, keepdims=True)
   return z, z
 
 
@@ -260,18 +263,23 @@ def _softmax_bwd(axis, z, g):
   return (z * (g - jnp.sum(g * z, axis=axis, keepdims=True)),)
 
 
-def _sample_with_axis(rng, dtype):
-  shape = random_shape(rng, max_rank=3)
-  shape = shape if shape else (3,)
-  x = draw(rng, shape, dtype, low=-4.0, high=4.0)
-  return (x,), {"axis": int(rng.integers(-len(shape), len(shape)))}
+def _with_axis(shape):
+  def sample(rng, dtype):
+    x = uniform(rng, shape, dtype, low=-4.0, high=4.0)
+    return (x,), {"axis": int(rng.integers(-len(shape), len(shape)))}
+  return sample
 
 
+_AXES = {
+    "rank 1": _with_axis((4,)),
+    "rank 3, any axis": _with_axis((2, 3, 4)),
+    "an empty axis": _with_axis((3, 0)),
+}
 _softmax.defvjp(_softmax_fwd, _softmax_bwd)
-register(softmax, jax.nn.softmax, _sample_with_axis, note="004")
+register(softmax, jax.nn.softmax, any_branch(_AXES), branches=_AXES, note="004")
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: ArrayLike, axis: int = -1) -> jax.Array:
   """zᵢ = xᵢ − log Σⱼ e^{xⱼ} along ``axis``, with the max subtracted (log-sum-exp).  (Note 004.)
 
   Local Jacobian (per slice): ∂zᵢ/∂xⱼ = δᵢⱼ − softmax(x)ⱼ. VJP: dx = g − softmax(x) · Σⱼ gⱼ, with
@@ -281,22 +289,17 @@ def log_softmax(x, axis=-1):
     x: float array with at least one axis.
     axis: the axis to normalise along.
   """
-  require_float("log_softmax", "x", x)
-  return _log_softmax(x, _check_axis("log_softmax", x, axis))
-
-
-def _log_softmax_forward(x, axis):
-  shifted = x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
-  return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+  x = float_array("log_softmax", "x", x)
+  return _log_softmax(x, axis_index("log_softmax", "axis", axis, x.shape))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _log_softmax(x, axis):
-  return _log_softmax_forward(x, axis)
+  return _log_softmax_fwd(x, axis)[0]
 
 
 def _log_softmax_fwd(x, axis):
-  z = _log_softmax_forward(x, axis)
+  z = _stable_log_softmax(x, axis)
   return z, z
 
 
@@ -305,4 +308,4 @@ def _log_softmax_bwd(axis, z, g):
 
 
 _log_softmax.defvjp(_log_softmax_fwd, _log_softmax_bwd)
-register(log_softmax, jax.nn.log_softmax, _sample_with_axis, note="004")
+register(log_softmax, jax.nn.log_softmax, any_branch(_AXES), branches=_AXES, note="004")

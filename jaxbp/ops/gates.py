@@ -8,14 +8,14 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
-from jaxbp.ops._registry import broadcastable_to
-from jaxbp.ops._registry import draw
-from jaxbp.ops._registry import random_shape
+from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
+from jaxbp.ops._registry import uniform
 from jaxbp.ops._util import broadcast_shape
-from jaxbp.ops._util import require_floats
+from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import unbroadcast
 
 
@@ -23,21 +23,37 @@ def _meta(x):
   return jnp.shape(x), jnp.result_type(x)
 
 
-def _sample_pair(rng, dtype, gap=None):
-  shape = random_shape(rng)
-  other = broadcastable_to(rng, shape)
-  if rng.random() < 0.5:
-    shape, other = other, shape
-  x = draw(rng, shape, dtype)
-  y = draw(rng, other, dtype)
-  if gap is not None:  # keep x and y apart, away from max's tie
-    y = (y + gap * np.sign(y - x + 1e-9)).astype(dtype)
-  return (x, y), {}
+def _pair(x_shape, y_shape, gap=None):
+  """A sampler of (x, y) of these shapes; with ``gap``, y kept apart from x."""
+  def sample(rng, dtype):
+    x, y = uniform(rng, x_shape, dtype), uniform(rng, y_shape, dtype)
+    if gap is not None:  # keep x and y apart, away from max's tie
+      y = (y + gap * np.sign(y - x + 1e-9)).astype(dtype)
+    return (x, y), {}
+  return sample
+
+
+def _broadcast_forms(gap=None):
+  """Every broadcast form a gate meets: equal shapes, each side broadcast to the other (a leading axis
+  added and a unit axis stretched), a unit axis stretched on both sides at once, a scalar, and an empty
+  axis. Fixed shapes (random values), so the registry test compiles each once."""
+  forms = {
+      "same shape": ((2, 3), (2, 3)),
+      "y broadcast to x": ((2, 3, 4), (3, 1)),
+      "x broadcast to y": ((3, 1), (2, 3, 4)),
+      "both stretched": ((2, 1), (1, 3)),
+      "scalar and array": ((), (2, 3)),
+      "zero-size": ((0, 3), (3,)),
+  }
+  return {name: _pair(*shapes, gap=gap) for name, shapes in forms.items()}
+
+
+_FORMS = _broadcast_forms()
 
 
 # ----------------------------------------------------------------------------------------------- add
 
-def add(x, y):
+def add(x: ArrayLike, y: ArrayLike) -> jax.Array:
   """z = x + y, broadcasting.  (Note 001, the add gate.)
 
   Local Jacobians: ∂z/∂x = I, ∂z/∂y = I. VJP: dx = g, dy = g, each summed over the axes its input
@@ -47,19 +63,18 @@ def add(x, y):
     x: float array, broadcastable with ``y``.
     y: float array, broadcastable with ``x``.
   """
-  require_floats("add", x=x, y=y)
+  x, y = float_arrays("add", x=x, y=y)
   broadcast_shape("add", x=x, y=y)
   return _add(x, y, _meta(x), _meta(y))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _add(x, y, x_meta, y_meta):
-  del x_meta, y_meta
-  return jnp.add(x, y)
+  return _add_fwd(x, y, x_meta, y_meta)[0]
 
 
 def _add_fwd(x, y, x_meta, y_meta):
-  return _add(x, y, x_meta, y_meta), None  # the gradient of a sum needs no residual
+  return jnp.add(x, y), None  # the gradient of a sum needs no residual, only the shapes (static)
 
 
 def _add_bwd(x_meta, y_meta, _, g):
@@ -69,12 +84,12 @@ def _add_bwd(x_meta, y_meta, _, g):
 
 
 _add.defvjp(_add_fwd, _add_bwd)
-register(add, jnp.add, _sample_pair, note="001")
+register(add, jnp.add, any_branch(_FORMS), branches=_FORMS, note="001")
 
 
 # ------------------------------------------------------------------------------------------ multiply
 
-def multiply(x, y):
+def multiply(x: ArrayLike, y: ArrayLike) -> jax.Array:
   """z = x · y elementwise, broadcasting.  (Note 001, the multiply gate.)
 
   Local Jacobians: ∂z/∂x = diag(y), ∂z/∂y = diag(x). VJP: dx = g · y, dy = g · x, summed back over
@@ -84,14 +99,14 @@ def multiply(x, y):
     x: float array, broadcastable with ``y``.
     y: float array, broadcastable with ``x``.
   """
-  require_floats("multiply", x=x, y=y)
+  x, y = float_arrays("multiply", x=x, y=y)
   broadcast_shape("multiply", x=x, y=y)
   return _multiply(x, y)
 
 
 @jax.custom_vjp
 def _multiply(x, y):
-  return jnp.multiply(x, y)
+  return _multiply_fwd(x, y)[0]
 
 
 def _multiply_fwd(x, y):
@@ -106,12 +121,12 @@ def _multiply_bwd(res, g):
 
 
 _multiply.defvjp(_multiply_fwd, _multiply_bwd)
-register(multiply, jnp.multiply, _sample_pair, note="001")
+register(multiply, jnp.multiply, any_branch(_FORMS), branches=_FORMS, note="001")
 
 
 # ------------------------------------------------------------------------------------------- maximum
 
-def maximum(x, y):
+def maximum(x: ArrayLike, y: ArrayLike) -> jax.Array:
   """z = max(x, y) elementwise, broadcasting.  (Note 001, the max gate.)
 
   Local Jacobians: ∂z/∂x = diag(1[x > y]), ∂z/∂y = diag(1[x ≤ y]). VJP: dx = g · 1[x > y],
@@ -125,14 +140,14 @@ def maximum(x, y):
     x: float array, broadcastable with ``y``.
     y: float array, broadcastable with ``x``.
   """
-  require_floats("maximum", x=x, y=y)
+  x, y = float_arrays("maximum", x=x, y=y)
   broadcast_shape("maximum", x=x, y=y)
   return _maximum(x, y)
 
 
 @jax.custom_vjp
 def _maximum(x, y):
-  return jnp.maximum(x, y)
+  return _maximum_fwd(x, y)[0]
 
 
 def _maximum_fwd(x, y):
@@ -148,4 +163,5 @@ def _maximum_bwd(res, g):
 
 
 _maximum.defvjp(_maximum_fwd, _maximum_bwd)
-register(maximum, jnp.maximum, functools.partial(_sample_pair, gap=0.2), note="001")
+_APART = _broadcast_forms(gap=0.2)
+register(maximum, jnp.maximum, any_branch(_APART), branches=_APART, note="001")

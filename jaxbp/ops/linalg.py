@@ -1,11 +1,15 @@
 """Matrix products (note 001, section 2): dX = dY·Wᵀ, dW = Xᵀ·dY, the only shapes that fit."""
 
+import math
+
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from jaxbp.ops._registry import draw
+from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
-from jaxbp.ops._util import require_floats
+from jaxbp.ops._registry import uniform
+from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import unbroadcast
 
 
@@ -25,9 +29,11 @@ def _weight_grad(x, g):
   kernel. Measured on a 2-core EPYC with jax 0.10.2 (benchmarks/layout_study.py, docs/performance.md),
   it runs at the GEMM ceiling; materialising Xᵀ first (an optimization barrier) made the large MLP's
   step about 3% slower and added the network input's transposed copy to the temporary memory.
+  N is counted, not inferred with ``reshape(-1, D)``, so an empty axis (D = 0 or N = 0) works.
   """
-  x2 = x.reshape(-1, x.shape[-1])
-  g2 = g.reshape(-1, g.shape[-1])
+  n = math.prod(x.shape[:-1])
+  x2 = x.reshape(n, x.shape[-1])
+  g2 = g.reshape(n, g.shape[-1])
   return jnp.matmul(x2.T, g2)
 
 
@@ -36,9 +42,25 @@ def _input_grad(g, w):
   return jnp.matmul(g, w.T)
 
 
+def _matmul_sampler(x_shape, w_shape):
+  def sample(rng, dtype):
+    return (uniform(rng, x_shape, dtype), uniform(rng, w_shape, dtype)), {}
+  return sample
+
+
+# x of each rank the rule flattens differently, and N or D of length 0; N, D, M all distinct.
+_PRODUCTS = {
+    "x a vector": _matmul_sampler((3,), (3, 4)),
+    "x a matrix": _matmul_sampler((2, 3), (3, 4)),
+    "x of rank 3": _matmul_sampler((2, 5, 3), (3, 4)),
+    "N = 0": _matmul_sampler((0, 3), (3, 4)),
+    "D = 0": _matmul_sampler((2, 0), (0, 4)),
+}
+
+
 # -------------------------------------------------------------------------------------------- matmul
 
-def matmul(x, w):
+def matmul(x: ArrayLike, w: ArrayLike) -> jax.Array:
   """Y = X·W for X of shape [..., D] and W of shape [D, M].  (Note 001, section 2.)
 
   Forward: y_{n,m} = Σ_d x_{n,d} w_{d,m}. Each x_{n,d} touches the whole row y_{n,:}, so
@@ -53,14 +75,14 @@ def matmul(x, w):
   Returns:
     Array [..., M].
   """
-  require_floats("matmul", x=x, w=w)
+  x, w = float_arrays("matmul", x=x, w=w)
   _check_matmul("matmul", x, w)
   return _matmul(x, w)
 
 
 @jax.custom_vjp
 def _matmul(x, w):
-  return jnp.matmul(x, w)
+  return _matmul_fwd(x, w)[0]
 
 
 def _matmul_fwd(x, w):
@@ -74,19 +96,13 @@ def _matmul_bwd(res, g):
   return dx, dw
 
 
-def _sample_matmul(rng, dtype):
-  lead = tuple(int(n) for n in rng.integers(1, 5, size=rng.integers(0, 3)))
-  d, m = (int(n) for n in rng.integers(1, 6, size=2))
-  return (draw(rng, lead + (d,), dtype), draw(rng, (d, m), dtype)), {}
-
-
 _matmul.defvjp(_matmul_fwd, _matmul_bwd)
-register(matmul, jnp.matmul, _sample_matmul, note="001")
+register(matmul, jnp.matmul, any_branch(_PRODUCTS), branches=_PRODUCTS, note="001")
 
 
 # -------------------------------------------------------------------------------------------- linear
 
-def linear(x, w, b):
+def linear(x: ArrayLike, w: ArrayLike, b: ArrayLike) -> jax.Array:
   """Y = X·W + b for X [..., D], W [D, M], b [M]: the fully connected layer.  (Notes 001, 004.)
 
   VJP: dX = dY·Wᵀ, dW = Xᵀ·dY (as ``matmul``), db = Σₙ dY_{n,:}: the bias was broadcast over
@@ -100,17 +116,17 @@ def linear(x, w, b):
   Returns:
     Array [..., M].
   """
-  require_floats("linear", x=x, w=w, b=b)
+  x, w, b = float_arrays("linear", x=x, w=w, b=b)
   _check_matmul("linear", x, w)
-  if jnp.shape(b) != (jnp.shape(w)[1],):
-    raise ValueError(f"linear: argument 'b' must have shape ({jnp.shape(w)[1]},) to match w of "
-                     f"shape {jnp.shape(w)}, got {jnp.shape(b)}")
+  if b.shape != (w.shape[1],):
+    raise ValueError(f"linear: argument 'b' must have shape ({w.shape[1]},) to match w of "
+                     f"shape {w.shape}, got {b.shape}")
   return _linear(x, w, b)
 
 
 @jax.custom_vjp
 def _linear(x, w, b):
-  return jnp.matmul(x, w) + b
+  return _linear_fwd(x, w, b)[0]
 
 
 def _linear_fwd(x, w, b):
@@ -127,10 +143,13 @@ def _linear_ref(x, w, b):
   return jnp.matmul(x, w) + b
 
 
-def _sample_linear(rng, dtype):
-  (x, w), _ = _sample_matmul(rng, dtype)
-  return (x, w, draw(rng, (w.shape[1],), dtype)), {}
+def _with_bias(sample):
+  def sample_linear(rng, dtype):
+    (x, w), _ = sample(rng, dtype)
+    return (x, w, uniform(rng, (w.shape[1],), dtype)), {}
+  return sample_linear
 
 
+_LAYERS = {name: _with_bias(sample) for name, sample in _PRODUCTS.items()}
 _linear.defvjp(_linear_fwd, _linear_bwd)
-register(linear, _linear_ref, _sample_linear, note="001, 004")
+register(linear, _linear_ref, any_branch(_LAYERS), branches=_LAYERS, note="001, 004")

@@ -7,18 +7,25 @@ softmax's Jacobian, and never takes the log of a computed softmax.
 """
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
-from jaxbp.ops._registry import draw
+from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
+from jaxbp.ops._registry import uniform
+from jaxbp.ops._util import REDUCTIONS
+from jaxbp.ops._util import class_labels
+from jaxbp.ops._util import float_array
+from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import reduce_batch
-from jaxbp.ops._util import require_float
-from jaxbp.ops._util import require_floats
 from jaxbp.ops._util import require_reduction
-from jaxbp.ops.activations import _log_softmax_forward
+from jaxbp.ops._util import same_shape
+from jaxbp.ops._util import static_number
+from jaxbp.ops.activations import _stable_log_softmax
 
 
 def _per_sample_scale(g, batch_shape, reduction, dtype):
@@ -39,22 +46,29 @@ def _expand(s, ndim):
   return s.reshape(s.shape + (1,) * (ndim - s.ndim))
 
 
-def _check_same_shape(op, pred, target):
-  if jnp.shape(pred) != jnp.shape(target):
-    raise ValueError(f"{op}: 'pred' and 'target' must have the same shape (broadcasting a loss "
-                     f"silently mixes samples), got {jnp.shape(pred)} and {jnp.shape(target)}")
+def _regression(shape, reductions=("mean", "sum", "none")):
+  """Samples (pred, target) of ``shape`` with a reduction drawn from ``reductions``."""
+  def sample(rng, dtype):
+    kw = {"reduction": str(rng.choice(reductions))}
+    return (uniform(rng, shape, dtype), uniform(rng, shape, dtype)), kw
+  return sample
 
 
-def _sample_regression(rng, dtype):
-  n, d = (int(k) for k in rng.integers(1, 5, size=2))
-  shape = [(n, d), (n,), ()][rng.integers(0, 3)]
-  kw = {"reduction": str(rng.choice(["mean", "sum", "none"]))}
-  return (draw(rng, shape, dtype), draw(rng, shape, dtype)), kw
+# Every path of the regression losses: each reduction over [N, D] with D > 1, one feature, a scalar,
+# rank 3, a batch of one, and an empty batch (whose mean is NaN, as jnp.mean's).
+_REGRESSION = {
+    **{f"[N, D] {r}": _regression((3, 2), (r,)) for r in ("mean", "sum", "none")},
+    "[N]": _regression((4,)),
+    "scalar": _regression(()),
+    **{f"[N, T, D] {r}": _regression((2, 3, 2), (r,)) for r in ("mean", "none")},
+    "batch of one, mean": _regression((1, 3), ("mean",)),
+    "N = 0": _regression((0, 2)),
+}
 
 
 # ------------------------------------------------------------------------------------- squared_error
 
-def squared_error(pred, target, reduction="mean"):
+def squared_error(pred: ArrayLike, target: ArrayLike, reduction: str = "mean") -> jax.Array:
   """E = ½ Σ_features (pred − target)² per sample, reduced over the batch.  (Notes 000, 004.)
 
   Axis 0 is the batch; the per-sample loss sums over every other axis (a 1-D input is N samples of
@@ -66,31 +80,27 @@ def squared_error(pred, target, reduction="mean"):
     target: float array of the same shape.
     reduction: "mean" over N, "sum", or "none" for the [N] per-sample losses.
   """
-  require_floats("squared_error", pred=pred, target=target)
-  _check_same_shape("squared_error", pred, target)
+  pred, target = float_arrays("squared_error", pred=pred, target=target)
+  same_shape("squared_error", pred, target)
   require_reduction("squared_error", reduction)
-  return _squared_error(pred, target, reduction)
+  return _squared_error(pred, target, reduction, (pred.dtype, target.dtype))
 
 
-def _squared_error_forward(pred, target, reduction):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _squared_error(pred, target, reduction, dtypes):
+  return _squared_error_fwd(pred, target, reduction, dtypes)[0]
+
+
+def _squared_error_fwd(pred, target, reduction, dtypes):
   diff = pred - target
   per_sample = 0.5 * jnp.sum(diff * diff, axis=tuple(range(1, diff.ndim)))
-  return reduce_batch(per_sample, reduction), diff
+  return reduce_batch(per_sample, reduction), diff  # keeps pred − target only
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _squared_error(pred, target, reduction):
-  return _squared_error_forward(pred, target, reduction)[0]
-
-
-def _squared_error_fwd(pred, target, reduction):
-  return _squared_error_forward(pred, target, reduction)  # keeps pred − target only
-
-
-def _squared_error_bwd(reduction, diff, g):
+def _squared_error_bwd(reduction, dtypes, diff, g):
   scale = _per_sample_scale(g, diff.shape[:1], reduction, diff.dtype)
   dpred = _expand(scale, diff.ndim) * diff
-  return dpred, -dpred
+  return dpred.astype(dtypes[0]), (-dpred).astype(dtypes[1])  # each input's own dtype
 
 
 def _squared_error_ref(pred, target, reduction="mean"):
@@ -99,12 +109,12 @@ def _squared_error_ref(pred, target, reduction="mean"):
 
 
 _squared_error.defvjp(_squared_error_fwd, _squared_error_bwd)
-register(squared_error, _squared_error_ref, _sample_regression, note="000, 004")
+register(squared_error, _squared_error_ref, any_branch(_REGRESSION), branches=_REGRESSION, note="000, 004")
 
 
 # ----------------------------------------------------------------------------------------------- mse
 
-def mse(pred, target, reduction="mean"):
+def mse(pred: ArrayLike, target: ArrayLike, reduction: str = "mean") -> jax.Array:
   """Mean squared error like ``torch.nn.functional.mse_loss``: the mean of (pred − target)².  (Note 000.)
 
   Unlike the other losses, "mean" averages over every element (as PyTorch does, note 000's
@@ -117,29 +127,25 @@ def mse(pred, target, reduction="mean"):
     target: float array of the same shape.
     reduction: "mean", "sum" or "none".
   """
-  require_floats("mse", pred=pred, target=target)
-  _check_same_shape("mse", pred, target)
+  pred, target = float_arrays("mse", pred=pred, target=target)
+  same_shape("mse", pred, target)
   require_reduction("mse", reduction)
-  return _mse(pred, target, reduction)
+  return _mse(pred, target, reduction, (pred.dtype, target.dtype))
 
 
-def _mse_forward(pred, target, reduction):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _mse(pred, target, reduction, dtypes):
+  return _mse_fwd(pred, target, reduction, dtypes)[0]
+
+
+def _mse_fwd(pred, target, reduction, dtypes):
   diff = pred - target
   return reduce_batch(diff * diff, reduction), diff  # each element counts as a sample, as in PyTorch
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _mse(pred, target, reduction):
-  return _mse_forward(pred, target, reduction)[0]
-
-
-def _mse_fwd(pred, target, reduction):
-  return _mse_forward(pred, target, reduction)
-
-
-def _mse_bwd(reduction, diff, g):
+def _mse_bwd(reduction, dtypes, diff, g):
   dpred = 2 * _per_sample_scale(g, diff.shape, reduction, diff.dtype) * diff
-  return dpred, -dpred
+  return dpred.astype(dtypes[0]), (-dpred).astype(dtypes[1])  # each input's own dtype
 
 
 def _mse_ref(pred, target, reduction="mean"):
@@ -148,42 +154,48 @@ def _mse_ref(pred, target, reduction="mean"):
 
 
 _mse.defvjp(_mse_fwd, _mse_bwd)
-register(mse, _mse_ref, _sample_regression, note="000")
+register(mse, _mse_ref, any_branch(_REGRESSION), branches=_REGRESSION, note="000")
 
 
 # ----------------------------------------------------------------------------- softmax_cross_entropy
 
-def _check_labels(op, scores, labels, allow_probabilities):
-  """Validates class labels against scores [..., C]; returns True for probability labels."""
-  s_shape, l_shape, l_dtype = jnp.shape(scores), jnp.shape(labels), jnp.result_type(labels)
-  if len(s_shape) < 1:
-    raise ValueError(f"{op}: scores must have a class axis [..., C], got shape {s_shape}")
-  if allow_probabilities and jnp.issubdtype(l_dtype, jnp.inexact):
-    if l_shape != s_shape:
-      raise ValueError(f"{op}: probability labels must have the logits' shape {s_shape}, got {l_shape}")
-    return True
-  if not jnp.issubdtype(l_dtype, jnp.integer):
-    kinds = "integer class indices or float probabilities" if allow_probabilities else "integer class indices"
-    raise TypeError(f"{op}: argument 'labels' must be {kinds}, got dtype {l_dtype}")
-  if l_shape != s_shape[:-1]:
-    raise ValueError(f"{op}: integer labels must have shape {s_shape[:-1]} (one class index per "
-                     f"sample), got {l_shape}")
-  if not isinstance(labels, jax.core.Tracer):
-    values = np.asarray(labels)
-    bad = (values < 0) | (values >= s_shape[-1])
-    if bad.any():
-      raise ValueError(f"{op}: labels must lie in [0, {s_shape[-1]}), got {values[bad].ravel()[:5]} "
-                       f"(first of {int(bad.sum())} out of range)")
-  return False
-
-
-def _nan_where_invalid(per_sample, labels, num_classes):
+def _nan_where_invalid(values, labels, num_classes):
   """NaN for a sample whose integer label lies outside [0, num_classes): under ``jit`` the label's
-  value cannot be checked, and a NaN loss stops training where a wrong number would not."""
-  return jnp.where((labels >= 0) & (labels < num_classes), per_sample, jnp.nan)
+  value cannot be checked, and a NaN loss (and gradient) stops training where a wrong number would
+  not. ``values`` is [...] per sample or [..., C] per sample and class."""
+  valid = (labels >= 0) & (labels < num_classes)
+  return jnp.where(valid.reshape(valid.shape + (1,) * (values.ndim - valid.ndim)), values, jnp.nan)
 
 
-def softmax_cross_entropy(logits, labels, reduction="mean"):
+def _classification(batch, reductions=("mean", "sum", "none"), probabilities=(False, True)):
+  """Samples (logits [*batch, 4], labels) with the label kind and the reduction drawn from the given.
+  Fixed shapes (random values), so the registry test compiles each shape family once."""
+  def sample(rng, dtype):
+    c = 4
+    logits = uniform(rng, batch + (c,), dtype, low=-3.0, high=3.0)
+    if rng.choice(probabilities):
+      labels = rng.dirichlet(np.ones(c), size=batch).astype(dtype)
+    else:
+      labels = rng.integers(0, c, size=batch).astype(np.int32)
+    return (logits, labels), {"reduction": str(rng.choice(reductions))}
+  return sample
+
+
+def _label_branches(probabilities):
+  """Every path of a classification loss for one label kind: each reduction over [N, C] and over
+  rank 3 [B, T, C], a batch of one under "mean" (where N = 1 hides a wrong 1/N), and no samples."""
+  kind, p = ("probabilities", (True,)) if probabilities else ("int labels", (False,))
+  return {
+      **{f"{kind}, [N, C] {r}": _classification((3,), (r,), p) for r in REDUCTIONS},
+      **{f"{kind}, [B, T, C] {r}": _classification((2, 3), (r,), p) for r in REDUCTIONS},
+      f"{kind}, batch of one, mean": _classification((1,), ("mean",), p),
+      f"{kind}, N = 0": _classification((0,), REDUCTIONS, p),
+  }
+
+
+# ----------------------------------------------------------------------------- softmax_cross_entropy
+
+def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str = "mean") -> jax.Array:
   """Cross-entropy of softmax(logits) against labels, fused.  (Notes 001, 004.)
 
   Per sample: L = −Σⱼ pⱼ · log_softmax(z)ⱼ with p the one-hot of an integer label (so L =
@@ -194,15 +206,15 @@ def softmax_cross_entropy(logits, labels, reduction="mean"):
   The rule keeps log_softmax(z) and the labels: softmax(z) = exp of it.
 
   Out-of-range integer labels raise ValueError when concrete; under ``jit``, where they cannot be
-  seen, that sample's loss is NaN rather than a silently wrong number.
+  seen, that sample's loss and gradient row are NaN rather than a silently wrong number.
 
   Args:
     logits: float array [..., C] (usually [N, C]).
     labels: int array [...] of class indices in [0, C), or float array [..., C] of probabilities.
     reduction: "mean" over the samples, "sum", or "none".
   """
-  require_float("softmax_cross_entropy", "logits", logits)
-  probs = _check_labels("softmax_cross_entropy", logits, labels, allow_probabilities=True)
+  logits = float_array("softmax_cross_entropy", "logits", logits)
+  labels, probs = class_labels("softmax_cross_entropy", logits, labels, allow_probabilities=True)
   require_reduction("softmax_cross_entropy", reduction)
   return _softmax_cross_entropy(logits, labels, reduction, probs)
 
@@ -211,29 +223,26 @@ def _targets(labels, num_classes, probs, dtype):
   return labels.astype(dtype) if probs else jax.nn.one_hot(labels, num_classes, dtype=dtype)
 
 
-def _sce_forward(logits, labels, reduction, probs):
-  ls = _log_softmax_forward(logits, -1)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _softmax_cross_entropy(logits, labels, reduction, probs):
+  return _softmax_cross_entropy_fwd(logits, labels, reduction, probs)[0]
+
+
+def _softmax_cross_entropy_fwd(logits, labels, reduction, probs):
+  ls = _stable_log_softmax(logits, -1)
   per_sample = -jnp.sum(_targets(labels, logits.shape[-1], probs, ls.dtype) * ls, axis=-1)
   if not probs:
     per_sample = _nan_where_invalid(per_sample, labels, logits.shape[-1])
-  return reduce_batch(per_sample, reduction), ls
+  return reduce_batch(per_sample, reduction), (ls, labels)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _softmax_cross_entropy(logits, labels, reduction, probs):
-  return _sce_forward(logits, labels, reduction, probs)[0]
-
-
-def _sce_fwd(logits, labels, reduction, probs):
-  out, ls = _sce_forward(logits, labels, reduction, probs)
-  return out, (ls, labels)
-
-
-def _sce_bwd(reduction, probs, res, g):
+def _softmax_cross_entropy_bwd(reduction, probs, res, g):
   ls, labels = res
   p = _targets(labels, ls.shape[-1], probs, ls.dtype)
   scale = _per_sample_scale(g, ls.shape[:-1], reduction, ls.dtype)[..., None]
   dlogits = scale * (jnp.sum(p, axis=-1, keepdims=True) * jnp.exp(ls) - p)
+  if not probs:
+    dlogits = _nan_where_invalid(dlogits, labels, ls.shape[-1])
   dlabels = (-scale * ls).astype(labels.dtype) if probs else None
   return dlogits, dlabels
 
@@ -248,69 +257,54 @@ def _softmax_cross_entropy_ref(logits, labels, reduction="mean"):
   return _reduce_ref(per_sample, reduction)
 
 
-def _sample_classification(rng, dtype, probabilities=None):
-  n, c = int(rng.integers(1, 6)), int(rng.integers(2, 6))
-  logits = draw(rng, (n, c), dtype, low=-3.0, high=3.0)
-  if probabilities is None:
-    probabilities = rng.random() < 0.5
-  if probabilities:
-    p = rng.dirichlet(np.ones(c), size=n).astype(dtype)
-    labels = p
-  else:
-    labels = rng.integers(0, c, size=n).astype(np.int32)
-  return (logits, labels), {"reduction": str(rng.choice(["mean", "sum", "none"]))}
-
-
-_softmax_cross_entropy.defvjp(_sce_fwd, _sce_bwd)
-register(softmax_cross_entropy, _softmax_cross_entropy_ref, _sample_classification, note="001, 004")
+_SCE = {**_label_branches(False), **_label_branches(True)}
+_softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd)
+register(softmax_cross_entropy, _softmax_cross_entropy_ref, any_branch(_SCE), branches=_SCE, note="001, 004")
 
 
 # ---------------------------------------------------------------------------------- multiclass_hinge
 
-def multiclass_hinge(scores, labels, margin=1.0, reduction="mean"):
+def multiclass_hinge(scores: ArrayLike, labels: ArrayLike, margin: float = 1.0,
+                     reduction: str = "mean") -> jax.Array:
   """Multiclass SVM loss Lᵢ = Σ_{j≠yᵢ} max(0, s_j − s_{yᵢ} + margin).  (Note 001, section 1.)
 
   Local gradient per sample: ∂L/∂s_j = 1[s_j − s_y + margin > 0] for j ≠ y, and
   ∂L/∂s_y = −Σ_{j≠y} 1[s_j − s_y + margin > 0]: every class that violates the margin pushes its own
   score down and the true class's score up. VJP: ds = g · ∂L/∂s per sample; labels get none.
   At the kink (s_j − s_y + margin exactly 0) the rule takes the subgradient 0, as relu does.
-  Out-of-range labels raise ValueError when concrete; under ``jit`` that sample's loss is NaN.
+  Out-of-range labels raise ValueError when concrete; under ``jit`` that sample's loss and gradient
+  row are NaN.
 
   Args:
     scores: float array [N, C] (or [..., C]).
-    labels: int array [N] of class indices in [0, C).
-    margin: Python float, the required gap Δ.
+    labels: int array [N] (or [...]) of class indices in [0, C).
+    margin: Python float ≥ 0, the required gap Δ.
     reduction: "mean" over the samples, "sum", or "none".
   """
-  require_float("multiclass_hinge", "scores", scores)
-  _check_labels("multiclass_hinge", scores, labels, allow_probabilities=False)
+  scores = float_array("multiclass_hinge", "scores", scores)
+  labels, _ = class_labels("multiclass_hinge", scores, labels, allow_probabilities=False)
   require_reduction("multiclass_hinge", reduction)
-  if not margin >= 0:
-    raise ValueError(f"multiclass_hinge: argument 'margin' must be >= 0, got {margin!r}")
-  return _multiclass_hinge(scores, labels, float(margin), reduction)
+  margin = static_number("multiclass_hinge", "margin", margin, low=0.0)
+  return _multiclass_hinge(scores, labels, margin, reduction)
 
 
-def _hinge_forward(scores, labels, margin, reduction):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _multiclass_hinge(scores, labels, margin, reduction):
+  return _multiclass_hinge_fwd(scores, labels, margin, reduction)[0]
+
+
+def _multiclass_hinge_fwd(scores, labels, margin, reduction):
   onehot = jax.nn.one_hot(labels, scores.shape[-1], dtype=scores.dtype)
   true_score = jnp.sum(scores * onehot, axis=-1, keepdims=True)
   margins = jnp.where(onehot > 0, 0, scores - true_score + margin)
   per_sample = _nan_where_invalid(jnp.sum(jnp.maximum(margins, 0), axis=-1), labels, scores.shape[-1])
   violated = (margins > 0).astype(scores.dtype)
   local = violated - onehot * jnp.sum(violated, axis=-1, keepdims=True)
-  return reduce_batch(per_sample, reduction), local
+  local = _nan_where_invalid(local, labels, scores.shape[-1])
+  return reduce_batch(per_sample, reduction), local  # ∂Lᵢ/∂s, one row per sample: all the backward needs
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _multiclass_hinge(scores, labels, margin, reduction):
-  return _hinge_forward(scores, labels, margin, reduction)[0]
-
-
-def _hinge_fwd(scores, labels, margin, reduction):
-  out, local = _hinge_forward(scores, labels, margin, reduction)
-  return out, local  # the local gradient ∂Lᵢ/∂s, one row per sample: all the backward needs
-
-
-def _hinge_bwd(margin, reduction, local, g):
+def _multiclass_hinge_bwd(margin, reduction, local, g):
   scale = _per_sample_scale(g, local.shape[:-1], reduction, local.dtype)[..., None]
   return scale * local, None
 
@@ -322,24 +316,28 @@ def _multiclass_hinge_ref(scores, labels, margin=1.0, reduction="mean"):
   return _reduce_ref(per_sample, reduction)
 
 
-def _sample_hinge(rng, dtype):
-  for _ in range(100):  # redraw until no margin sits within 0.05 of its kink
-    (scores, labels), kw = _sample_classification(rng, dtype, probabilities=False)
-    margin = float(rng.choice([1.0, 0.5]))
-    gaps = scores - np.take_along_axis(scores, labels[:, None], axis=-1) + margin
-    gaps[np.arange(len(labels)), labels] = 1.0
-    if np.abs(gaps).min() > 0.05:
-      break
-  return (scores, labels), {"margin": margin, **kw}
+def _away_from_kinks(sample):
+  """Hinge inputs from ``sample`` (int labels), redrawn until no margin sits within 0.05 of its kink."""
+  def sample_hinge(rng, dtype):
+    for _ in range(100):
+      (scores, labels), kw = sample(rng, dtype)
+      margin = float(rng.choice([1.0, 0.5]))
+      gaps = scores - np.take_along_axis(scores, labels[..., None], axis=-1) + margin
+      np.put_along_axis(gaps, labels[..., None], 1.0, axis=-1)
+      if gaps.size == 0 or np.abs(gaps).min() > 0.05:
+        break
+    return (scores, labels), {"margin": margin, **kw}
+  return sample_hinge
 
 
-_multiclass_hinge.defvjp(_hinge_fwd, _hinge_bwd)
-register(multiclass_hinge, _multiclass_hinge_ref, _sample_hinge, note="001")
+_HINGE = {name: _away_from_kinks(sample) for name, sample in _label_branches(False).items()}
+_multiclass_hinge.defvjp(_multiclass_hinge_fwd, _multiclass_hinge_bwd)
+register(multiclass_hinge, _multiclass_hinge_ref, any_branch(_HINGE), branches=_HINGE, note="001")
 
 
 # -------------------------------------------------------------------------------------- l2_penalty
 
-def l2_penalty(tree, lam):
+def l2_penalty(tree: Any, lam: ArrayLike) -> jax.Array:
   """R = λ/2 · Σ ‖W‖² over every array leaf of ``tree``.  (Note 001, section 6.2.)
 
   Local gradients: ∂R/∂W = λW for every leaf (L2 regularisation is weight decay: the total gradient
@@ -350,14 +348,14 @@ def l2_penalty(tree, lam):
     tree: a pytree whose leaves are float arrays.
     lam: the strength λ, a float scalar (Python float or 0-d array).
   """
-  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  for path, leaf in leaves:
-    require_float("l2_penalty", f"tree{jax.tree_util.keystr(path)}", leaf)
-  if jnp.ndim(lam) != 0:
-    raise ValueError(f"l2_penalty: argument 'lam' must be a scalar, got shape {jnp.shape(lam)}")
-  require_float("l2_penalty", "lam", lam)
-  dtype = jnp.result_type(*(leaf for _, leaf in leaves)) if leaves else jnp.result_type(float)
-  return _l2_penalty(tree, jnp.asarray(lam, dtype=dtype))  # the penalty takes the weights' dtype
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  arrays = [float_array("l2_penalty", f"tree{jax.tree_util.keystr(path)}", leaf) for path, leaf in leaves]
+  lam = float_array("l2_penalty", "lam", lam)
+  if lam.ndim != 0:
+    raise ValueError(f"l2_penalty: argument 'lam' must be a scalar, got shape {lam.shape}")
+  dtype = jnp.result_type(*arrays) if arrays else lam.dtype
+  tree = jax.tree_util.tree_unflatten(treedef, arrays)
+  return _l2_penalty(tree, lam.astype(dtype))  # the penalty takes the weights' dtype
 
 
 def _sum_squares(tree):
@@ -366,7 +364,7 @@ def _sum_squares(tree):
 
 @jax.custom_vjp
 def _l2_penalty(tree, lam):
-  return 0.5 * lam * _sum_squares(tree)
+  return _l2_penalty_fwd(tree, lam)[0]
 
 
 def _l2_penalty_fwd(tree, lam):
@@ -384,11 +382,17 @@ def _l2_penalty_ref(tree, lam):
   return lam / 2 * sum(jnp.sum(w ** 2) for w in jax.tree_util.tree_leaves(tree))
 
 
-def _sample_l2(rng, dtype):
-  tree = {"w1": draw(rng, (int(rng.integers(1, 4)), 3), dtype), "b1": draw(rng, (3,), dtype),
-          "layers": [draw(rng, (2, 2), dtype)]}
-  return (tree, np.asarray(rng.uniform(0.1, 1.0), dtype=dtype)), {}
+def _l2_sampler(shapes):
+  def sample(rng, dtype):
+    tree = {"w1": uniform(rng, shapes[0], dtype), "b1": uniform(rng, shapes[1], dtype),
+            "layers": [uniform(rng, s, dtype) for s in shapes[2:]]}
+    return (tree, np.asarray(rng.uniform(0.1, 1.0), dtype=dtype)), {}
+  return sample
 
 
+_TREES = {
+    "nested tree": _l2_sampler([(2, 3), (3,), (2, 2)]),
+    "an empty leaf": _l2_sampler([(0, 3), (3,)]),
+}
 _l2_penalty.defvjp(_l2_penalty_fwd, _l2_penalty_bwd)
-register(l2_penalty, _l2_penalty_ref, _sample_l2, note="001")
+register(l2_penalty, _l2_penalty_ref, any_branch(_TREES), branches=_TREES, note="001")

@@ -4,10 +4,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from jaxbp.ops._registry import draw
+from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
-from jaxbp.ops._util import require_floats
+from jaxbp.ops._registry import uniform
+from jaxbp.ops._util import float_arrays
+from jaxbp.ops._util import static_number
 from jaxbp.ops._util import unbroadcast
 
 
@@ -42,41 +45,49 @@ def _check_affine(op, x, gamma, beta, expected):
 
 # ---------------------------------------------------------------------------------------- batch_norm
 
-def batch_norm(x, gamma, beta, eps=1e-5):
+def batch_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: float = 1e-5) -> jax.Array:
   """Batch normalisation in training mode: y = γ·x̂ + β, x̂ = (x − μ_B)/√(σ²_B + ε).  (Notes 001, 004.)
 
   μ_B and σ²_B (biased) are the statistics over the batch axis 0, per feature. Every x̂ depends on
   every sample of its feature (through μ_B and σ²_B), so the local Jacobian is dense along the batch.
   VJP, with N the batch size:
   dx = (γ/σ)/N · (N·g − Σₙg − x̂·Σₙ(g·x̂)) (the compact formula, not the staged one),
-  dγ = Σₙ g·x̂, dβ = Σₙ g. The rule keeps x̂, 1/σ and γ (β only for its dtype).
+  dγ = Σₙ g·x̂, dβ = Σₙ g. The rule keeps x, μ, 1/σ and γ (β only for its dtype) and recomputes x̂
+  (why x and not x̂: see ``layer_norm``).
 
   Running statistics for evaluation are the caller's state (see ``jaxbp.models``): this op only
   normalises with the batch's own statistics.
 
   Args:
-    x: float array [N, ...features], N ≥ 1.
+    x: float array [N, ...features] (N = 0 gives an empty output and zero dγ, dβ, as jnp does).
     gamma: float array of shape x.shape[1:], the scale.
     beta: float array of shape x.shape[1:], the shift.
-    eps: Python float added to the variance.
+    eps: Python float ≥ 0 added to the variance.
   """
-  require_floats("batch_norm", x=x, gamma=gamma, beta=beta)
-  if jnp.ndim(x) < 1 or jnp.shape(x)[0] < 1:
-    raise ValueError(f"batch_norm: argument 'x' needs a batch axis of length >= 1, got shape {jnp.shape(x)}")
-  _check_affine("batch_norm", x, gamma, beta, jnp.shape(x)[1:])
-  return _batch_norm(x, gamma, beta, float(eps))
+  x, gamma, beta = float_arrays("batch_norm", x=x, gamma=gamma, beta=beta)
+  if x.ndim < 1:
+    raise ValueError("batch_norm: argument 'x' needs a batch axis [N, ...], got a scalar")
+  _check_affine("batch_norm", x, gamma, beta, x.shape[1:])
+  return _batch_norm(x, gamma, beta, static_number("batch_norm", "eps", eps, low=0.0))
 
 
 def _affine_norm_fwd(axis, x, gamma, beta, eps):
-  """y = γ·x̂ + β with x̂ normalised along ``axis``; keeps x̂, 1/σ, γ (and β, for its dtype only)."""
+  """y = γ·x̂ + β with x̂ normalised along ``axis``; keeps x, μ, 1/σ, γ (and β, for its dtype only).
+
+  Residuals: the input x, not x̂. Both are arrays of x's size, but x is alive anyway wherever the caller
+  holds it (an argument of the jitted step, a residual stream), while x̂ would be a NEW buffer living
+  until the backward; x̂ = (x − μ)·(1/σ) is recomputed there, one subtract and one multiply per element,
+  from μ and 1/σ (one float each per normalised group). γ and β are parameters, alive anyway.
+  """
   xhat, inv_std = _normalize(x, axis, eps)
-  return gamma * xhat + beta, (xhat, inv_std, gamma, beta)
+  mean = jnp.mean(x, axis=axis, keepdims=True)
+  return gamma * xhat + beta, (x, mean, inv_std, gamma, beta)
 
 
-def _affine_norm_bwd(axis, eps, res, g):
+def _affine_norm_bwd(axis, res, g):
   """dx by the compact formula; dγ, dβ summed over every axis γ and β were broadcast along."""
-  del eps
-  xhat, inv_std, gamma, beta = res
+  x, mean, inv_std, gamma, beta = res
+  xhat = (x - mean) * inv_std                                      # x̂, recomputed
   dx = _normalize_bwd(xhat, inv_std, g * gamma, axis=axis)
   dgamma = unbroadcast(g * xhat, gamma.shape, gamma.dtype)
   dbeta = unbroadcast(g, beta.shape, beta.dtype)
@@ -85,7 +96,15 @@ def _affine_norm_bwd(axis, eps, res, g):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _batch_norm(x, gamma, beta, eps):
-  return _affine_norm_fwd(0, x, gamma, beta, eps)[0]
+  return _batch_norm_fwd(x, gamma, beta, eps)[0]
+
+
+def _batch_norm_fwd(x, gamma, beta, eps):
+  return _affine_norm_fwd(0, x, gamma, beta, eps)  # normalised over the batch axis 0
+
+
+def _batch_norm_bwd(eps, res, g):
+  return _affine_norm_bwd(0, res, g)
 
 
 def _batch_norm_ref(x, gamma, beta, eps=1e-5):
@@ -94,19 +113,32 @@ def _batch_norm_ref(x, gamma, beta, eps=1e-5):
   return gamma * (x - mean) / jnp.sqrt(var + eps) + beta
 
 
-def _sample_batch_norm(rng, dtype):
-  n, d = int(rng.integers(2, 6)), int(rng.integers(1, 5))
-  x = draw(rng, (n, d), dtype, low=-3.0, high=3.0)
-  return (x, draw(rng, (d,), dtype), draw(rng, (d,), dtype)), {"eps": float(rng.choice([1e-5, 0.1]))}
+def _norm_sampler(shape, affine_shape, eps=(1e-5, 0.1)):
+  """Samples (x, γ, β) with x of ``shape`` (fixed, so compiled once) and γ, β of ``affine_shape(shape)``."""
+  def sample(rng, dtype):
+    x = uniform(rng, shape, dtype, low=-3.0, high=3.0)
+    gamma, beta = (uniform(rng, affine_shape(shape), dtype) for _ in range(2))
+    return (x, gamma, beta), {"eps": float(rng.choice(eps))}
+  return sample
 
 
-_batch_norm.defvjp(functools.partial(_affine_norm_fwd, 0), functools.partial(_affine_norm_bwd, 0))
-register(batch_norm, _batch_norm_ref, _sample_batch_norm, note="001, 004")
+_BATCH = {
+    "[N, D]": _norm_sampler((4, 3), lambda s: s[1:]),
+    "[N, H, D]": _norm_sampler((4, 2, 3), lambda s: s[1:]),
+    "[N] (scalar features)": _norm_sampler((4,), lambda s: s[1:]),
+    "batch of one": _norm_sampler((1, 3), lambda s: s[1:], eps=(0.1,)),  # x̂ = 0: only ε keeps 1/σ finite
+    "N = 0": _norm_sampler((0, 3), lambda s: s[1:]),
+    "D = 0": _norm_sampler((4, 0), lambda s: s[1:]),
+}
+
+
+_batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+register(batch_norm, _batch_norm_ref, any_branch(_BATCH), branches=_BATCH, note="001, 004")
 
 
 # ---------------------------------------------------------------------------------------- layer_norm
 
-def layer_norm(x, gamma, beta, eps=1e-5):
+def layer_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: float = 1e-5) -> jax.Array:
   """Layer normalisation over the last axis: y = γ·x̂ + β, x̂ = (x − μ)/√(σ² + ε) per row.  (Note 004.)
 
   Each row's local Jacobian is dense along its D features. VJP: the same compact backward as
@@ -114,22 +146,38 @@ def layer_norm(x, gamma, beta, eps=1e-5):
   dx = (1/σ)/D · (D·h − Σ_d h − x̂·Σ_d(h·x̂)), h = g·γ;
   dγ = Σ_rows g·x̂, dβ = Σ_rows g.
 
+  Residuals: the input x, μ and 1/σ per row (two floats per row), γ (and β for its dtype); x̂ is
+  recomputed in the backward. Keeping x̂ would cost an array of x's size as a NEW buffer; x is alive
+  anyway wherever the caller holds it (a jitted step's argument, a transformer's residual stream), so
+  the forward adds only 2 floats per row to what lives until the backward (as Liger-Kernel's and
+  ``rms_norm``). Apex's memory-efficient variant keeps the output y instead and recovers
+  x̂ = (y − β)/γ, which needs γ ≠ 0 everywhere; x works for every γ. Measured: ``jaxbp bench``
+  (docs/performance.md).
+
   Args:
     x: float array [..., D].
     gamma: float array [D].
     beta: float array [D].
-    eps: Python float added to the variance.
+    eps: Python float ≥ 0 added to the variance.
   """
-  require_floats("layer_norm", x=x, gamma=gamma, beta=beta)
-  if jnp.ndim(x) < 1:
+  x, gamma, beta = float_arrays("layer_norm", x=x, gamma=gamma, beta=beta)
+  if x.ndim < 1:
     raise ValueError("layer_norm: argument 'x' needs a feature axis [..., D], got a scalar")
-  _check_affine("layer_norm", x, gamma, beta, jnp.shape(x)[-1:])
-  return _layer_norm(x, gamma, beta, float(eps))
+  _check_affine("layer_norm", x, gamma, beta, x.shape[-1:])
+  return _layer_norm(x, gamma, beta, static_number("layer_norm", "eps", eps, low=0.0))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _layer_norm(x, gamma, beta, eps):
-  return _affine_norm_fwd(-1, x, gamma, beta, eps)[0]
+  return _layer_norm_fwd(x, gamma, beta, eps)[0]
+
+
+def _layer_norm_fwd(x, gamma, beta, eps):
+  return _affine_norm_fwd(-1, x, gamma, beta, eps)  # normalised over the feature axis −1
+
+
+def _layer_norm_bwd(eps, res, g):
+  return _affine_norm_bwd(-1, res, g)
 
 
 def _layer_norm_ref(x, gamma, beta, eps=1e-5):
@@ -138,20 +186,23 @@ def _layer_norm_ref(x, gamma, beta, eps=1e-5):
   return gamma * (x - mean) / jnp.sqrt(var + eps) + beta
 
 
-def _sample_layer_norm(rng, dtype):
-  lead = tuple(int(n) for n in rng.integers(1, 4, size=rng.integers(0, 3)))
-  d = int(rng.integers(2, 6))
-  x = draw(rng, lead + (d,), dtype, low=-3.0, high=3.0)
-  return (x, draw(rng, (d,), dtype), draw(rng, (d,), dtype)), {"eps": float(rng.choice([1e-5, 0.1]))}
+_ROWS = {
+    "[D]": _norm_sampler((4,), lambda s: s[-1:]),
+    "[N, D]": _norm_sampler((3, 4), lambda s: s[-1:]),
+    "[B, T, D]": _norm_sampler((2, 3, 4), lambda s: s[-1:]),
+    "one feature": _norm_sampler((3, 1), lambda s: s[-1:], eps=(0.1,)),  # x̂ = 0: only ε keeps 1/σ finite
+    "no rows": _norm_sampler((0, 4), lambda s: s[-1:]),
+    "D = 0": _norm_sampler((3, 0), lambda s: s[-1:]),
+}
 
 
-_layer_norm.defvjp(functools.partial(_affine_norm_fwd, -1), functools.partial(_affine_norm_bwd, -1))
-register(layer_norm, _layer_norm_ref, _sample_layer_norm, note="004")
+_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+register(layer_norm, _layer_norm_ref, any_branch(_ROWS), branches=_ROWS, note="004")
 
 
 # ------------------------------------------------------------------------------------------- dropout
 
-def dropout(key, x, rate):
+def dropout(key: jax.Array, x: ArrayLike, rate: float) -> jax.Array:
   """Inverted dropout: y = x · m / (1 − rate), m ~ Bernoulli(1 − rate) elementwise.  (Note 004.)
 
   The mask is drawn from ``key``, so the same key gives the same mask; nothing is hidden. The local
@@ -164,12 +215,14 @@ def dropout(key, x, rate):
     x: float array of any shape.
     rate: Python float in [0, 1), the probability of dropping each element.
   """
-  require_floats("dropout", x=x)
-  if not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-    raise ValueError(f"dropout: argument 'rate' must be a Python float in [0, 1), got {rate!r}")
+  (x,) = float_arrays("dropout", x=x)
+  rate = static_number("dropout", "rate", rate, low=0.0, high=1.0)
+  if not isinstance(key, jax.Array) or not (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                            or key.dtype == jnp.uint32 and key.shape == (2,)):
+    raise TypeError(f"dropout: argument 'key' must be a PRNG key (jax.random.key(seed)), got {key!r:.80}")
   if rate == 0:
     return x
-  return _dropout(key, x, float(rate))
+  return _dropout(key, x, rate)
 
 
 def _dropout_mask(key, x, rate):
@@ -178,7 +231,7 @@ def _dropout_mask(key, x, rate):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _dropout(key, x, rate):
-  return jnp.where(_dropout_mask(key, x, rate), x / (1.0 - rate), 0).astype(x.dtype)
+  return _dropout_fwd(key, x, rate)[0]
 
 
 def _dropout_fwd(key, x, rate):
@@ -197,11 +250,19 @@ def _dropout_ref(key, x, rate):
   return jnp.where(keep, x / (1.0 - rate), 0)
 
 
-def _sample_dropout(rng, dtype):
-  key = jax.random.key(int(rng.integers(0, 2**31)))
-  x = draw(rng, tuple(int(n) for n in rng.integers(1, 6, size=2)), dtype)
-  return (key, x), {"rate": float(rng.choice([0.1, 0.5]))}
+def _dropout_sampler(shape, rates=(0.1, 0.5)):
+  def sample(rng, dtype):
+    key = jax.random.key(int(rng.integers(0, 2**31)))
+    return (key, uniform(rng, shape, dtype)), {"rate": float(rng.choice(rates))}
+  return sample
+
+
+_RATES = {
+    "rate > 0": _dropout_sampler((3, 4)),
+    "rate 0 (identity)": _dropout_sampler((3, 4), rates=(0.0,)),
+    "zero-size": _dropout_sampler((0, 3)),
+}
 
 
 _dropout.defvjp(_dropout_fwd, _dropout_bwd)
-register(dropout, _dropout_ref, _sample_dropout, note="004")
+register(dropout, _dropout_ref, any_branch(_RATES), branches=_RATES, note="004")

@@ -439,5 +439,8 @@ def test_checks_subset_and_bad_calls():
 
 def test_user_tolerance_override():
   x = _draw((64,), low=-3.0, high=3.0)
-  report = check_vjp(gelu_tanh_backward, gelu_ref, x, rtol=1e-2, fd_rtol=1e-2)
-  assert {e.rtol for e in report.entries} == {1e-2}
+  # 5e-2: each element is held to its own size, and the approximate backward is 1.2% off at x = -2.7
+  report = check_vjp(gelu_tanh_backward, gelu_ref, x, rtol=5e-2, fd_rtol=5e-2)
+  assert {e.rtol for e in report.entries} == {5e-2}
+  with pytest.raises(AssertionError, match="vjp for input 'x'"):
+    check_vjp(gelu_tanh_backward, gelu_ref, x, rtol=1e-2, fd_rtol=1e-2)

@@ -1,0 +1,106 @@
+"""Continuing a run: the checkpoint read once and validated, the data's identity, which configs may continue.
+
+A checkpoint's metadata records everything that decides the run: the :class:`TrainConfig`, the epochs done
+and their history, and the data (its name, where it was loaded from, and a SHA-256 of the arrays trained on
+and tested on). Everything here runs before anything is compiled.
+"""
+
+import hashlib
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from jaxbp import checkpoint as ckpt
+from jaxbp._trainconfig import TrainConfig
+
+CHECKPOINT = "checkpoint.npz"
+
+
+class Resumed(NamedTuple):
+  """A checkpoint, read once: its config, progress and data identity, and the stored leaves."""
+  path: str
+  config: TrainConfig
+  epoch: int             # epochs finished
+  history: list          # one record per finished epoch
+  data: dict             # {"name", "sha256", "source"}: see data_identity
+  doc: dict              # the file's document and arrays, for checkpoint.restore into the compiled template
+  arrays: list
+
+
+def data_identity(data: Any, source: dict | None = None) -> dict[str, Any]:
+  """``{"name", "sha256", "source"}`` of a data set: the SHA-256 covers every array ``fit`` uses (train and
+  test, with their shapes and dtypes), so any change to the file, the split or the loading shows."""
+  h = hashlib.sha256()
+  for split in ("train", "test"):
+    for part in ("x", "y", "mask"):
+      a = getattr(data, f"{part}_{split}", None)
+      if a is not None:
+        a = np.ascontiguousarray(a)
+        h.update(f"{part}_{split}{a.shape}{a.dtype.str}".encode())
+        h.update(a.tobytes())
+  return {"name": str(data.name), "sha256": h.hexdigest(), "source": dict(source or {})}
+
+
+def _meta_error(path: str, what: str) -> ckpt.CheckpointError:
+  return ckpt.CheckpointError(f"checkpoint {path}: {what}; it is not a jaxbp train checkpoint or is damaged")
+
+
+def read(path: str) -> Resumed:
+  """Reads the checkpoint at ``path`` once and validates its metadata; :class:`CheckpointError` otherwise."""
+  doc, arrays = ckpt.read(path)
+  meta = doc.get("meta")
+  if not isinstance(meta, dict):
+    raise _meta_error(path, f"its metadata is {type(meta).__name__}, not an object")
+  try:
+    config = TrainConfig.from_json(meta.get("config"))
+  except ValueError as e:
+    raise _meta_error(path, f"its config is unusable ({e})") from None
+  epoch, history, data = meta.get("epoch"), meta.get("history"), meta.get("data")
+  if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 < epoch <= config.epochs:
+    raise _meta_error(path, f"epoch {epoch!r} is not a whole number in 1..{config.epochs}")
+  if not isinstance(history, list) or len(history) != epoch or not all(isinstance(r, dict) for r in history):
+    raise _meta_error(path, f"its history does not hold one record for each of its {epoch} epochs")
+  if not isinstance(data, dict) or not isinstance(data.get("sha256"), str) or not isinstance(data.get("source"), dict):
+    raise _meta_error(path, "it records no data identity (written before jaxbp recorded one?)")
+  return Resumed(path, config, epoch, history, data, doc, arrays)
+
+
+_WHY = {
+    "cosine": "it decays the rate to 0 at the last of those epochs",
+    "warmup": "its warm-up lasts the first 10% of those epochs' updates",
+    "warmup-cosine": "its warm-up and its decay to 0 are fractions of those epochs' updates",
+}
+
+
+def continue_config(resumed: Resumed, epochs: int | None = None) -> TrainConfig:
+  """The config that continues ``resumed``, for ``epochs`` epochs in all (``None``: as saved).
+
+  A constant learning rate may run for more (or fewer, but not fewer than done) epochs; a schedule that
+  depends on the run's length cannot change it, since that would change the rate of the epochs already
+  trained: ValueError saying why and what to do. A finished run is refused: there is nothing to continue.
+  """
+  saved, done = resumed.config, resumed.epoch
+  epochs = saved.epochs if epochs is None else epochs
+  if epochs != saved.epochs and saved.schedule != "constant":
+    raise ValueError(f"cannot resume {resumed.path} with --epochs {epochs}: its {saved.schedule} schedule was built"
+                     f" for {saved.epochs} epochs and {_WHY[saved.schedule]}, so another length would change the"
+                     f" rate of the {done} epochs already trained; start a new run with --epochs {epochs} (or"
+                     " train with --schedule constant to extend a run later)")
+  if epochs <= done:
+    more = f"; pass --epochs N with N > {done} to train on" if saved.schedule == "constant" else ""
+    raise ValueError(f"cannot resume {resumed.path} for {epochs} epochs: it has already trained {done}{more}")
+  return saved._replace(epochs=epochs)
+
+
+def check_continues(config: TrainConfig, resumed: Resumed, data_id: dict) -> None:
+  """Raises ValueError unless ``config`` and the data continue ``resumed`` (only ``epochs`` may differ)."""
+  saved = resumed.config
+  diff = [f"{f}={getattr(saved, f)!r} (now {getattr(config, f)!r})"
+          for f in TrainConfig._fields if f != "epochs" and getattr(saved, f) != getattr(config, f)]
+  if diff:
+    raise ValueError(f"cannot resume {resumed.path}: it was trained with {', '.join(diff)}")
+  continue_config(resumed, config.epochs)
+  if data_id["sha256"] != resumed.data["sha256"]:
+    raise ValueError(f"cannot resume {resumed.path}: it was trained on {resumed.data.get('name')} (sha256"
+                     f" {resumed.data['sha256'][:12]}…), not on {data_id['name']} (sha256 {data_id['sha256'][:12]}…);"
+                     " resume with the run's own data, or start a new run")

@@ -1,0 +1,210 @@
+"""The jitted pieces of training, generic over the registered models: the loss, the step, the evaluation,
+the initial state, and data parallelism over a ``Mesh``.
+
+Batches, heads and metrics are as the model registry's contract says (``jaxbp.models._registry``): a
+batch is ``(inputs, targets)`` or ``(inputs, targets, mask)``; the loss is the mean over scored positions;
+``accuracy`` is per example, or exact match over each sequence's scored positions.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxbp import models
+from jaxbp import ops as _ops
+from jaxbp._optimizers import weights_mask
+from jaxbp._trainconfig import TrainConfig
+
+
+class TrainState(NamedTuple):
+  """The whole state of a run; a pytree, checkpointed as is."""
+  params: Any        # model parameters, e.g. {"layers": [{"w": [D_in, D_out], "b": [D_out]}, ...]}
+  model_state: Any   # non-trained state such as batch-norm running statistics ({} if none)
+  opt_state: Any     # optax state, structure decided by the optimiser chain
+  step: jax.Array    # int32 [], micro-steps taken
+  key: jax.Array     # typed PRNG key [], split once per step for dropout
+
+
+def data_spec(data: Any) -> models.DataSpec:
+  """The :class:`jaxbp.models.DataSpec` of a data set: its ``spec``, or feature vectors from its shapes."""
+  spec = getattr(data, "spec", None)
+  if spec is not None:
+    return spec
+  classes = data.num_classes if hasattr(data, "num_classes") else int(np.max(data.y_train)) + 1
+  return models.DataSpec("features", tuple(int(n) for n in data.x_train.shape[1:]), int(classes))
+
+
+def split_arrays(data: Any, split: str) -> tuple:
+  """``(x, y)``, or ``(x, y, mask)`` when the data set has masks, of ``split`` (``"train"`` or ``"test"``)."""
+  arrays = (getattr(data, f"x_{split}"), getattr(data, f"y_{split}"))
+  mask = getattr(data, f"mask_{split}", None)
+  return arrays if mask is None else (*arrays, mask)
+
+
+def _ops_of(config: TrainConfig, ops: Any) -> Any:
+  if ops is not None:
+    return ops
+  return _ops.reference if config.autodiff else _ops
+
+
+def _head(ops: Any, name: str, logits: jax.Array, targets: jax.Array, reduction: str) -> jax.Array:
+  fn = ops.multiclass_hinge if name == "hinge" else ops.softmax_cross_entropy
+  if reduction == "mean":
+    return fn(logits, targets)
+  losses = fn(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+  return losses.reshape(targets.shape)
+
+
+def score(family: models.Family, head: str, params: Any, outputs: Any, targets: jax.Array,
+          mask: jax.Array | None, ops: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """``(loss, metrics)`` of a batch's model outputs: the mean loss over scored positions and the accuracy."""
+  if family.head is not None:
+    losses, predicted = family.head(head, params, outputs, targets, ops)
+  else:  # the batch mean through the rule's own reduction when every example is scored
+    losses = _head(ops, head, outputs, targets, "mean" if mask is None else "none")
+    predicted = jnp.argmax(outputs, axis=-1)
+  right = predicted == targets
+  if mask is None:
+    loss = jnp.mean(losses)
+    return loss, {"loss": loss, "accuracy": jnp.mean(right)}
+  scored = jnp.maximum(jnp.sum(mask), 1)
+  loss = jnp.sum(losses * mask) / scored
+  exact = jnp.all(right | (mask == 0), axis=tuple(range(1, right.ndim)))
+  return loss, {"loss": loss, "accuracy": jnp.mean(exact), "token_accuracy": jnp.sum(right * mask) / scored}
+
+
+def make_loss_fn(config: TrainConfig, spec: models.DataSpec, *, ops: Any = None) -> Any:
+  """``loss_fn(params, model_state, batch, key) -> (loss, (model_state, metrics))`` of the run's model.
+
+  ``batch`` is ``(inputs, targets)`` or ``(inputs, targets, mask)``; the loss is the chosen head's mean
+  over scored positions, plus ``ops.l2_penalty`` of the weights when ``config.l2 > 0``. ``ops`` defaults
+  to ``jaxbp.ops``, or ``jaxbp.ops.reference`` when ``config.autodiff``.
+  """
+  family, ops = models.family_of(config.model), _ops_of(config, ops)
+
+  def loss_fn(params, model_state, batch, key):
+    outputs, model_state = family.apply(params, model_state, batch[0], config.model, spec, train=True, key=key,
+                                        ops=ops)
+    loss, metrics = score(family, config.loss, params, outputs, batch[1], batch[2] if len(batch) > 2 else None,
+                          ops)
+    if config.l2 > 0:
+      weights = [w for w, is_w in zip(jax.tree.leaves(params), jax.tree.leaves(weights_mask(params))) if is_w]
+      loss = loss + ops.l2_penalty(weights, config.l2)
+    return loss, (model_state, metrics)
+  return loss_fn
+
+
+def make_eval_fn(config: TrainConfig, spec: models.DataSpec, *, ops: Any = None) -> Any:
+  """Jitted ``evaluate(params, model_state, x, y[, mask]) -> {"loss", "accuracy", ...}`` in evaluation mode."""
+  family, ops = models.family_of(config.model), _ops_of(config, ops)
+
+  def evaluate(params, model_state, x, y, mask=None):
+    outputs, _ = family.apply(params, model_state, x, config.model, spec, train=False, key=None, ops=ops)
+    return score(family, config.loss, params, outputs, y, mask, ops)[1]
+  return jax.jit(evaluate)
+
+
+def init_state(config: TrainConfig, spec: models.DataSpec, optimizer: optax.GradientTransformation) -> TrainState:
+  """The initial :class:`TrainState` of a run (parameters from ``fold_in(key(seed), 0)``)."""
+  root = jax.random.key(config.seed)
+  params, model_state = models.family_of(config.model).init(jax.random.fold_in(root, 0), config.model, spec)
+  return TrainState(params, model_state, optimizer.init(params), jnp.zeros((), jnp.int32),
+                    jax.random.fold_in(root, 1))
+
+
+def _all_finite(*trees: Any) -> jax.Array:
+  leaves = [x for x in jax.tree_util.tree_leaves(trees) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def default_donate() -> bool:
+  """Donate the state's buffers on GPU/TPU, not on CPU: there it made steps slower (defensive copies and a
+  >32 MiB temporary crossing glibc's mmap threshold, about 8,000 page faults a step; docs/performance.md)."""
+  return jax.default_backend() != "cpu"
+
+
+def layer_grad_norms(grads: Any) -> dict[str, jax.Array]:
+  """‖∂L/∂W‖ (Frobenius) of every weight matrix in ``grads``, input layer first; works under ``jit``.
+
+  Args:
+    grads: a gradient pytree shaped like the parameters (e.g. ``{"layers": [{"w", "b"}, ...]}``).
+
+  Returns:
+    ``{path: norm}`` in pytree order for every leaf with two or more axes (the weights; biases and
+    normalisation scales are left out), where ``path`` is the leaf's key path, e.g. ``['layers'][3]['w']``.
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(grads)[0]
+  return {jax.tree_util.keystr(path): jnp.linalg.norm(leaf) for path, leaf in leaves if jnp.ndim(leaf) >= 2}
+
+
+def make_train_step(loss_fn: Any, optimizer: optax.GradientTransformation, *, donate: bool | None = None,
+                    mesh: jax.sharding.Mesh | None = None, grad_flow: bool = False) -> Any:
+  """The jitted training step ``step(state, batch) -> (state, metrics)``.
+
+  One forward, one backward through the ops' rules (``jax.value_and_grad`` of ``loss_fn``), one optax
+  update. When the loss, any gradient, or any updated parameter or state is not finite, the returned state
+  equals the incoming one except for ``step`` and ``key`` (``metrics["finite"]`` is False): NaN and inf
+  never reach the parameters, so every checkpoint holds finite numbers.
+
+  Args:
+    loss_fn: as returned by :func:`make_loss_fn`.
+    optimizer: an optax ``GradientTransformation``.
+    donate: donate the incoming state's buffers; ``None`` decides by backend (:func:`default_donate`).
+    mesh: a ``Mesh`` with axis ``"data"`` for data parallelism (batch sharded, state replicated).
+    grad_flow: also return ``metrics["layer_grad_norms"]``, :func:`layer_grad_norms` as a vector.
+  """
+  def step(state, batch):
+    key, subkey = jax.random.split(state.key)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, subkey)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = _all_finite(loss, grads, params, model_state)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    state = TrainState(keep(params, state.params), keep(model_state, state.model_state),
+                       keep(opt_state, state.opt_state), state.step + 1, key)
+    metrics = dict(metrics, finite=finite)
+    if grad_flow:
+      metrics["layer_grad_norms"] = jnp.stack(list(layer_grad_norms(grads).values()))
+    return state, metrics
+
+  donate = default_donate() if donate is None else donate
+  kwargs: dict[str, Any] = {"donate_argnums": (0,)} if donate else {}
+  if mesh is not None:
+    replicated, sharded = shardings(mesh)
+    kwargs.update(in_shardings=(replicated, sharded), out_shardings=(replicated, replicated))
+  return jax.jit(step, **kwargs)
+
+
+def make_mesh(num_devices: int) -> jax.sharding.Mesh:
+  """A 1-D ``Mesh`` named ``"data"`` over the first ``num_devices`` devices (all processes' devices)."""
+  devices = jax.devices()
+  if not 1 <= num_devices <= len(devices):
+    hint = ("; on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N gives N devices"
+            if jax.default_backend() == "cpu" else "")
+    raise ValueError(f"devices must be between 1 and {len(devices)} (the devices JAX sees), got {num_devices}"
+                     + hint)
+  return jax.sharding.Mesh(np.array(devices[:num_devices]), ("data",))
+
+
+def shardings(mesh: jax.sharding.Mesh) -> tuple[jax.sharding.NamedSharding, jax.sharding.NamedSharding]:
+  """``(replicated, sharded along "data")``."""
+  P = jax.sharding.PartitionSpec
+  return jax.sharding.NamedSharding(mesh, P()), jax.sharding.NamedSharding(mesh, P("data"))
+
+
+def place(tree: Any, sharding: jax.sharding.Sharding | None) -> Any:
+  """Puts host arrays on devices with ``sharding``; every process must hold the same global values."""
+  if sharding is None:
+    return jax.device_put(tree)
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  def one(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+  return jax.tree.map(one, tree)

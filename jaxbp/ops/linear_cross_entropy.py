@@ -1,0 +1,217 @@
+"""Fused linear cross-entropy (Liger-Kernel's): the loss of softmax(h·W) without the [N, V] logits."""
+
+import functools
+from typing import NamedTuple, cast
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jaxbp.ops._registry import any_branch
+from jaxbp.ops._registry import register
+from jaxbp.ops._registry import uniform
+from jaxbp.ops._util import class_labels
+from jaxbp.ops._util import float_arrays
+from jaxbp.ops._util import int_array
+from jaxbp.ops._util import reduce_batch
+from jaxbp.ops._util import require_reduction
+from jaxbp.ops.losses import _nan_where_invalid
+
+
+class _Chunks(NamedTuple):
+  """The N rows cut into ``count`` chunks of ``rows`` (the last ones padded with masked rows)."""
+  n: int
+  rows: int
+  number: int
+  reduction: str
+
+
+def linear_softmax_cross_entropy(h: ArrayLike, w: ArrayLike, labels: ArrayLike, *,
+                                 chunk_size: int | None = None, reduction: str = "mean") -> jax.Array:
+  """softmax_cross_entropy(h·W, labels) fused, chunk by chunk of rows: the [N, V] logits never exist.
+
+  Forward, per row n: z_n = h_n·W ([V]), L_n = logsumexp(z_n) − z_{n, y_n}; reduced over the N rows.
+  Local Jacobian and VJP, with G = softmax(z) − onehot(y) ([N, V]) and g_n the upstream gradient of row
+  n (g/N under "mean", g under "sum"): dh = (g ∘ G)·Wᵀ, dW = hᵀ·(g ∘ G), labels get none.
+
+  Chunks: rows are processed ``chunk_size`` at a time, so at most a [chunk_size, V] block of logits is
+  alive (the default picks chunk_size ≈ N·D/V so that block is no larger than h). A plain evaluation
+  computes each chunk's loss only. Under differentiation with "mean" or "sum", the forward also forms
+  each chunk's G and adds its share to dh and dW at once (the residuals are the UNSCALED gradients of
+  Σ_n L_n, [N, D] and [D, V], the sizes of h and W); the backward merely multiplies them by g (or g/N):
+  no second pass over the vocabulary. With "none", g differs per row and dW = Σ_n g_n·h_nᵀG_n cannot be
+  formed before g is known, so that forward keeps h, W, labels and one log-sum-exp per row, and the
+  backward recomputes each chunk's logits (FlashAttention's choice). (The custom_vjp's forward runs only
+  under differentiation: that is how the two evaluations are told apart.)
+
+  Why chunks of rows and not of the vocabulary: every row's G needs its full log-sum-exp first, so
+  vocabulary chunks with an online log-sum-exp need a second pass over W (recompute z, then dW): four
+  [N, D]×[D, V] products instead of the three of autodiff. Chunks of rows keep the three.
+
+  Out-of-range labels raise ValueError when concrete; under ``jit`` that row's loss is NaN.
+
+  Args:
+    h: float array [N, D], the last hidden states.
+    w: float array [D, V], the output projection; same dtype as h.
+    labels: int array [N] of class indices in [0, V).
+    chunk_size: Python int ≥ 1, rows per chunk; None for max(1, N·D // V) (capped at N).
+    reduction: "mean" over the N rows, "sum", or "none" for the [N] per-row losses.
+
+  Returns:
+    The loss (a scalar, or [N] for "none") of h's dtype.
+
+  Note: 001, 004 (softmax cross-entropy's fused gradient); Liger-Kernel (Hsu et al. 2024).
+  """
+  h, w = float_arrays("linear_softmax_cross_entropy", h=h, w=w)
+  chunks = _check_linear_ce(h, w, labels, chunk_size, reduction)
+  logits = cast(jax.Array, jax.ShapeDtypeStruct((h.shape[0], w.shape[1]), h.dtype))  # only its shape is read
+  labels, _ = class_labels("linear_softmax_cross_entropy", logits,
+                           int_array("linear_softmax_cross_entropy", "labels", labels), allow_probabilities=False)
+  return _linear_ce(h, w, labels, chunks)
+
+
+def _check_linear_ce(h, w, labels, chunk_size, reduction):
+  op = "linear_softmax_cross_entropy"
+  if h.ndim != 2 or w.ndim != 2 or h.shape[1] != w.shape[0]:
+    raise ValueError(f"{op}: arguments 'h' [N, D] and 'w' [D, V] do not fit, got h {h.shape} and w {w.shape}")
+  if h.dtype != w.dtype:
+    raise TypeError(f"{op}: 'h' and 'w' must share one dtype, got {h.dtype} and {w.dtype}")
+  if w.shape[1] < 1:
+    raise ValueError(f"{op}: argument 'w' needs at least one class, got shape {w.shape}")
+  require_reduction(op, reduction)
+  n = h.shape[0]
+  if chunk_size is None:
+    chunk_size = max(1, n * h.shape[1] // w.shape[1])
+  if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+    raise ValueError(f"{op}: argument 'chunk_size' must be a Python int >= 1 or None, got {chunk_size!r}")
+  count = max(1, -(-n // chunk_size))
+  return _Chunks(n, max(1, -(-n // count)), count, reduction)
+
+
+def _chunked(chunks, x):
+  """[N, ...] → [count, rows, ...], zero-padded at the end."""
+  pad = chunks.number * chunks.rows - x.shape[0]
+  x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
+  return x.reshape((chunks.number, chunks.rows) + x.shape[1:])
+
+
+def _logits_lse(h_c, w, y_c):
+  """One chunk's logits z = h·W [rows, V] in float32 at least, its log-sum-exp and the label's logit."""
+  z = jnp.matmul(h_c, w, preferred_element_type=jnp.promote_types(h_c.dtype, jnp.float32))
+  m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+  lse = (m + jnp.log(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True)))[:, 0]
+  z_y = jnp.take_along_axis(z, jnp.clip(y_c, 0, w.shape[1] - 1)[:, None], axis=-1)[:, 0]
+  return z, lse, z_y
+
+
+@functools.partial(jax.jit, static_argnums=(3,))  # one program per shape, also when called eagerly
+def _losses(h, w, labels, chunks):
+  """Per-row losses [N] and log-sum-exps [N], chunk by chunk: the loss alone, no gradient."""
+  def chunk(_, xs):
+    h_c, y_c = xs
+    _, lse, z_y = _logits_lse(h_c, w, y_c)
+    return None, (lse - z_y, lse)
+
+  _, (loss, lse) = jax.lax.scan(chunk, None, (_chunked(chunks, h), _chunked(chunks, labels)))
+  return loss.reshape(-1)[:chunks.n], lse.reshape(-1)[:chunks.n]
+
+
+def _finish(loss, labels, w, chunks, dtype):
+  return reduce_batch(_nan_where_invalid(loss, labels, w.shape[1]), chunks.reduction).astype(dtype)
+
+
+def _softmax_minus_onehot(z, lse, y_c, real):
+  """G = softmax(z) − onehot(y) for one chunk, zero on the padding rows, NaN for an out-of-range label."""
+  onehot = jax.nn.one_hot(y_c, z.shape[-1], dtype=z.dtype)
+  return jnp.where(real[:, None], _nan_where_invalid(jnp.exp(z - lse[:, None]) - onehot, y_c, z.shape[-1]), 0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _linear_ce(h, w, labels, chunks):
+  """A plain evaluation: the loss only (NOT ``_fwd(...)[0]``, which would also form the gradients)."""
+  return _finish(_losses(h, w, labels, chunks)[0], labels, w, chunks, h.dtype)
+
+
+class _Gradients(NamedTuple):
+  dh: jax.Array  # [N, D] ∂(Σ_n L_n)/∂h, formed in the forward
+  dw: jax.Array  # [D, V] ∂(Σ_n L_n)/∂W, formed in the forward
+
+
+class _Recompute(NamedTuple):
+  h: jax.Array       # [N, D] input: the logits are recomputed from h and W
+  w: jax.Array       # [D, V] input
+  labels: jax.Array  # [N]
+  lse: jax.Array     # [N] log-sum-exp per row: softmax = exp(z − lse) without a second max/sum
+
+
+def _linear_ce_fwd(h, w, labels, chunks):
+  if chunks.reduction == "none":
+    loss, lse = _losses(h, w, labels, chunks)
+    return _finish(loss, labels, w, chunks, h.dtype), _Recompute(h, w, labels, lse)
+  loss, dh, dw = _pass(h, w, labels, chunks, None)
+  return _finish(loss, labels, w, chunks, h.dtype), _Gradients(dh.astype(h.dtype), dw.astype(w.dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def _pass(h, w, labels, chunks, row_scale, lse=None):
+  """One pass over the row chunks forming dh = (s ∘ G)·Wᵀ and dW = hᵀ·(s ∘ G), s = ``row_scale`` (or 1).
+
+  With ``lse`` given (the backward of "none"), the chunk's log-sum-exp is not recomputed.
+  Returns (per-row losses, dh, dW); the losses only where ``lse`` is None.
+  """
+  dt = jnp.promote_types(h.dtype, jnp.float32)
+  real = jnp.arange(chunks.number * chunks.rows) < chunks.n
+  ones = jnp.ones((chunks.n,), dt) if row_scale is None else row_scale.astype(dt)
+  xs = tuple(_chunked(chunks, a) for a in (h, labels, real, ones, jnp.zeros((chunks.n,), dt) if lse is None
+                                               else lse))
+
+  def chunk(dw, x):
+    h_c, y_c, real_c, s_c, lse_c = x
+    z, lse_new, z_y = _logits_lse(h_c, w, y_c)
+    lse_c = lse_new if lse is None else lse_c
+    grad = _softmax_minus_onehot(z, lse_c, y_c, real_c) * s_c[:, None]       # s ∘ G
+    dh_c = jnp.matmul(grad, w.T.astype(dt))                                  # dh = (s ∘ G)·Wᵀ
+    dw = dw + jnp.matmul(h_c.T.astype(dt), grad)                             # dW += hᵀ·(s ∘ G)
+    return dw, (lse_c - z_y, dh_c)
+
+  dw, (loss, dh) = jax.lax.scan(chunk, jnp.zeros(w.shape, dt), xs)
+  return loss.reshape(-1)[:chunks.n], dh.reshape(-1, h.shape[1])[:chunks.n], dw
+
+
+def _linear_ce_bwd(chunks, res, g):
+  if chunks.reduction == "none":
+    h, w, labels, lse = res
+    _, dh, dw = _pass(h, w, labels, chunks, g, lse)
+    return dh.astype(h.dtype), dw.astype(w.dtype), None
+  scale = g / chunks.n if chunks.reduction == "mean" else g          # the cotangent of the reduction
+  return (scale * res.dh).astype(res.dh.dtype), (scale * res.dw).astype(res.dw.dtype), None
+
+
+_linear_ce.defvjp(_linear_ce_fwd, _linear_ce_bwd)
+
+
+def _linear_ce_ref(h, w, labels, *, chunk_size=None, reduction="mean"):
+  del chunk_size
+  per_row = -jnp.take_along_axis(jax.nn.log_softmax(h @ w, axis=-1), labels[:, None], axis=-1)[:, 0]
+  return {"mean": jnp.mean, "sum": jnp.sum, "none": lambda a: a}[reduction](per_row)
+
+
+def _ce_sampler(reductions, chunk_sizes=(None, 1, 2, 3), n=(1, 6)):
+  def sample(rng, dtype):
+    rows, d, v = int(rng.integers(n[0], n[1] + 1)), int(rng.integers(1, 4)), int(rng.integers(2, 6))
+    h, w = uniform(rng, (rows, d), dtype), uniform(rng, (d, v), dtype)
+    labels = rng.integers(0, v, size=rows).astype("int32")
+    chunk = chunk_sizes[int(rng.integers(len(chunk_sizes)))]
+    return (h, w, labels), {"reduction": str(rng.choice(reductions)), "chunk_size": chunk}
+  return sample
+
+
+_BRANCHES = {
+    "mean (gradients formed in the forward), chunks that do not divide N": _ce_sampler(["mean"], (2, 3), n=(4, 7)),
+    "sum": _ce_sampler(["sum"]),
+    "none (logits recomputed in the backward)": _ce_sampler(["none"]),
+    "one row, one chunk": _ce_sampler(["mean", "sum", "none"], (None, 4), n=(1, 1)),
+}
+
+register(linear_softmax_cross_entropy, _linear_ce_ref, any_branch(_BRANCHES), branches=_BRANCHES,
+         note="001, 004; Liger-Kernel")
