@@ -1,6 +1,12 @@
 """jaxbp.checkpoint: exact round trips (PRNG keys included), atomic writes, clear errors, no pickle."""
 
+import errno
+import io
+import json
 import os
+import signal
+import subprocess
+import sys
 from typing import NamedTuple
 
 import chex
@@ -14,7 +20,7 @@ from jaxbp import checkpoint
 
 class _Pair(NamedTuple):
   mu: jax.Array
-  count: jax.Array
+  steps: jax.Array
 
 
 def _tree(seed=0):
@@ -107,3 +113,264 @@ def test_bfloat16_round_trips_and_keys_must_match_the_template(tmp_path):
   assert restored["w"].dtype == jnp.bfloat16
   with pytest.raises(checkpoint.CheckpointError, match=r"\['k'\] was saved as a PRNG key, the model's is not"):
     checkpoint.load(path, {"w": tree["w"], "k": jnp.zeros((), jnp.uint32)})
+
+
+# --- temporary files of killed writes ----------------------------------------------------------------------
+
+_KILLED_WRITER = """
+import importlib.util, io, os, signal, sys
+import numpy as np
+spec = importlib.util.spec_from_file_location("checkpoint", sys.argv[2])  # not jaxbp/__init__: no jax import
+checkpoint = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(checkpoint)
+real_savez = np.savez
+def savez_then_die(f, **arrays):
+  buf = io.BytesIO()
+  real_savez(buf, **arrays)
+  f.write(buf.getvalue()[: buf.tell() // 2])
+  f.flush()
+  os.kill(os.getpid(), signal.SIGKILL)
+np.savez = savez_then_die
+checkpoint._write_atomic(sys.argv[1], {"leaf_0": np.zeros(5000), "__meta__": np.zeros(3, np.uint8)})
+"""
+
+
+def _kill_a_write(path):
+  """Runs a process that starts writing a checkpoint to ``path`` and is SIGKILLed halfway through."""
+  proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, path, checkpoint.__file__], capture_output=True,
+                        check=False)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+
+
+def test_a_killed_write_leaves_a_temporary_file_the_next_save_or_load_removes(tmp_path):
+  path = str(tmp_path / "c.npz")
+  checkpoint.save(path, _tree(), {"epoch": 1})
+  _kill_a_write(path)
+  left = [n for n in os.listdir(tmp_path) if n != "c.npz"]
+  assert len(left) == 1 and left[0].startswith(checkpoint.TMP_PREFIX)  # what SIGKILL leaves
+  assert checkpoint.load(path, _tree())[1] == {"epoch": 1}  # the old checkpoint is whole
+  assert os.listdir(tmp_path) == ["c.npz"]  # and loading swept the leftover
+  _kill_a_write(path)
+  checkpoint.save(path, _tree(), {"epoch": 2})
+  assert os.listdir(tmp_path) == ["c.npz"]  # so does saving
+
+
+def test_leftovers_of_earlier_versions_go_and_files_of_the_users_stay(tmp_path):
+  partial = io.BytesIO()
+  np.savez(partial, leaf_0=np.zeros(100), __meta__=np.zeros(2, np.uint8))
+  half = partial.getvalue()[:300]
+  (tmp_path / ".tmp-k3j_9xa0.npz").write_bytes(half)  # jaxbp's former temporary name
+  (tmp_path / ".tmp-a1b2c3d4.npz").write_bytes(b"")  # created, never written
+  users = {".tmp-notes.npz": half,  # not the pattern
+           ".tmp-q1w2e3r4.npz": _npz_bytes(x=np.ones(3)),  # the pattern, but a user's own arrays
+           f"{checkpoint.TMP_PREFIX}{os.getppid()}-abc.npz": half,  # its writer is alive
+           "notes.txt": b"mine"}
+  for name, content in users.items():
+    (tmp_path / name).write_bytes(content)
+  checkpoint.save(str(tmp_path / "c.npz"), _tree())
+  assert sorted(os.listdir(tmp_path)) == sorted([*users, "c.npz"])
+  for name, content in users.items():
+    assert (tmp_path / name).read_bytes() == content
+
+
+def _npz_bytes(**arrays):
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  return buf.getvalue()
+
+
+# --- disk full, folders --------------------------------------------------------------------------------------
+
+def _assert_disk_full_error(e, path):
+  assert str(path) in str(e.value) and "No space left on device (ENOSPC)" in str(e.value)
+  assert "previous checkpoint is unchanged" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_disk_full_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  path = tmp_path / "c.npz"
+  checkpoint.save(str(path), _tree(), {"epoch": 1})
+  good = path.read_bytes()
+
+  def full(f, **arrays):
+    f.write(b"PK\x03\x04" + b"\0" * 100)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(np, "savez", full)
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    checkpoint.save(str(path), _tree(seed=2), {"epoch": 2})
+  _assert_disk_full_error(e, path)
+  assert path.read_bytes() == good and os.listdir(tmp_path) == ["c.npz"]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+  """A 1.6 MB tmpfs (needs root; skipped where mounting is not allowed)."""
+  mnt = tmp_path / "full"
+  mnt.mkdir()
+  if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", str(mnt)],
+                                         capture_output=True, check=False).returncode:
+    pytest.skip("mounting a tmpfs needs root")
+  yield mnt
+  subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_real_full_disk(small_tmpfs):
+  path = small_tmpfs / "c.npz"
+  big = {"w": jnp.arange(250_000, dtype=jnp.float32)}  # 1 MB: the second copy does not fit beside the first
+  checkpoint.save(str(path), big, {"epoch": 1})
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    checkpoint.save(str(path), {"w": big["w"] + 1}, {"epoch": 2})
+  _assert_disk_full_error(e, path)
+  restored, meta = checkpoint.load(str(path), big)
+  assert meta == {"epoch": 1} and os.listdir(small_tmpfs) == ["c.npz"]
+  chex.assert_trees_all_equal(restored, big)
+
+
+def test_out_folder_that_is_a_file_or_missing(tmp_path):
+  (tmp_path / "f").write_text("a user's file")
+  for bad in (tmp_path / "f", tmp_path / "f" / "run"):
+    with pytest.raises(checkpoint.CheckpointError, match="is a file, not a folder|cannot create") as e:
+      checkpoint.prepare_dir(str(bad))
+    assert str(tmp_path / "f") in str(e.value) and "\n" not in str(e.value)
+  assert (tmp_path / "f").read_text() == "a user's file"
+  assert checkpoint.prepare_dir(str(tmp_path / "a" / "b")) == str(tmp_path / "a" / "b")
+  assert (tmp_path / "a" / "b").is_dir()
+  with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+    checkpoint.save(str(tmp_path / "none" / "c.npz"), _tree())
+  with pytest.raises(checkpoint.CheckpointError, match="is a folder"):
+    checkpoint.save(str(tmp_path / "a"), _tree())
+
+
+# --- corruption: always a CheckpointError naming the file ---------------------------------------------------
+
+class _Config(NamedTuple):
+  model: str = "mlp"
+  hidden: tuple = (4,)
+  lr: float = 0.1
+  epochs: int = 2
+  weight_decay: float | None = None
+  autodiff: bool = False
+
+
+def _record(epoch):
+  return {"epoch": epoch, "train_loss": 0.5, "train_accuracy": 0.75, "test_loss": 0.625, "test_accuracy": 0.5,
+          "seconds": 1.0, "layer_grad_norms": [0.25, 2.0]}
+
+
+def _run_meta(epoch=2):
+  return {"config": _Config()._asdict() | {"hidden": [4]}, "epoch": epoch,
+          "history": [_record(e + 1) for e in range(epoch)], "data": {"path": "d.csv", "sha256": "ab12"}}
+
+
+def _small_tree():
+  return {"w": jnp.arange(6.0).reshape(3, 2), "n": jnp.asarray(3, jnp.int32), "k": jax.random.key(1)}
+
+
+def _rewrite_doc(good, path, doc_bytes):
+  """Copies checkpoint ``good`` to ``path`` with its JSON document replaced by ``doc_bytes`` (CRCs valid)."""
+  with np.load(good) as f:
+    arrays = {k: f[k] for k in f.files}
+  _overwrite(path, _npz_bytes(**(arrays | {checkpoint.META_KEY: np.frombuffer(doc_bytes, np.uint8)})))
+
+
+def _overwrite(path, content):
+  """Writes ``content`` over ``path`` in place: as fast as the fuzz needs where truncating costs 0.3 ms."""
+  with open(path, "r+b" if os.path.exists(path) else "wb") as f:
+    f.write(content)
+    f.truncate()
+
+
+def _doc(**changes):
+  doc = {"format": checkpoint.FORMAT, "paths": ["['k']", "['n']", "['w']"], "keys": {"0": "threefry2x32"},
+         "meta": _run_meta()}
+  return {k: v for k, v in (doc | changes).items() if v is not None}
+
+
+BAD_DOCS = {
+    "a JSON list": ([1, 2], "its document is a list, expected an object"),
+    "paths as an int": (_doc(paths=3), "'paths' is an integer, expected a list of strings"),
+    "keys naming no leaf": (_doc(keys={"7": "threefry2x32"}), "'keys' names leaf '7'"),
+    "unknown key impl": (_doc(keys={"0": "nonsense"}), r"\['k'\] is not a 'nonsense' PRNG key"),
+    "meta a string": (_doc(meta="x"), "'meta' is a string"),
+    "no config": (_doc(meta={"epoch": 0, "history": []}), "no 'config'"),
+    "string lr": (_doc(meta=_run_meta() | {"config": {"lr": "0.1"}}), "'lr' is a string \"0.1\", expected a number"),
+    "bool epochs": (_doc(meta=_run_meta() | {"config": {"epochs": True}}), "'epochs' is a boolean"),
+    "nested hidden": (_doc(meta=_run_meta() | {"config": {"hidden": [[4]]}}), "'hidden' is a list"),
+    "unknown field": (_doc(meta=_run_meta() | {"config": {"lrr": 1}}), "unknown field"),
+    "string epoch": (_doc(meta=_run_meta() | {"epoch": "2"}), "'epoch' is a string \"2\""),
+    "epoch past history": (_doc(meta=_run_meta() | {"epoch": 5}), "'epoch' is an integer 5, expected .* \\(2\\)"),
+    "no history": (_doc(meta={"config": {}, "epoch": 0}), "'history' is missing"),
+    "record out of order": (_doc(meta=_run_meta() | {"history": [_record(2), _record(1)]}), r"history\[0\]"),
+    "record value": (_doc(meta=_run_meta() | {"history": [_record(1) | {"seconds": "1"}, _record(2)]}),
+                     r"history\[0\]\['seconds'\] is a string"),
+    "data a list": (_doc(meta=_run_meta() | {"data": ["d.csv"]}), "'data' is a list"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DOCS, ids=list(BAD_DOCS))
+def test_malformed_metadata_is_named(tmp_path, case):
+  doc, fragment = BAD_DOCS[case]
+  good, path = str(tmp_path / "good.npz"), str(tmp_path / "bad.npz")
+  checkpoint.save(good, _small_tree(), _run_meta())
+  _rewrite_doc(good, path, json.dumps(doc).encode())
+  with pytest.raises(checkpoint.CheckpointError, match=fragment) as e:
+    checkpoint.load(path, _small_tree(), config_type=_Config)
+  assert str(e.value).startswith(f"checkpoint {path}") and "\n" not in str(e.value)
+
+
+def test_run_metadata_round_trips_with_the_real_train_config(tmp_path):
+  from jaxbp.train import TrainConfig  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "c.npz")
+  meta = _run_meta() | {"config": TrainConfig().to_json()}
+  checkpoint.save(path, _small_tree(), meta)
+  assert checkpoint.load(path, _small_tree(), config_type=TrainConfig)[1] == meta
+  assert checkpoint.read(path, config_type=TrainConfig)[0]["meta"] == meta
+
+
+def _load_or_checkpoint_error(path, expected):
+  """Loads ``path``: either exactly ``expected`` comes back, or CheckpointError; anything else fails."""
+  try:
+    tree, meta = checkpoint.load(path, expected, config_type=_Config)
+  except checkpoint.CheckpointError as e:
+    assert path in str(e) and "\n" not in str(e)
+    return False
+  chex.assert_trees_all_equal(jax.random.key_data(tree.pop("k")), jax.random.key_data(expected["k"]))
+  chex.assert_trees_all_equal(tree, {k: v for k, v in expected.items() if k != "k"})
+  _Config(**meta["config"])  # what the loader's caller does next
+  assert meta["epoch"] == len(meta["history"])
+  return True
+
+
+def test_fuzz_every_bit_of_the_zip_directory(tmp_path):
+  good, path = str(tmp_path / "good.npz"), str(tmp_path / "fuzz.npz")
+  tree = _small_tree()
+  checkpoint.save(good, tree, _run_meta())
+  with open(good, "rb") as f:
+    blob = f.read()
+  directory = int.from_bytes(blob[-6:-2], "little")  # the end record's offset of the central directory
+  assert blob[directory:directory + 4] == b"PK\x01\x02" and blob[-22:-18] == b"PK\x05\x06"
+  first_local_header = range(0, 30 + len("leaf_0.npy") + 20)  # and leaf_0's local header, zip64 extra included
+  loaded = 0
+  for i in [*first_local_header, *range(directory, len(blob))]:
+    for bit in range(8):
+      mutated = bytearray(blob)
+      mutated[i] ^= 1 << bit
+      _overwrite(path, mutated)
+      loaded += _load_or_checkpoint_error(path, tree)
+  assert 0 < loaded < 8 * (len(blob) - directory)  # some bits (times, attributes) do not matter, most do
+
+
+def test_fuzz_the_metadata_document(tmp_path):
+  good, path = str(tmp_path / "good.npz"), str(tmp_path / "fuzz.npz")
+  tree = _small_tree()
+  checkpoint.save(good, tree, _run_meta(epoch=1))
+  text = json.dumps(checkpoint.read(good)[0]).encode()
+  structural = b'"{}[],:0 -.ntf\\'
+  loaded = 0
+  for i in range(len(text)):
+    for j, new in enumerate((text[i] ^ 1, text[i] ^ 2, text[i] ^ 16, structural[(3 * i) % len(structural)])):
+      if new == text[i] or (j == 3 and i % 2):
+        continue
+      _rewrite_doc(good, path, text[:i] + bytes([new]) + text[i + 1:])
+      loaded += _load_or_checkpoint_error(path, tree)
+  assert loaded > 0  # e.g. a changed digit of a loss still loads, with the identical tree
