@@ -67,7 +67,7 @@ def linear_softmax_cross_entropy(h: ArrayLike, w: ArrayLike, labels: ArrayLike, 
   logits = cast(jax.Array, jax.ShapeDtypeStruct((h.shape[0], w.shape[1]), h.dtype))  # only its shape is read
   labels, _ = class_labels("linear_softmax_cross_entropy", logits,
                            int_array("linear_softmax_cross_entropy", "labels", labels), allow_probabilities=False)
-  return _linear_ce(h, w, labels, chunks)
+  return _linear_softmax_cross_entropy(h, w, labels, chunks)
 
 
 def _check_linear_ce(h, w, labels, chunk_size, reduction):
@@ -127,7 +127,7 @@ def _softmax_minus_onehot(z, lse, y_c, real):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _linear_ce(h, w, labels, chunks):
+def _linear_softmax_cross_entropy(h, w, labels, chunks):
   """A plain evaluation: the loss only (NOT ``_fwd(...)[0]``, which would also form the gradients)."""
   return _finish(_losses(h, w, labels, chunks)[0], labels, w, chunks, h.dtype)
 
@@ -144,7 +144,7 @@ class _Recompute(NamedTuple):
   lse: jax.Array     # [N] log-sum-exp per row: softmax = exp(z − lse) without a second max/sum
 
 
-def _linear_ce_fwd(h, w, labels, chunks):
+def _linear_softmax_cross_entropy_fwd(h, w, labels, chunks):
   if chunks.reduction == "none":
     loss, lse = _losses(h, w, labels, chunks)
     return _finish(loss, labels, w, chunks, h.dtype), _Recompute(h, w, labels, lse)
@@ -178,7 +178,7 @@ def _pass(h, w, labels, chunks, row_scale, lse=None):
   return loss.reshape(-1)[:chunks.n], dh.reshape(-1, h.shape[1])[:chunks.n], dw
 
 
-def _linear_ce_bwd(chunks, res, g):
+def _linear_softmax_cross_entropy_bwd(chunks, res, g):
   if chunks.reduction == "none":
     h, w, labels, lse = res
     _, dh, dw = _pass(h, w, labels, chunks, g, lse)
@@ -187,10 +187,10 @@ def _linear_ce_bwd(chunks, res, g):
   return (scale * res.dh).astype(res.dh.dtype), (scale * res.dw).astype(res.dw.dtype), None
 
 
-_linear_ce.defvjp(_linear_ce_fwd, _linear_ce_bwd)
+_linear_softmax_cross_entropy.defvjp(_linear_softmax_cross_entropy_fwd, _linear_softmax_cross_entropy_bwd)
 
 
-def _linear_ce_ref(h, w, labels, *, chunk_size=None, reduction="mean"):
+def _linear_softmax_cross_entropy_ref(h, w, labels, *, chunk_size=None, reduction="mean"):
   del chunk_size
   per_row = -jnp.take_along_axis(jax.nn.log_softmax(h @ w, axis=-1), labels[:, None], axis=-1)[:, 0]
   return {"mean": jnp.mean, "sum": jnp.sum, "none": lambda a: a}[reduction](per_row)
@@ -213,5 +213,5 @@ _BRANCHES = {
     "one row, one chunk": _ce_sampler(["mean", "sum", "none"], (None, 4), n=(1, 1)),
 }
 
-register(linear_softmax_cross_entropy, _linear_ce_ref, any_branch(_BRANCHES), branches=_BRANCHES,
+register(linear_softmax_cross_entropy, _linear_softmax_cross_entropy_ref, any_branch(_BRANCHES), branches=_BRANCHES,
          note="001, 004; Liger-Kernel")
