@@ -88,9 +88,11 @@ def check_config(config: TrainConfig) -> models.Family:
   Checks the types of every field, the choices, the ranges, and the model's config (its family's checks).
   """
   try:
-    family = _registry.check_config(config.model)
+    family = models.family_of(config.model)
+    _registry.check_config(config.model)
   except ValueError as e:
-    raise ConfigError("model", f"model {type(config.model).__name__}: {e}") from None
+    known = type(config.model) in [models.get(n).config for n in models.names()]
+    raise ConfigError("model", f"model {family.name}: {e}" if known else str(e)) from None
   hints = _registry.field_types(TrainConfig)
   for field in TrainConfig._fields[1:]:
     try:

@@ -60,7 +60,7 @@ def save(path, tree, meta=None):
   fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
   try:
     with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
+      np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types the first ** as allow_pickle
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -130,9 +130,9 @@ def load_csv(path, label_column="label"):
         raise DataError(f"{path}: line {line}, column {header[bad]!r}: {row[bad]!r} is not a number") from None
   if not table:
     raise DataError(f"{path}: no data rows after the header")
-  table = np.asarray(table, dtype=np.float64)
-  x = np.delete(table, label_at, axis=1)
-  return check_arrays(x, table[:, label_at], path)
+  values = np.asarray(table, dtype=np.float64)
+  x = np.delete(values, label_at, axis=1)
+  return check_arrays(x, values[:, label_at], path)
 
 
 def _is_float(v):
@@ -187,12 +187,12 @@ def stratified_split(y, test_fraction=0.2, seed=0):
   if not 0.0 < test_fraction < 1.0:
     raise ValueError(f"stratified_split: test_fraction must be in (0, 1), got {test_fraction}")
   rng = np.random.default_rng(seed)
-  test = []
+  picks = []
   for c in np.unique(y):
     idx = np.flatnonzero(y == c)
     k = min(math.floor(test_fraction * idx.size + 0.5), idx.size - 1)
-    test.append(rng.permutation(idx)[:k])
-  test = np.sort(np.concatenate(test))
+    picks.append(rng.permutation(idx)[:k])
+  test = np.sort(np.concatenate(picks))
   train = np.setdiff1d(np.arange(y.shape[0]), test)
   return train, test
 

@@ -161,7 +161,7 @@ class TaskDataset(NamedTuple):
   task: SequenceTask
 
 
-def language_model_arrays(tokens: np.ndarray, prompt_length: int) -> tuple[np.ndarray, ...]:
+def language_model_arrays(tokens: np.ndarray, prompt_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """``(inputs, targets, mask)`` of sequences ``tokens`` [N, L]: predict token t + 1 from tokens ≤ t,
   scored on the answer only (the targets ``tokens[:, prompt_length:]``)."""
   mask = np.zeros(tokens.shape[1] - 1, np.float32)
@@ -176,10 +176,11 @@ def load_task(name: str = DEFAULT_TASK, *, seed: int = 0, **kwargs: Any) -> Task
   """
   from jaxbp.models import DataSpec  # pylint: disable=import-outside-toplevel  (NumPy-only until asked)
   task = make_task(name, seed=seed, **kwargs)
-  train = language_model_arrays(task.train, task.prompt_length)
-  test = language_model_arrays(task.test, task.prompt_length)
+  x_train, y_train, mask_train = language_model_arrays(task.train, task.prompt_length)
+  x_test, y_test, mask_test = language_model_arrays(task.test, task.prompt_length)
   spec = DataSpec("tokens", (task.seq_length - 1,), len(VOCAB), len(VOCAB))
-  return TaskDataset(*train, *test, f"task {name} (length {task.length}, seed {seed})", spec, task)
+  return TaskDataset(x_train, y_train, mask_train, x_test, y_test, mask_test,
+                     f"task {name} (length {task.length}, seed {seed})", spec, task)
 
 
 def encode(text: str) -> np.ndarray:

@@ -205,7 +205,7 @@ def _write_lines(path: str, records: list, mode: str) -> None:
 def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: bool | Resumed = False,
         overwrite: bool = False, source: dict | None = None, mesh: jax.sharding.Mesh | None = None,
         progress: Callable[[int, int], Any] | None = None, on_epoch: Callable[[dict, TrainState], None] | None = None,
-        warn: Callable[[str], None] | None = None) -> FitResult:
+        warn: Callable[[str], None] | None = None, on_checked: Callable[[], None] | None = None) -> FitResult:
   """Trains ``config.model`` on ``data`` as ``config`` says; everything is checked before anything compiles.
 
   Args:
@@ -225,12 +225,15 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
     on_epoch: called as ``on_epoch(record, state)`` after each epoch's checkpoint is written.
     warn: called with each warning (a dropped partial batch, unapplied micro-batches); ``warnings.warn``
       by default.
+    on_checked: called once everything is checked, before compiling.
 
   Returns:
     A :class:`FitResult`. Raises :class:`NonFiniteError` on a NaN/inf loss, gradient or update.
   """
   plan = _plan(config, data, out_dir, resume, overwrite, source, mesh,
                warn or (lambda m: warnings.warn(m, UserWarning, stacklevel=5)))
+  if on_checked is not None:
+    on_checked()
   compiled = _compile(config, plan.spec, data, plan.steps, mesh, plan.resumed is None)
   replicated, sharded = shardings(mesh) if mesh is not None else (None, None)
   if plan.resumed is not None:

@@ -103,7 +103,7 @@ def test_training_page_shows_a_run_with_the_current_defaults():
       "jaxbp train's defaults changed: rerun `jaxbp train --out /tmp/run`, paste its output and its "
       "curves.png (docs/img/curves.png) into docs/training.md")
   text = (DOCS / "training.md").read_text(encoding="utf-8")
-  assert f"dropout {c.dropout})" in text and f"{c.schedule} learning-rate decay for {c.epochs} epochs" in text
+  assert f"dropout {c.model.dropout})" in text and f"{c.schedule} learning-rate decay for {c.epochs} epochs" in text
 
 
 def _examples_page():

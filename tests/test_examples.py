@@ -53,7 +53,8 @@ SMALL = {"10_gradient_flow": ["--depth", "8"]}
 
 
 def test_there_is_one_script_per_worked_example():
-  assert [p.name[:2] for p in EXAMPLES] == [f"{i:02d}" for i in range(1, 11)]
+  numbers = [p.name[:2] for p in EXAMPLES]
+  assert numbers[:10] == [f"{i:02d}" for i in range(1, 11)] and len(set(numbers)) == len(numbers)
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.stem)

@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "jaxbp.cli.train",
     "info": "jaxbp.cli.info",
     "trace": "jaxbp.cli.trace",
+    "check": "jaxbp.cli.check",
     "bench": "jaxbp.bench",
 }
 

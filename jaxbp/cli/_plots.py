@@ -1,5 +1,7 @@
 """The pictures of ``jaxbp train``: loss and accuracy curves, and per-layer gradient norms."""
 
+from typing import Any
+
 
 def import_matplotlib() -> None:
   """Imports matplotlib's Agg canvas (run in a thread while XLA compiles, so the plot costs no wait later)."""
@@ -29,3 +31,10 @@ def plot_grad_flow(path: str, history: list) -> None:
   picks = sorted({round(i * (len(history) - 1) / 5) for i in range(6)})
   curves = {f"epoch {history[i]['epoch']}": history[i]["layer_grad_norms"] for i in picks}
   plot_grad_norms(curves, path, title="‖∂L/∂W‖ per layer, epoch means, during training")
+
+
+def plot_time_grad_flow(path: str, norms: Any, label: str) -> None:
+  """A recurrent model's ‖∂L/∂x_t‖ per time step on the held-out set (note 004's vanishing gradient)."""
+  from jaxbp.insight.gradflow import plot_grad_norms  # pylint: disable=import-outside-toplevel
+  plot_grad_norms({label: norms}, path, title="gradient reaching each time step's input, held-out set",
+                  xlabel="time step t (1 = first token)", ylabel="‖∂L/∂x_t‖")

@@ -28,6 +28,7 @@ from jaxbp.cli import _flags
 from jaxbp.cli._plots import import_matplotlib
 from jaxbp.cli._plots import plot_curves
 from jaxbp.cli._plots import plot_grad_flow
+from jaxbp.cli._plots import plot_time_grad_flow
 from jaxbp.models import _registry
 
 HELP = "train a model (an MLP on the digits, or your data) with the manual rules; metrics, plot, checkpoint"
@@ -104,6 +105,7 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
   """The ``TrainConfig`` the flags describe: the model family's defaults, then every typed flag."""
   typed = _typed(args)
   family = models.get(typed.pop("model", TrainConfig().family.name))
+  typed = {**family.train_defaults, **typed}  # the family's training defaults, where no flag was typed
   typed.setdefault("loss", family.losses[0])
   return TrainConfig(model=_flags.model_from_args(args, family.name, _MODEL_FIELDS), **typed)
 
@@ -199,18 +201,32 @@ def _train(args: argparse.Namespace, started: float, progress: dict) -> int:
   mesh = train_lib.make_mesh(args.devices) if args.devices != 1 else None
   data = _load(source, config.seed)
   lead = jax.process_index() == 0
-  if lead:
-    rules = "jax.grad of jaxbp.ops.reference" if config.autodiff else "manual rules (jaxbp.ops)"
-    print(f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test, {_describe(train_lib.data_spec(data))};"
-          f" {_describe(config.model)} on {rules}, {config.optimizer} lr {config.lr}; {jax.device_count()} device(s)"
-          f" [{jax.default_backend()}]", file=sys.stderr)
+  rules = "jax.grad of jaxbp.ops.reference" if config.autodiff else "manual rules (jaxbp.ops)"
+  banner = (f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test, {_describe(train_lib.data_spec(data))};"
+            f" {_describe(config.model)} on {rules}, {config.optimizer} lr {config.lr}; {jax.device_count()} device(s)"
+            f" [{jax.default_backend()}]")
   done = lambda record, state: progress.update(epoch=record["epoch"])
   result = train_lib.fit(config, data, out_dir=out, resume=resume, overwrite=args.overwrite, source=source,
                          mesh=mesh, progress=_progress(config.epochs) if lead else None, on_epoch=done,
-                         warn=lambda m: _say(f"warning: {m}") if lead else None)
+                         warn=lambda m: _say(f"warning: {m}") if lead else None,
+                         on_checked=lambda: print(banner, file=sys.stderr) if lead else None)
   if lead:
     _finish(args, out, config, result, data, source, mesh, started)
   return 0
+
+
+def _time_grad_flow(out: str, config: TrainConfig, result: Any, data: Any) -> list[str]:
+  """grad_flow_time.png for a family that measures its gradient per time step (recurrent models)."""
+  from jaxbp import ops  # pylint: disable=import-outside-toplevel
+  from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
+  family = models.family_of(config.model)
+  if family.time_grad_norms is None:
+    return []
+  batch = (data.x_test, data.y_test, data.mask_test)
+  norms = family.time_grad_norms(result.state.params, result.state.model_state, batch, config.model,
+                                 train_lib.data_spec(data), ops.reference if config.autodiff else ops)
+  plot_time_grad_flow(os.path.join(out, "grad_flow_time.png"), norms, f"{family.name}, after training")
+  return ["grad_flow_time.png"]
 
 
 def _finish(args: argparse.Namespace, out: str, config: TrainConfig, result: Any, data: Any, source: dict,
@@ -224,6 +240,7 @@ def _finish(args: argparse.Namespace, out: str, config: TrainConfig, result: Any
     plot_curves(os.path.join(out, "curves.png"), result.history)
   if "grad_flow.png" in plots:
     plot_grad_flow(os.path.join(out, "grad_flow.png"), result.history)
+    plots += _time_grad_flow(out, config, result, data)
   final, device = result.history[-1], jax.devices()[0]
   train_seconds = sum(r["seconds"] for r in result.history)
   train_lib.write_metrics(

@@ -16,6 +16,11 @@ which needs a vector and the inputs are numbers) plus ``max`` (the max gate), ``
 ``sqrt``, ``softplus``, ``gelu`` and ``silu``. A syntax error, an unknown
 name or a missing input raises ``ExprError``: one line, with the 1-based position in the source.
 
+Limits: at most ``MAX_DEPTH`` (100) levels of nesting (parentheses, calls, unary signs and powers
+each count one) and ``MAX_NODES`` (200) numbers, names and operations: a trace shows one row per
+operation, and a longer one would not be read. A number or a power of numbers must be a finite
+float64 (``10**400`` and ``0**-1`` are errors, at their position).
+
 Example::
 
   expr = parse("sigmoid(w0*x0 + w1*x1 + w2)")
@@ -51,6 +56,8 @@ _OPERATORS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}
 _TOKEN = re.compile(r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
                     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>\*\*|[-+*/^(),×÷−]))")
 _UNICODE = {"×": "*", "÷": "/", "−": "-"}
+MAX_DEPTH = 100
+MAX_NODES = 200
 
 
 class ExprError(ValueError):
@@ -87,6 +94,7 @@ def tokenize(source):
       bad = source[pos:].lstrip()[0]
       raise ExprError(f"unexpected character {bad!r}", len(source) - len(source[pos:].lstrip()))
     kind = m.lastgroup
+    assert kind is not None  # every alternative of _TOKEN is a named group
     text = _UNICODE.get(m.group(kind), m.group(kind))
     tokens.append(Token(kind, text, m.start(kind)))
     pos = m.end()
@@ -97,7 +105,23 @@ class _Parser:
   """Recursive descent over the tokens, one method per grammar rule."""
 
   def __init__(self, source):
-    self.tokens, self.i = tokenize(source), 0
+    self.tokens, self.i, self.depth, self.nodes = tokenize(source), 0, 0, 0
+
+  def node(self, kind, value, args, pos):
+    self.nodes += 1
+    if self.nodes > MAX_NODES:
+      raise ExprError(f"more than {MAX_NODES} numbers, names and operations (the limit of jaxbp trace)", pos)
+    return Node(kind, value, args, pos)
+
+  def nested(self, rule, pos):
+    """``rule()`` one level deeper; ExprError past MAX_DEPTH, before Python's own recursion limit."""
+    self.depth += 1
+    if self.depth > MAX_DEPTH:
+      raise ExprError(f"nested deeper than {MAX_DEPTH} levels (the limit of jaxbp trace)", pos)
+    try:
+      return rule()
+    finally:
+      self.depth -= 1
 
   def peek(self):
     return self.tokens[self.i]
@@ -123,40 +147,46 @@ class _Parser:
     node = self.term()
     while self.peek().text in ("+", "-"):
       tok = self.take()
-      node = Node("bin", tok.text, (node, self.term()), tok.pos)
+      node = self.node("bin", tok.text, (node, self.term()), tok.pos)
     return node
 
   def term(self):
     node = self.unary()
     while self.peek().text in ("*", "/"):
       tok = self.take()
-      node = Node("bin", tok.text, (node, self.unary()), tok.pos)
+      node = self.node("bin", tok.text, (node, self.unary()), tok.pos)
     return node
 
   def unary(self):
     if self.peek().text in ("-", "+"):
       tok = self.take()
-      operand = self.unary()
+      operand = self.nested(self.unary, tok.pos)
       if tok.text == "+":
         return operand
       if operand.kind == "num":  # -2 is a number, not a node
         return Node("num", -operand.value, (), tok.pos)
-      return Node("neg", "-", (operand,), tok.pos)
+      return self.node("neg", "-", (operand,), tok.pos)
     return self.power()
 
   def power(self):
     node = self.atom()
     if self.peek().text in ("**", "^"):
       tok = self.take()
-      node = Node("pow", "**", (node, self.unary()), tok.pos)
+      exponent = self.nested(self.unary, tok.pos)
+      if node.kind == "num" and exponent.kind == "num":  # a number, computed here: its errors have a place
+        return Node("num", _power(node.value, exponent.value, tok.pos), (), tok.pos)
+      node = self.node("pow", "**", (node, exponent), tok.pos)
     return node
 
   def atom(self):
     tok = self.take()
     if tok.kind == "num":
-      return Node("num", float(tok.text), (), tok.pos)
+      number = float(tok.text)
+      if number == float("inf"):
+        raise ExprError(f"number {tok.text} is too large for a float64", tok.pos)
+      return self.node("num", number, (), tok.pos)
     if tok.text == "(":
-      node = self.expr()
+      node = self.nested(self.expr, tok.pos)
       self.expect(")", f"')' to close the '(' at position {tok.pos + 1}")
       return node
     if tok.kind == "name":
@@ -168,10 +198,10 @@ class _Parser:
       hint = _suggest(tok.text, FUNCTIONS)
       raise ExprError(f"unknown function {tok.text!r}{hint}; known: {', '.join(FUNCTIONS)}", tok.pos)
     self.take()  # "("
-    args = [self.expr()]
+    args = [self.nested(self.expr, tok.pos)]
     while self.peek().text == ",":
       self.take()
-      args.append(self.expr())
+      args.append(self.nested(self.expr, tok.pos))
     self.expect(")", f"',' or ')' in the call of {tok.text}")
     spec = FUNCTIONS[tok.text]
     if not spec.min_args <= len(args) <= spec.max_args:
@@ -181,7 +211,20 @@ class _Parser:
     for extra in args[1:] if spec.numeric_params else ():
       if extra.kind != "num":
         raise ExprError(f"{tok.text}'s parameter must be a number", extra.pos)
-    return Node("call", tok.text, tuple(args), tok.pos)
+    return self.node("call", tok.text, tuple(args), tok.pos)
+
+
+def _power(base, exponent, pos):
+  """base ** exponent for two numbers of the expression, as a finite float; ExprError otherwise."""
+  try:
+    value = base ** exponent
+  except OverflowError:
+    raise ExprError(f"{base:g} ** {exponent:g} is too large for a float64", pos) from None
+  except ZeroDivisionError:
+    raise ExprError(f"{base:g} ** {exponent:g} divides by zero", pos) from None
+  if isinstance(value, complex):
+    raise ExprError(f"{base:g} ** {exponent:g} is not a real number", pos)
+  return float(value)
 
 
 def _describe(tok):
@@ -198,7 +241,7 @@ class Expression:
 
   def __init__(self, source, tree):
     self.source, self.tree = source, tree
-    uses = {}
+    uses: dict = {}
     _collect(tree, uses)
     self.uses = uses  # name -> position of its first use
     self.names = tuple(uses)

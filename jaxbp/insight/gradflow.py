@@ -36,6 +36,7 @@ def plot_grad_norms(curves, path, title="gradient norm per layer", xlabel="layer
     The ``pathlib.Path`` written.
   """
   from matplotlib.figure import Figure
+  from matplotlib.ticker import MaxNLocator
 
   path = pathlib.Path(path)
   fig = Figure(figsize=(8, 4.8))
@@ -44,7 +45,7 @@ def plot_grad_norms(curves, path, title="gradient norm per layer", xlabel="layer
     ax.plot(np.arange(1, len(norms) + 1), np.maximum(np.asarray(norms), 1e-30), marker="o",
             markersize=3, label=label)
   ax.set_yscale("log")
-  ax.xaxis.get_major_locator().set_params(integer=True)
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title)

@@ -69,6 +69,14 @@ def _number(v, decimals, floor=0.0):
   return f"{v:.{max(decimals - 1, 1)}e}"
 
 
+def html_table(headers, rows):
+  """``rows`` under ``headers`` as an HTML table (what a notebook shows)."""
+  import html
+  head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+  body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+  return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def render(headers, rows, markdown=False):
   """Lines up ``rows`` (lists of strings or numbers) under ``headers`` as text or Markdown."""
   cells = [[str(c) for c in row] for row in rows]
@@ -86,7 +94,7 @@ def render(headers, rows, markdown=False):
 
 # --------------------------------------------------------------------------------------- the trace
 
-_NODE_HEADERS = ("node", "op", "value z", "upstream ∂L/∂z", "input x", "local ∂z/∂x",
+NODE_HEADERS = ("node", "op", "value z", "upstream ∂L/∂z", "input x", "local ∂z/∂x",
                  "downstream ∂L/∂x")
 
 
@@ -104,7 +112,7 @@ def _cell(x, decimals, full, jacobian=False):
   return f"{a.dtype}{list(a.shape)} ‖·‖={_number(norm, decimals)}"
 
 
-def _node_rows(trace, decimals, full):
+def node_rows(trace, decimals, full):
   rows = []
   for node in trace.nodes:
     op = node.op if node.manual else f"{node.op} (jax)"
@@ -117,7 +125,7 @@ def _node_rows(trace, decimals, full):
   return rows
 
 
-def _grad_rows(trace, decimals, reference):
+def grad_rows(trace, decimals, reference):
   rows = []
   for name, g in trace.grads.items():
     row = [name, fmt(trace.inputs[name], decimals), fmt(g, decimals),
@@ -128,7 +136,7 @@ def _grad_rows(trace, decimals, reference):
   return rows
 
 
-def _grad_headers(reference):
+def grad_headers(reference):
   headers = ["input", "value", "∂L/∂input (trace)", "jax.grad"]
   return headers + ["jax.grad of the references"] if reference is not None else headers
 
@@ -143,8 +151,8 @@ def trace_table(trace, decimals=4, reference=None, markdown=False, full=False):
   shape ``z.shape + x.shape``) as shape and norm; ``full=True`` prints every element. The gradients'
   table always prints every element (up to eight; beyond, shape and norm).
   """
-  nodes = render(_NODE_HEADERS, _node_rows(trace, decimals, full), markdown)
-  grads = render(_grad_headers(reference), _grad_rows(trace, decimals, reference), markdown)
+  nodes = render(NODE_HEADERS, node_rows(trace, decimals, full), markdown)
+  grads = render(grad_headers(reference), grad_rows(trace, decimals, reference), markdown)
   loss = f"L = {fmt(trace.output, decimals)}"
   if markdown:
     return "\n".join(["### Nodes", "", nodes, "", loss, "", "### Gradients", "", grads, ""])

@@ -94,10 +94,26 @@ class Trace(NamedTuple):
     from jaxbp.insight import tables
     return tables.trace_table(self, decimals, markdown=True, full=full)
 
-  def draw(self, path, decimals=2):
-    """Draws the graph to ``path`` (``.png`` or ``.svg``) with matplotlib; see ``jaxbp.insight.draw``."""
+  def _repr_html_(self) -> str:
+    """What Jupyter shows: the graph with its gradients, and the tables."""
+    from jaxbp.insight import html
+    return html.static_html(self)
+
+  def to_dot(self, decimals: int = 2) -> str:
+    """The graph in Graphviz's DOT language (``dot -Tpng``); see ``jaxbp.insight.draw.to_dot``."""
     from jaxbp.insight import draw
-    return draw.draw_trace(self, path, decimals)
+    return draw.to_dot(self, decimals)
+
+  def to_html(self, title: str = "", decimals: int = 2) -> str:
+    """One self-contained HTML page that steps through the backward pass; see ``jaxbp.insight.html``."""
+    from jaxbp.insight import html
+    return html.to_html(self, title, decimals)
+
+  def draw(self, path=None, decimals=2, title=""):
+    """Draws the graph to ``path`` (``.png`` or ``.svg``) with matplotlib and returns the path; without
+    a path, returns the matplotlib ``Figure`` (a notebook shows it). See ``jaxbp.insight.draw``."""
+    from jaxbp.insight import draw
+    return draw.draw_trace(self, path, decimals, title)
 
 
 class _Step(NamedTuple):
@@ -189,7 +205,8 @@ class _Graph:
       if eqn.primitive.name in _CALLS and (_holds_rule(eqn) or (top and len(jaxpr.eqns) == 1)):
         self._inline(eqn)
         continue
-      step = _Step(eqn.primitive, eqn.params, *_label(eqn),
+      op, manual = _label(eqn)
+      step = _Step(eqn.primitive, eqn.params, op, manual,
                    tuple(self.key(v) for v in eqn.invars), tuple(eqn.outvars))
       outs = _bind(step)(*[self.read(v) for v in step.invars])
       for var, val in zip(step.outvars, outs):
@@ -273,8 +290,9 @@ def _warn_if_grads_differ(grads, autodiff):
   """
   for name, auto in autodiff.items():
     auto = np.asarray(auto, np.float64)
-    scale = float(np.max(np.abs(auto), initial=0.0))
-    if not np.allclose(np.asarray(grads[name], np.float64), auto, rtol=1e-4, atol=1e-6 * (1 + scale)):
+    scale = float(np.max(np.abs(auto), initial=0.0, where=np.isfinite(auto)))
+    if not np.allclose(np.asarray(grads[name], np.float64), auto, rtol=1e-4, atol=1e-6 * (1 + scale),
+                       equal_nan=True):  # NaN from both (log(x - x)) is agreement
       warnings.warn(f"trace: ∂L/∂{name} from the nodes differs from jax.grad's "
                     f"(the trace is wrong here; see Trace.autodiff)", RuntimeWarning, stacklevel=3)
 

@@ -26,15 +26,19 @@ from jaxbp.models.notes import init_quadratic
 from jaxbp.models.notes import neuron_apply
 from jaxbp.models.notes import proportional_apply
 from jaxbp.models.notes import quadratic_apply
+from jaxbp.models.recurrent import LSTM
+from jaxbp.models.recurrent import RNN
 
 __all__ = [
     "ACTIVATIONS",
     "DataSpec",
     "Family",
     "INITS",
+    "LSTM",
     "Linear",
     "MLP",
     "MLPConfig",
+    "RNN",
     "affine_apply",
     "family_of",
     "get",

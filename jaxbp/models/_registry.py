@@ -35,6 +35,10 @@ The contract (what a family provides; ``train`` calls nothing else)
   (features) or per-position (tokens) losses and predicted classes, both shaped like ``targets``, for a
   head ``train`` cannot compute from logits (a fused linear cross-entropy whose ``outputs`` are the last
   hidden states). Without it, ``outputs`` are logits and ``train`` applies the head named by ``--loss``.
+``train_defaults`` (optional): ``{TrainConfig field: value}`` that ``jaxbp train --model NAME`` uses where
+  the user typed no flag, e.g. gradient clipping on for a recurrent model (``{"clip": 1.0}``, note 004).
+``time_grad_norms`` (optional, sequence models) ``time_grad_norms(params, state, batch, config, spec, ops)
+  -> [T]``: the gradient norm reaching each time step's input; ``jaxbp train --grad-flow`` plots it.
 ``check`` (optional) ``check(config)``: raises ``ValueError`` naming the field; called before anything
   is compiled (field types and ``choices`` are checked by the registry itself).
 
@@ -88,6 +92,8 @@ class Family(NamedTuple):
   choices: Mapping[str, tuple] = types.MappingProxyType({})
   help: Mapping[str, str] = types.MappingProxyType({})
   summary: str = ""
+  train_defaults: Mapping[str, Any] = types.MappingProxyType({})
+  time_grad_norms: Callable[..., Any] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -110,7 +116,8 @@ def register(name: str, config: type, init: Callable[..., tuple[Any, Any]], appl
              *, losses: tuple[str, ...] = HEADS, data: str = "features",
              head: Callable[..., tuple[Any, Any]] | None = None, check: Callable[[Any], None] | None = None,
              choices: Mapping[str, tuple] | None = None, help: Mapping[str, str] | None = None,
-             summary: str = "") -> Family:
+             summary: str = "", train_defaults: Mapping[str, Any] | None = None,
+             time_grad_norms: Callable[..., Any] | None = None) -> Family:
   """Registers a model family under ``name`` (see the module docstring); returns its :class:`Family`.
 
   Raises ValueError when the name is taken by another family, when a config field has no default or an
@@ -138,7 +145,8 @@ def register(name: str, config: type, init: Callable[..., tuple[Any, Any]], appl
   if known is not None and known.config is not config:
     raise ValueError(f"register: a model family named {name!r} is already registered")
   family = Family(name, config, init, apply, tuple(losses), data, head, check,
-                  types.MappingProxyType(dict(choices or {})), types.MappingProxyType(dict(help or {})), summary)
+                  types.MappingProxyType(dict(choices or {})), types.MappingProxyType(dict(help or {})), summary,
+                  types.MappingProxyType(dict(train_defaults or {})), time_grad_norms)
   _FAMILIES[name] = family
   return family
 

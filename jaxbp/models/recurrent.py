@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp import ops as _ops
+from jaxbp.models._registry import DataSpec
+from jaxbp.models._registry import register
 
 CELLS = ("rnn", "lstm")
 
@@ -109,3 +111,84 @@ def recurrent_apply(params: dict, inputs: jax.Array, config: RecurrentConfig, *,
     raise ValueError(f"recurrent_apply: inputs must be token ids [N, T], got shape {inputs.shape}")
   top = recurrent_states(params, inputs, config, ops=ops)[-1]
   return ops.linear(top, params["head"]["w"], params["head"]["b"])
+
+
+def input_grad_norms(params: dict, batch: tuple, config: RecurrentConfig, *, ops=_ops) -> jax.Array:
+  """‖∂L/∂x_t‖ for every step t, ``[T]``: how much gradient reaches the input at step t (note 004).
+
+  ``batch`` is ``(inputs, targets, mask)`` as the model registry defines it and L the mean
+  cross-entropy over the scored positions. The gradient of x_t is da_t·W_xᵀ, the backward scan's
+  carry at step t projected onto the input: for a task scored at its end, it shows how the gradient
+  fades (plain RNN) or holds (LSTM) on its way back through time. Norms over the batch and features.
+  """
+  inputs, targets, mask = batch
+  embedded = ops.embedding(inputs, params["embed"])
+
+  def loss(x):
+    logits = recurrent_apply(params, x, config, ops=ops)
+    per_position = ops.softmax_cross_entropy(logits, targets, reduction="none")
+    return jnp.sum(per_position * mask) / jnp.maximum(jnp.sum(mask), 1)
+  return jnp.sqrt(jnp.sum(jax.grad(loss)(embedded) ** 2, axis=(0, 2)))
+
+
+# ------------------------------------------------------------------------------ the model registry
+
+class RNN(NamedTuple):
+  """The ``rnn`` family: embedding → ``num_layers`` tanh RNN layers → linear head (``rnn_lm``).
+
+  Attributes:
+    hidden_size: H, the state width of every layer.
+    num_layers: stacked recurrent layers.
+    embed_size: the embedding width.
+  """
+  hidden_size: int = 128
+  num_layers: int = 1
+  embed_size: int = 32
+
+
+class LSTM(NamedTuple):
+  """The ``lstm`` family: embedding → ``num_layers`` LSTM layers → linear head (``lstm_lm``).
+  Attributes as in :class:`RNN`."""
+  hidden_size: int = 128
+  num_layers: int = 1
+  embed_size: int = 32
+
+
+def network(config: "RNN | LSTM", spec: DataSpec) -> RecurrentConfig:
+  """The :class:`RecurrentConfig` of an ``rnn`` or ``lstm`` model on token data shaped as ``spec`` says."""
+  cell = "lstm" if isinstance(config, LSTM) else "rnn"
+  if spec.kind != "tokens":
+    raise ValueError(f"{cell}: needs token sequences (--task), got {spec.kind} data")
+  return RecurrentConfig(cell, spec.vocab_size, spec.num_classes, config.hidden_size, config.num_layers,
+                         config.embed_size)
+
+
+def _init(key, config, spec):
+  return init_recurrent(key, network(config, spec)), {}
+
+
+def _apply(params, state, inputs, config, spec, *, train, key, ops):
+  del train, key  # no dropout, no batch statistics
+  return recurrent_apply(params, inputs, network(config, spec), ops=ops), state
+
+
+def _time_grad_norms(params, state, batch, config, spec, ops):
+  del state
+  return input_grad_norms(params, batch, network(config, spec), ops=ops)
+
+
+def _check(config):
+  check_config(RecurrentConfig(hidden=config.hidden_size, layers=config.num_layers, embed=config.embed_size))
+
+
+_HELP = {"hidden_size": "state width H of every recurrent layer", "num_layers": "stacked recurrent layers",
+         "embed_size": "embedding width"}
+# Note 004: clip the global gradient norm of a recurrent model (exploding gradients); and a run sized
+# for the generated tasks (20,000 sequences an epoch) rather than for the digits.
+TRAIN_DEFAULTS = {"clip": 1.0, "lr": 1e-2, "epochs": 4, "batch_size": 64}
+register("rnn", RNN, _init, _apply, losses=("cross-entropy",), data="tokens", check=_check, help=_HELP,
+         summary="tanh RNN language model (rnn_lm) for --task", train_defaults=TRAIN_DEFAULTS,
+         time_grad_norms=_time_grad_norms)
+register("lstm", LSTM, _init, _apply, losses=("cross-entropy",), data="tokens", check=_check, help=_HELP,
+         summary="LSTM language model (lstm_lm) for --task", train_defaults=TRAIN_DEFAULTS,
+         time_grad_norms=_time_grad_norms)

@@ -12,6 +12,7 @@ was wrong, at trace time, reading only static shapes and dtypes):
   under ``jit`` is refused with how to pass it instead.
 * ``class_labels(op, scores, labels, allow_probabilities)``: integer class indices in range (or
   probabilities of the scores' shape).
+* ``same_shape(op, pred, target)``: a loss's prediction and target of one shape.
 * ``axis_index(op, name, axis, shape)``: an int axis (not a bool) in ``[-ndim, ndim)``, made non-negative.
 """
 
@@ -123,6 +124,13 @@ def class_labels(op: str, scores: jax.Array, labels: Any, allow_probabilities: b
       raise ValueError(f"{op}: labels must lie in [0, {s_shape[-1]}), got {values[bad].ravel()[:5]} "
                        f"(first of {int(bad.sum())} out of range)")
   return labels, False
+
+
+def same_shape(op: str, pred: jax.Array, target: jax.Array) -> None:
+  """A ValueError unless ``pred`` and ``target`` have the same shape: broadcasting a loss mixes samples."""
+  if pred.shape != target.shape:
+    raise ValueError(f"{op}: 'pred' and 'target' must have the same shape (broadcasting a loss "
+                     f"silently mixes samples), got {pred.shape} and {target.shape}")
 
 
 def unbroadcast(g: jax.Array, shape: tuple[int, ...], dtype: Any = None) -> jax.Array:

@@ -30,10 +30,6 @@ def _check_ids(op, ids, table):
                        f"{values[bad].ravel()[:5]} (first of {int(bad.sum())} out of range)")
 
 
-def _valid(ids, num_rows):
-  return (ids >= 0) & (ids < num_rows)
-
-
 # ----------------------------------------------------------------------------------------- embedding
 
 def embedding(ids: jax.typing.ArrayLike, table: jax.typing.ArrayLike) -> jax.Array:
@@ -68,17 +64,16 @@ def _embedding(ids, table):
 
 
 def _embedding_fwd(ids, table):
-  valid = _valid(ids, table.shape[0])
-  rows = jnp.take(table, jnp.where(valid, ids, 0), axis=0)
-  out = jnp.where(valid[..., None], rows, jnp.nan).astype(table.dtype)
+  # One gather: an id outside [0, V) reads the fill value NaN (negative ids too: JAX would wrap them).
+  out = jnp.take(table, jnp.where(ids < 0, table.shape[0], ids), axis=0, mode="fill", fill_value=jnp.nan)
   return out, (ids, table)  # the ids; the table (a parameter, no new buffer) for its shape and dtype
 
 
 def _embedding_bwd(res, g):
   ids, table = res
-  num_rows, width = table.shape
-  g = jnp.where(_valid(ids, num_rows)[..., None], g, 0).astype(table.dtype)
-  dtable = jnp.zeros_like(table).at[ids.reshape(-1)].add(g.reshape(ids.size, width), mode="drop")
+  rows = g.astype(table.dtype).reshape(ids.size, table.shape[1])
+  # One scatter-add: repeated ids accumulate; an id outside [0, V) is dropped (sends no gradient).
+  dtable = jnp.zeros_like(table).at[ids.reshape(-1)].add(rows, mode="drop", wrap_negative_indices=False)
   return None, dtable
 
 

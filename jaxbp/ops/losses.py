@@ -23,6 +23,7 @@ from jaxbp.ops._util import float_array
 from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import reduce_batch
 from jaxbp.ops._util import require_reduction
+from jaxbp.ops._util import same_shape
 from jaxbp.ops._util import static_number
 from jaxbp.ops.activations import _stable_log_softmax
 
@@ -43,12 +44,6 @@ def _reduce_ref(per_sample, reduction):
 def _expand(s, ndim):
   """Per-sample values [N] (or []) reshaped to broadcast against an array of rank ``ndim``."""
   return s.reshape(s.shape + (1,) * (ndim - s.ndim))
-
-
-def _check_same_shape(op, pred, target):
-  if jnp.shape(pred) != jnp.shape(target):
-    raise ValueError(f"{op}: 'pred' and 'target' must have the same shape (broadcasting a loss "
-                     f"silently mixes samples), got {jnp.shape(pred)} and {jnp.shape(target)}")
 
 
 def _regression(shape, reductions=("mean", "sum", "none")):
@@ -86,7 +81,7 @@ def squared_error(pred: ArrayLike, target: ArrayLike, reduction: str = "mean") -
     reduction: "mean" over N, "sum", or "none" for the [N] per-sample losses.
   """
   pred, target = float_arrays("squared_error", pred=pred, target=target)
-  _check_same_shape("squared_error", pred, target)
+  same_shape("squared_error", pred, target)
   require_reduction("squared_error", reduction)
   return _squared_error(pred, target, reduction, (pred.dtype, target.dtype))
 
@@ -133,7 +128,7 @@ def mse(pred: ArrayLike, target: ArrayLike, reduction: str = "mean") -> jax.Arra
     reduction: "mean", "sum" or "none".
   """
   pred, target = float_arrays("mse", pred=pred, target=target)
-  _check_same_shape("mse", pred, target)
+  same_shape("mse", pred, target)
   require_reduction("mse", reduction)
   return _mse(pred, target, reduction, (pred.dtype, target.dtype))
 

@@ -106,14 +106,71 @@ def test_info_lists_versions_and_devices():
   assert "jax " in out.stdout and "backend" in out.stdout and "default float     float32" in out.stdout
 
 
+def _main(monkeypatch, capsys, *argv):
+  """``jaxbp ARGV`` in this process with compiling forbidden: (exit status, stderr lines)."""
+  from jaxbp import cli  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(cli, "COMMANDS", {"train": cli.COMMANDS["train"]})
+  try:
+    status = cli.main(list(argv))
+  except SystemExit as e:  # argparse
+    status = e.code
+  return status, capsys.readouterr().err.strip().splitlines()
+
+
 @pytest.mark.parametrize("flags,fragment", [
     (["--resume"], "--resume needs --out DIR"),
-    (["--batch-size", "5000", "--no-plot"], "larger than the 1438 training examples"),
-    (["--devices", "3", "--no-plot"], "devices must be between 1 and 1"),
+    (["--batch-size", "5000"], "--batch-size 5000 is larger than the 1438 training examples"),
+    (["--devices", "3"], "devices must be between 1 and 1 (the devices JAX sees), got 3; on a CPU,"
+                         " XLA_FLAGS=--xla_force_host_platform_device_count=N gives N devices"),
+    (["--seed", "99999999999999999999"], "--seed must be between 0 and 4294967295 (2**32 - 1)"),
+    (["--seed", "-1"], "--seed must be between 0 and 4294967295"),
+    (["--seed", "x"], "argument --seed: invalid int value: 'x'"),
+    (["--label-column", "y"], "--label-column names the label column of a .csv --data file; there is no --data"),
+    (["--model", "linear", "--hidden", "8"], "--hidden does not apply to --model linear (its flags: --init)"),
+    (["--loss", "hinge", "--dropout", "1.5"], "--model mlp: MLPConfig.dropout must be in [0, 1), got 1.5"),
+    (["--accumulate", "1000", "--epochs", "2"], "--accumulate 1000 is more than the 44 micro-batches"),
+    (["--out", "FILE"], ": is a file, not a directory"),
 ])
-def test_flag_errors_are_one_line(tmp_path, flags, fragment):
-  out = _jaxbp("train", "--out", str(tmp_path / "o"), *flags) if flags != ["--resume"] else _jaxbp("train", *flags)
-  assert out.returncode == 2 and fragment in out.stderr and "Traceback" not in out.stderr
+def test_flag_errors_are_one_line_before_any_compile(tmp_path, monkeypatch, capsys, flags, fragment):
+  def no_compile(*args, **kwargs):
+    raise AssertionError("compiled before refusing")
+
+  monkeypatch.setattr(train, "_compile", no_compile)
+  (tmp_path / "FILE").write_text("")
+  flags = [str(tmp_path / "FILE") if f == "FILE" else f for f in flags]
+  out = [] if "--out" in flags or "--resume" in flags else ["--out", str(tmp_path / "o")]
+  status, err = _main(monkeypatch, capsys, "train", "--no-plot", *out, *flags)
+  assert status == 2 and len([line for line in err if "warning" not in line]) == 1, err
+  assert fragment in err[-1] and err[-1].startswith("jaxbp train: error: ")
+
+
+def test_resume_takes_typed_flags_the_recorded_data_and_refuses_other_data(tmp_path, monkeypatch, capsys):
+  rng = np.random.default_rng(0)
+  for name in ("d", "other"):
+    y = rng.integers(0, 2, 60)
+    np.savez(tmp_path / f"{name}.npz", x=rng.normal(size=(60, 3)) + y[:, None], y=y)
+  out = str(tmp_path / "r")
+  small = ["train", "--hidden", "8", "--batch-size", "16", "--no-plot", "--out", out]
+  assert _main(monkeypatch, capsys, *small, "--data", str(tmp_path / "d.npz"), "--schedule", "constant",
+               "--epochs", "1")[0] == 0
+  status, err = _main(monkeypatch, capsys, *small, "--data", str(tmp_path / "d.npz"), "--epochs", "2")
+  assert status == 2 and "already holds a run (checkpoint.npz, metrics.json, metrics.jsonl)" in err[-1]
+  status, err = _main(monkeypatch, capsys, *small, "--resume", "--epochs", "3", "--data", str(tmp_path / "other.npz"))
+  assert status == 2 and f"not on {tmp_path / 'other.npz'}" in err[-1]
+  status, err = _main(monkeypatch, capsys, *small[:-2], "--resume", "--out", out, "--epochs", "40", "--lr", "0.002")
+  assert status == 0, err
+  assert "jaxbp train: resuming with the checkpoint's config; ignoring --lr" in err[0]  # typed at its default
+  assert err[1].startswith(f"jaxbp train: resuming from epoch 1 of 40 ({out}/checkpoint.npz)")
+  metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+  assert len(metrics["history"]) == 40 and metrics["data"]["source"] == {"path": str(tmp_path / "d.npz")}
+  assert metrics["data"]["name"] == str(tmp_path / "d.npz")  # the recorded data, not the digits
+
+
+def test_interrupted_says_what_is_true():
+  assert cli_train._interrupted({}) == "interrupted before the first epoch finished; no checkpoint was written"
+  assert cli_train._interrupted({"out": "runs/x", "epoch": 0}).startswith("interrupted before the first epoch")
+  assert cli_train._interrupted({"out": "runs/x", "epoch": 3}) == (
+      "interrupted; runs/x/checkpoint.npz holds epoch 3: continue with jaxbp train --out runs/x --resume")
 
 
 def test_two_local_processes_train_like_one(tmp_path):

@@ -1,0 +1,128 @@
+"""Runs, checkpoints and resume: nothing lost, nothing silently different (issue 9, section 2)."""
+
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_train import SMALL
+from test_train import _dataset
+
+from jaxbp import checkpoint
+from jaxbp import train
+from jaxbp.models import MLP
+from jaxbp.models import DataSpec
+from jaxbp.models import Linear
+
+CONSTANT = SMALL._replace(schedule="constant", epochs=2, model=MLP(hidden=(8,)))
+
+
+def _resumed(config, epoch):
+  history = [{"epoch": i + 1} for i in range(epoch)]
+  data = {"name": "blobs", "sha256": "0" * 64, "source": {}}
+  return train.Resumed("run/checkpoint.npz", config, epoch, history, data, {}, [])
+
+
+def test_constant_schedule_extends_a_decaying_one_is_refused_with_what_to_do():
+  assert train.continue_config(_resumed(CONSTANT, 2), 7).epochs == 7
+  assert train.continue_config(_resumed(CONSTANT, 1)).epochs == 2
+  for schedule in ("cosine", "warmup", "warmup-cosine"):
+    with pytest.raises(ValueError, match=rf"its {schedule} schedule was built for 5 epochs.*start a new run"):
+      train.continue_config(_resumed(CONSTANT._replace(schedule=schedule, epochs=5), 5), 7)
+  with pytest.raises(ValueError, match="already trained 2; pass --epochs N with N > 2"):
+    train.continue_config(_resumed(CONSTANT, 2))  # a finished run: nothing to continue
+
+
+def test_run_records_its_data_and_resume_refuses_other_data(tmp_path):
+  data, other = _dataset(), _dataset(seed=1)
+  out = str(tmp_path / "run")
+
+  def stop(record, state):
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    train.fit(CONSTANT, data, out_dir=out, source={"path": "/d.npz"}, on_epoch=stop)
+  resumed = train.read_checkpoint(out + "/checkpoint.npz")
+  assert resumed.data == train.data_identity(data, {"path": "/d.npz"}) and resumed.epoch == 1
+  lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["epoch"] for line in lines] == [1]  # written as training goes, not at the end
+  with pytest.raises(ValueError, match=r"trained on blobs \(sha256 [0-9a-f]{12}…\), not on blobs"):
+    train.fit(CONSTANT, other, out_dir=out, resume=True)
+  result = train.fit(CONSTANT._replace(epochs=3), data, out_dir=out, resume=resumed)
+  assert [r["epoch"] for r in result.history] == [1, 2, 3]
+  lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+  assert train.read_checkpoint(out + "/checkpoint.npz").data["source"] == {"path": "/d.npz"}
+
+
+def test_out_onto_a_run_is_refused_unless_overwrite(tmp_path):
+  out = tmp_path / "run"
+  out.mkdir()
+  (out / "curves.png").write_bytes(b"old")
+  with pytest.raises(ValueError, match=r"already holds a run \(curves.png\).*--resume.*--overwrite"):
+    train.fit(CONSTANT, _dataset(), out_dir=str(out))
+  train.fit(CONSTANT._replace(epochs=1), _dataset(), out_dir=str(out), overwrite=True)
+  assert not (out / "curves.png").exists() and (out / "checkpoint.npz").exists()
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(ValueError, match="is a file, not a directory"):
+    train.fit(CONSTANT, _dataset(), out_dir=str(tmp_path / "file"))
+  with pytest.raises(ValueError, match="give one of them"):
+    train.fit(CONSTANT, _dataset(), out_dir=str(out), resume=True, overwrite=True)
+
+
+def test_settings_that_train_nothing_are_refused_and_dropped_rows_are_said(monkeypatch):
+  def no_compile(*args, **kwargs):
+    raise AssertionError("compiled before refusing")
+
+  monkeypatch.setattr(train, "_compile", no_compile)
+  with pytest.raises(train.ConfigError, match="accumulate 1000 is more than the 12 micro-batches") as e:
+    train.fit(CONSTANT._replace(accumulate=1000), _dataset())
+  assert e.value.field == "accumulate"
+  said = []
+  with pytest.raises(AssertionError, match="compiled"):
+    train.fit(CONSTANT._replace(accumulate=4), _dataset(n=120), warn=said.append)
+  assert said[0].startswith("each epoch drops the last 8 of the 120 training examples")
+  assert said[1].startswith("the last 2 of the run's 14 micro-batches are accumulated but never applied")
+  for field, value in (("seed", -1), ("seed", 2**32), ("lr", float("nan")), ("model", "mlp")):
+    with pytest.raises(train.ConfigError) as e:
+      train.check_config(CONSTANT._replace(**{field: value}))
+    assert e.value.field == field and str(e.value).startswith(field)
+
+
+def test_an_update_that_overflows_is_not_applied():
+  config = CONSTANT._replace(model=Linear(), optimizer="sgd", lr=3e38)
+  spec = DataSpec("features", (8,), 3)
+  opt = train.make_optimizer(config, 10)
+  state = train.init_state(config, spec, opt)
+  big = jax.tree_util.tree_map_with_path(lambda k, p: jnp.full_like(p, 3e38 if "b" in str(k) else 0.0), state.params)
+  state = state._replace(params=big)  # logits 3e38 in every class: a finite loss; b − lr·db overflows
+  step = train.make_train_step(train.make_loss_fn(config, spec), opt, donate=False)
+  x = np.ones((16, 8), np.float32)
+  new, metrics = step(state, (x, np.zeros(16, np.int32)))
+  assert np.isfinite(float(metrics["loss"])) and not bool(metrics["finite"])  # the loss was fine, the update not
+  chex.assert_trees_all_equal(new.params, state.params)
+
+
+@pytest.mark.parametrize("meta,fragment", [
+    ([1, 2], "metadata is list"),
+    ({"config": {"lr": "x"}, "epoch": 1, "history": [{}]}, "config is unusable"),
+    ("config-with-string-lr", "lr must be float"),
+    ("epoch-past-history", "history does not hold one record"),
+    ("no-data", "records no data identity"),
+])
+def test_checkpoint_metadata_that_is_not_a_run_is_one_checkpoint_error(tmp_path, meta, fragment):
+  good = {"config": CONSTANT.to_json(), "epoch": 1, "history": [{"epoch": 1}],
+          "data": {"name": "d", "sha256": "0" * 64, "source": {}}}
+  if meta == "config-with-string-lr":
+    meta = dict(good, config=dict(good["config"], lr="0.1"))
+  elif meta == "epoch-past-history":
+    meta = dict(good, epoch=2)
+  elif meta == "no-data":
+    meta = {k: v for k, v in good.items() if k != "data"}
+  path = str(tmp_path / "c.npz")
+  checkpoint.save(path, {"w": np.zeros(2)}, meta)
+  with pytest.raises(checkpoint.CheckpointError, match=fragment) as e:
+    train.read_checkpoint(path)
+  assert path in str(e.value)
