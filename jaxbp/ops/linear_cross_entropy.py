@@ -35,9 +35,8 @@ def linear_softmax_cross_entropy(h: ArrayLike, w: ArrayLike, labels: ArrayLike, 
   n (g/N under "mean", g under "sum"): dh = (g ∘ G)·Wᵀ, dW = hᵀ·(g ∘ G), labels get none.
 
   Chunks: rows are processed ``chunk_size`` at a time, so at most a [chunk_size, V] block of logits is
-  alive (the default picks chunk_size ≈ N·D/V so that block is no larger than h, but at least 256 rows:
-with fewer, adding each chunk's share into the [D, V] dW dominates; measured in ``jaxbp bench``,
-64-row chunks at N 4096, D 512, V 32768 took 1.16× autodiff's time). A plain evaluation
+  alive (the default picks chunk_size ≈ N·D/V so that block is no larger than h, but at least 256 rows,
+so that each matrix product has rows enough to run fast; docs/performance.md has the measured times). A plain evaluation
   computes each chunk's loss only. Under differentiation with "mean" or "sum", the forward also forms
   each chunk's G and adds its share to dh and dW at once (the residuals are the UNSCALED gradients of
   Σ_n L_n, [N, D] and [D, V], the sizes of h and W); the backward merely multiplies them by g (or g/N):
