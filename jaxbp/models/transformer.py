@@ -96,10 +96,6 @@ def _norm(x, p, ops):
   return ops.rms_norm(x, p["gamma"])
 
 
-def _gelu(ops):  # stand-in until the conv branch's ops.gelu lands on main; deleted then
-  return getattr(ops, "gelu", lambda x: jax.nn.gelu(x, approximate=False))
-
-
 def _block(x, p, config, ops):
   n, t, d = x.shape
   heads = config.heads
@@ -107,7 +103,7 @@ def _block(x, p, config, ops):
   a = ops.attention(qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2], causal=True,
                     block_size=config.block_size)
   x = ops.add(x, ops.linear(a.reshape(n, t, d), p["w_o"], p["b_o"]))
-  hidden = _gelu(ops)(ops.linear(_norm(x, p["norm2"], ops), p["w1"], p["b1"]))
+  hidden = ops.gelu(ops.linear(_norm(x, p["norm2"], ops), p["w1"], p["b1"]))
   return ops.add(x, ops.linear(hidden, p["w2"], p["b2"]))
 
 

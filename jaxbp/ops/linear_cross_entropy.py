@@ -35,7 +35,8 @@ def linear_softmax_cross_entropy(h: ArrayLike, w: ArrayLike, labels: ArrayLike, 
   n (g/N under "mean", g under "sum"): dh = (g ∘ G)·Wᵀ, dW = hᵀ·(g ∘ G), labels get none.
 
   Chunks: rows are processed ``chunk_size`` at a time, so at most a [chunk_size, V] block of logits is
-  alive (the default picks chunk_size ≈ N·D/V so that block is no larger than h). A plain evaluation
+  alive (the default picks chunk_size ≈ N·D/V so that block is no larger than h, but at least 256 rows,
+so that each matrix product has rows enough to run fast; docs/performance.md has the measured times). A plain evaluation
   computes each chunk's loss only. Under differentiation with "mean" or "sum", the forward also forms
   each chunk's G and adds its share to dh and dW at once (the residuals are the UNSCALED gradients of
   Σ_n L_n, [N, D] and [D, V], the sizes of h and W); the backward merely multiplies them by g (or g/N):
@@ -54,7 +55,7 @@ def linear_softmax_cross_entropy(h: ArrayLike, w: ArrayLike, labels: ArrayLike, 
     h: float array [N, D], the last hidden states.
     w: float array [D, V], the output projection; same dtype as h.
     labels: int array [N] of class indices in [0, V).
-    chunk_size: Python int ≥ 1, rows per chunk; None for max(1, N·D // V) (capped at N).
+    chunk_size: Python int ≥ 1, rows per chunk; None for max(256, N·D // V) (capped at N).
     reduction: "mean" over the N rows, "sum", or "none" for the [N] per-row losses.
 
   Returns:
@@ -67,7 +68,7 @@ def linear_softmax_cross_entropy(h: ArrayLike, w: ArrayLike, labels: ArrayLike, 
   logits = cast(jax.Array, jax.ShapeDtypeStruct((h.shape[0], w.shape[1]), h.dtype))  # only its shape is read
   labels, _ = class_labels("linear_softmax_cross_entropy", logits,
                            int_array("linear_softmax_cross_entropy", "labels", labels), allow_probabilities=False)
-  return _linear_ce(h, w, labels, chunks)
+  return _linear_softmax_cross_entropy(h, w, labels, chunks)
 
 
 def _check_linear_ce(h, w, labels, chunk_size, reduction):
@@ -81,7 +82,7 @@ def _check_linear_ce(h, w, labels, chunk_size, reduction):
   require_reduction(op, reduction)
   n = h.shape[0]
   if chunk_size is None:
-    chunk_size = max(1, n * h.shape[1] // w.shape[1])
+    chunk_size = max(256, n * h.shape[1] // w.shape[1])
   if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
     raise ValueError(f"{op}: argument 'chunk_size' must be a Python int >= 1 or None, got {chunk_size!r}")
   count = max(1, -(-n // chunk_size))
@@ -127,7 +128,7 @@ def _softmax_minus_onehot(z, lse, y_c, real):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _linear_ce(h, w, labels, chunks):
+def _linear_softmax_cross_entropy(h, w, labels, chunks):
   """A plain evaluation: the loss only (NOT ``_fwd(...)[0]``, which would also form the gradients)."""
   return _finish(_losses(h, w, labels, chunks)[0], labels, w, chunks, h.dtype)
 
@@ -144,7 +145,7 @@ class _Recompute(NamedTuple):
   lse: jax.Array     # [N] log-sum-exp per row: softmax = exp(z − lse) without a second max/sum
 
 
-def _linear_ce_fwd(h, w, labels, chunks):
+def _linear_softmax_cross_entropy_fwd(h, w, labels, chunks):
   if chunks.reduction == "none":
     loss, lse = _losses(h, w, labels, chunks)
     return _finish(loss, labels, w, chunks, h.dtype), _Recompute(h, w, labels, lse)
@@ -178,7 +179,7 @@ def _pass(h, w, labels, chunks, row_scale, lse=None):
   return loss.reshape(-1)[:chunks.n], dh.reshape(-1, h.shape[1])[:chunks.n], dw
 
 
-def _linear_ce_bwd(chunks, res, g):
+def _linear_softmax_cross_entropy_bwd(chunks, res, g):
   if chunks.reduction == "none":
     h, w, labels, lse = res
     _, dh, dw = _pass(h, w, labels, chunks, g, lse)
@@ -187,10 +188,10 @@ def _linear_ce_bwd(chunks, res, g):
   return (scale * res.dh).astype(res.dh.dtype), (scale * res.dw).astype(res.dw.dtype), None
 
 
-_linear_ce.defvjp(_linear_ce_fwd, _linear_ce_bwd)
+_linear_softmax_cross_entropy.defvjp(_linear_softmax_cross_entropy_fwd, _linear_softmax_cross_entropy_bwd)
 
 
-def _linear_ce_ref(h, w, labels, *, chunk_size=None, reduction="mean"):
+def _linear_softmax_cross_entropy_ref(h, w, labels, *, chunk_size=None, reduction="mean"):
   del chunk_size
   per_row = -jnp.take_along_axis(jax.nn.log_softmax(h @ w, axis=-1), labels[:, None], axis=-1)[:, 0]
   return {"mean": jnp.mean, "sum": jnp.sum, "none": lambda a: a}[reduction](per_row)
@@ -213,5 +214,5 @@ _BRANCHES = {
     "one row, one chunk": _ce_sampler(["mean", "sum", "none"], (None, 4), n=(1, 1)),
 }
 
-register(linear_softmax_cross_entropy, _linear_ce_ref, any_branch(_BRANCHES), branches=_BRANCHES,
+register(linear_softmax_cross_entropy, _linear_softmax_cross_entropy_ref, any_branch(_BRANCHES), branches=_BRANCHES,
          note="001, 004; Liger-Kernel")
