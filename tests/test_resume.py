@@ -106,7 +106,7 @@ def test_an_update_that_overflows_is_not_applied():
 
 
 @pytest.mark.parametrize("meta,fragment", [
-    ([1, 2], "metadata is list"),
+    ([1, 2], "is a list, expected an object"),
     ({"config": {"lr": "x"}, "epoch": 1, "history": [{}]}, "config is unusable"),
     ("config-with-string-lr", "lr must be float"),
     ("epoch-past-history", "history does not hold one record"),
