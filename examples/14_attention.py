@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbp.insight.tables import NoteCheck
 from jaxbp.insight.tables import fmt
 from jaxbp.insight.tables import render
 import jaxbp.ops as ops
@@ -62,15 +63,13 @@ def _run() -> int:
       ("ops.attention row 2 = A/ℓ", np.asarray(out)[0, 2, 0], o2),
       ("row 0 sees key 0 only: O_0 = V_0", np.asarray(out)[0, 0, 0], V[0]),
   ]
-  checks += [(f"FlashAttention-2 d{n} = jax.grad's", np.asarray(a), np.asarray(b))
+  checks += [(f"FlashAttention-2 d{n} = jax.grad's", np.ravel(a), np.ravel(b))
              for n, a, b in zip("qkv", manual, auto)]
-  failed = 0
+  report = NoteCheck("the rule against the softmax written out and against jax.grad of the reference")
   for name, got, want in checks:
-    ok = np.allclose(got, want, rtol=1e-10, atol=1e-12)
-    failed += not ok
-    print(f"{'ok  ' if ok else 'FAIL'} {name}: {fmt(np.ravel(got), 6)}")
-  return 1 if failed else 0
-
+    report.add(name, want, got, 1e-10)
+  print(report.report())
+  return report.exit_code()
 
 if __name__ == "__main__":
   sys.exit(main())
