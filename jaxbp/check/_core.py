@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.check._args import is_float_array
+from jaxbp.check._compare import LARGE
 from jaxbp.check._compare import Entry
 from jaxbp.check._compare import array_entry
 from jaxbp.check._compare import dot
@@ -37,6 +38,23 @@ class Options(NamedTuple):
 def _nbytes(tree):
   return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree)
              if hasattr(a, "dtype") and not jax.dtypes.issubdtype(a.dtype, jax.dtypes.extended))
+
+
+def _unit(v, ok):
+  """Traced: ``v`` in float64, zero where ``ok`` is False, scaled to unit length."""
+  v = jnp.where(ok, v.astype(jnp.float64), 0.0)
+  return v / jnp.maximum(jnp.linalg.norm(v), 1e-300)
+
+
+@jax.jit
+def _dot_unit(ct, v, ok):
+  """``⟨ct, v/‖v‖⟩`` on the device, in float64, the direction made exactly as ``_fd_compiled`` made it."""
+  return jnp.vdot(jnp.where(ok, ct, 0.0), _unit(v, ok))
+
+
+@jax.jit
+def _masked_norm(ct, ok):
+  return jnp.linalg.norm(jnp.where(ok, ct, 0.0))
 
 
 class Checker:
@@ -72,6 +90,11 @@ class Checker:
 
   @functools.cached_property
   def manual(self):
+    """The rule's VJP of ``u``: eager, or compiled once for large inputs (the eager one is ``jit``'s)."""
+    return self.manual_jit(self.x, self.u) if self.large else self.manual_eager
+
+  @functools.cached_property
+  def manual_eager(self):
     return self._vjp(self.fn, self.x, self.u)
 
   @functools.cached_property
@@ -101,7 +124,11 @@ class Checker:
 
   @functools.cached_property
   def ref_out(self):
-    return self.spec.bind(self.ref)(*self.x)
+    return self._maybe_jit(self.spec.bind(self.ref))(*self.x)
+
+  def _maybe_jit(self, f):
+    """``f`` compiled for large inputs (fused: no eager temporaries of their size), else as it is."""
+    return jax.jit(f) if self.large else f
 
   @property
   def memory_limit(self):
@@ -113,7 +140,7 @@ class Checker:
             for label, x, g, w in zip(self.labels, self.x, got, want)]
 
   def forward(self):
-    got, want = self.spec.bind(self.fn)(*self.x), self.ref_out
+    got, want = self._maybe_jit(self.spec.bind(self.fn))(*self.x), self.ref_out
     if jax.tree.structure(got) != jax.tree.structure(want):  # type: ignore[operator]
       return [Entry("forward", "output", "", np.inf, np.inf, 0.0, 0.0, False,
                     f"fn returns {jax.tree.structure(got)}, reference {jax.tree.structure(want)}")]
@@ -146,11 +173,28 @@ class Checker:
     return self.rule_bytes
 
   @functools.cached_property
+  def large(self):
+    """Whether an input has more than ``LARGE`` elements: then the float64 work runs compiled, on the
+    device, with no float64 copy on the host (the self-test, which replays on the host, is skipped)."""
+    return any(np.size(x) > LARGE for x in self.x)
+
+  @functools.cached_property
   def fd_manual(self):
     """The rule's VJP in float64 (inputs, cotangent and all), for the finite-difference comparison."""
     with jax.enable_x64(True):
+      if self.large:  # one compiled program converting on the device: no host copy of a large input
+        _ = self.masks  # measured before tracing: it reads values
+        return list(jax.jit(lambda leaves, u: self._vjp(self.fn, *self._in64(leaves, u)))(
+            self.spec.leaves, self.u))
       leaves, x, u = self._x64()
       return [f64(c) for c in self._vjp(self.fn, x, u, leaves)]
+
+  def _in64(self, leaves, u):
+    """Traced: the leaves and the cotangent in float64 (u zero where the reference's output is NaN)."""
+    leaves = [a.astype(jnp.float64) if is_float_array(a) else a for a in leaves]
+    u = jax.tree.map(lambda a, ok: jnp.where(ok, a.astype(jnp.float64), 0.0), u,
+                     jax.tree.unflatten(jax.tree.structure(u), self.masks[0]))
+    return [leaves[i] for i in self.spec.diff], u, leaves
 
   def _x64(self):
     leaves = [f64(a) if is_float_array(a) else a for a in self.spec.leaves]
@@ -163,6 +207,8 @@ class Checker:
   def fd_data(self):
     """Per input, per direction: (v, the central difference ⟨u, Δf⟩/2h, its rounding-error bound)."""
     with jax.enable_x64(True):
+      if self.large:
+        return self._fd_compiled()
       leaves, x, u = self._x64()
       f = jax.jit(self.spec.bind(self.fn, leaves))  # one compile for the 2·directions calls per input
       return [self._fd_input(f, x, u, k) for k in range(len(x))]
@@ -183,6 +229,30 @@ class Checker:
       rows.append((v, fd, noise))
     return rows
 
+  def _fd_compiled(self):
+    """``fd_data`` for large inputs: per input, one compiled program (float64 inside) per direction."""
+    def program(leaves, u, k, v, h):
+      x, u, leaves = self._in64(leaves, u)
+      v = _unit(v, self.masks[1][k])
+      f = self.spec.bind(self.fn, leaves)
+      plus = f(*x[:k], x[k] + h * v, *x[k + 1:])
+      minus = f(*x[:k], x[k] - h * v, *x[k + 1:])
+      fd = sum(jnp.vdot(a, (p - m) / (2 * h)) for a, p, m in zip(*map(jax.tree.leaves, (u, plus, minus))))
+      size = sum(jnp.vdot(jnp.abs(a), jnp.abs(p) + jnp.abs(m))
+                 for a, p, m in zip(*map(jax.tree.leaves, (u, plus, minus))))
+      return fd, jnp.finfo(jnp.float64).eps * size / (2 * h)
+    _ = self.masks  # measured before tracing: it reads values
+    run = jax.jit(program, static_argnums=2)
+    rows: list[list] = []
+    for k, x in enumerate(self.x):
+      h = self.opts.fd_eps * max(1.0, float(jnp.max(jnp.abs(jnp.nan_to_num(x)), initial=0.0)))
+      rows.append([])
+      for _ in range(self.opts.directions):
+        v = self._draw(x)  # in the input's precision: a float32 input costs no float64 draw
+        fd, noise = (float(a) for a in run(self.spec.leaves, self.u, k, v, h))
+        rows[-1].append((v, fd, noise))
+    return rows
+
   def compare_fd(self, ct64):
     """Worst direction per input: ⟨Jᵀ·u, v⟩ against central differences of the rule's forward.
 
@@ -192,13 +262,20 @@ class Checker:
     return [self._fd_entry(k, ct) for k, ct in enumerate(ct64)]
 
   def _fd_entry(self, k, ct):
-    worst, scale, noise, detail = 0.0, 0.0, 0.0, ""
+    if self.large:
+      with jax.enable_x64(True):
+        ok = jnp.asarray(self.masks[1][k])
+        return self._fd_entry_on(k, ct, lambda v: float(_dot_unit(ct, v, ok)), float(_masked_norm(ct, ok)))
     ok = self.masks[1][k]
     ct = np.where(ok, ct, 0.0) if not ok.all() else ct
+    return self._fd_entry_on(k, ct, lambda v: float(np.vdot(ct, v)), float(np.linalg.norm(ct)))
+
+  def _fd_entry_on(self, k, ct, manual_dot, ct_norm):
+    worst, scale, noise, detail = 0.0, 0.0, 0.0, ""
     for v, fd, n in self.fd_data[k]:
-      manual = float(np.vdot(ct, v))
+      manual = manual_dot(v)
       err = abs(manual - fd) if np.isfinite(manual - fd) else np.inf
-      scale, noise = max(scale, float(np.linalg.norm(ct)), abs(fd)), max(noise, n)
+      scale, noise = max(scale, ct_norm, abs(fd)), max(noise, n)
       if err >= worst:
         worst, detail = err, f"⟨Jᵀ·u, v⟩ = {manual:.8g} from the rule, {fd:.8g} from finite differences"
     tol = (self.opts.fd_tol[0], self.opts.fd_tol[1] + noise)
@@ -267,7 +344,7 @@ class Checker:
     return entries
 
   def jit(self):
-    return self.per_input("jit", self.manual_jit(self.x, self.u), self.manual)
+    return self.per_input("jit", self.manual_jit(self.x, self.u), self.manual_eager)
 
   def vmap(self):
     x1 = [self._draw(x, base=x, spread=0.05) for x in self.x]
@@ -275,7 +352,9 @@ class Checker:
     stack = lambda a, b: jnp.stack([a, b])
     got = jax.jit(jax.vmap(functools.partial(self._vjp, self.fn)))(
         [stack(a, b) for a, b in zip(self.x, x1)], jax.tree.map(stack, self.u, u1))
-    want = [np.stack([f64(a), f64(b)]) for a, b in zip(self.manual, self._vjp(self.fn, x1, u1))]
+    pair = jnp.stack if self.large else lambda ab: np.stack([f64(a) for a in ab])  # no host copy when large
+    other = self.manual_jit(x1, u1) if self.large else self._vjp(self.fn, x1, u1)  # compiled once already
+    want = [pair([a, b]) for a, b in zip(self.manual, other)]
     return [array_entry("vmap", label, g, w, self.tol(x.dtype), x.dtype, (2,) + x.shape)
             for label, x, g, w in zip(self.labels, self.x, got, want)]
 

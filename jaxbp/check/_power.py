@@ -19,13 +19,18 @@ from jaxbp.check._more import MoreChecks
 SHOULD_CATCH = {
     "negated": ("vjp", "jacobian", "finite_differences", "transpose"),
     "swapped": ("vjp", "jacobian"),
-    "constant added": ("vjp", "jacobian"),  # not linearity: the replay adds a different constant per call
+    "constant added": ("vjp", "jacobian", "linearity"),
 }
 LADDER = tuple(10.0 ** -k for k in range(1, 13))
 
 
-def _plants(c, delta=None, rtol=0.0):
-  """The planted versions of one cotangent ``c`` (float64); ``delta``: only the scaled one."""
+def _plants(c, delta=None, rtol=0.0, constant=None):
+  """The planted versions of one cotangent ``c`` (float64); ``delta``: only the scaled one.
+
+  ``constant`` is the term added: ONE value per input, fixed from the rule's own cotangent (not from
+  each replayed ``c``: a term proportional to max|c| is no constant, and for a one-element cotangent
+  it is merely a rescaling, which linearity rightly cannot see). A true constant K breaks linearity
+  in a dtype- and scale-independent way: bwd(0) = K ≠ 0 exactly."""
   flat = c.ravel()
   big, small = int(np.argmax(np.abs(flat))), int(np.argmin(np.abs(flat)))
 
@@ -38,7 +43,7 @@ def _plants(c, delta=None, rtol=0.0):
   swapped = at(big, flat[small]).ravel()
   swapped[small] = flat[big]
   return {"negated": -c, "swapped": swapped.reshape(c.shape),
-          "constant added": c + max(0.01, 10 * rtol) * np.abs(flat[big])}
+          "constant added": c + (max(0.01, 10 * rtol) * np.abs(flat[big]) if constant is None else constant)}
 
 
 class PowerCheck(MoreChecks):
@@ -79,7 +84,9 @@ class PowerCheck(MoreChecks):
   def _plant(self, k, kind, delta=None):
     def plant(cts):
       c = f64(cts[k])
-      bad = _plants(c, delta) if delta is not None else _plants(c, rtol=self.tol(self.x[k].dtype)[0])[kind]
+      rtol = self.tol(self.x[k].dtype)[0]
+      constant = max(0.01, 10 * rtol) * float(np.max(np.abs(f64(self.manual[k])), initial=0.0))
+      bad = _plants(c, delta) if delta is not None else _plants(c, rtol=rtol, constant=constant)[kind]
       return [np.asarray(bad, np.asarray(a).dtype) if j == k else a for j, a in enumerate(cts)]
     return plant
 
