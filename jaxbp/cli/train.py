@@ -45,8 +45,9 @@ _TRAIN_HELP = {
     "seed": "seed of initialisation, dropout and shuffling, 0 to 2**32-1 (the split is fixed)",
     "autodiff": "use jax.grad of the reference ops instead of the manual rules",
     "grad_flow": "record per-layer weight-gradient norms each epoch (metrics.json) and plot grad_flow.png",
+    "model_parallel": "split the model over N of the --devices: a (devices/N, N) mesh ('data', 'model')",
 }
-_METAVARS = {"weight_decay": "WD", "l2": "LAMBDA", "clip": "NORM", "accumulate": "K"}
+_METAVARS = {"weight_decay": "WD", "l2": "LAMBDA", "clip": "NORM", "accumulate": "K", "model_parallel": "N"}
 _MODEL_FIELDS: list[str] = []
 
 
@@ -68,7 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
   for field in TrainConfig._fields:
     default = TrainConfig().family.name if field == "model" else _flags.show(d[field])
     text = f"{_TRAIN_HELP[field]} (default {default})"
-    group = m if field in ("model", "loss") else io if field == "grad_flow" else o
+    group = m if field in ("model", "loss") else io if field in ("grad_flow", "model_parallel") else o
     _flags.add_field(group, field, str if field == "model" else hints[field], text, choices=choices.get(field),
                      metavar=_METAVARS.get(field))
   reserved = set(TrainConfig._fields) | {"data", "label_column", "task", "out", "resume", "overwrite", "devices",
@@ -198,7 +199,8 @@ def _train(args: argparse.Namespace, started: float, progress: dict) -> int:
     train_lib.check_config(config)
   _initialize_distributed(args)
   import jax  # pylint: disable=import-outside-toplevel
-  mesh = train_lib.make_mesh(args.devices) if args.devices != 1 else None
+  parallel = config.model_parallel
+  mesh = train_lib.make_mesh(args.devices, parallel) if args.devices != 1 or parallel != 1 else None
   data = _load(source, config.seed)
   lead = jax.process_index() == 0
   rules = "jax.grad of jaxbp.ops.reference" if config.autodiff else "manual rules (jaxbp.ops)"
