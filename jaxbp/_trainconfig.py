@@ -82,7 +82,8 @@ class TrainConfig(NamedTuple):
     missing = sorted(set(cls._fields) - set(doc) - set(_ADDED))
     doc = {**_ADDED, **doc}  # a field added since the checkpoint was written takes its old behaviour
     if unknown or missing:
-      raise ValueError(f"config: unknown field(s) {unknown or '-'}, missing field(s) {missing or '-'}")
+      wrong = [f"unknown field(s) {unknown}"] * bool(unknown) + [f"missing field(s) {missing}"] * bool(missing)
+      raise ValueError(f"config: {', '.join(wrong)}")
     hints = _registry.field_types(cls)
     values = {k: _registry.check_value(k, hints[k], v) for k, v in doc.items() if k != "model"}
     return cls(model=_registry.from_json(doc["model"]), **values)
