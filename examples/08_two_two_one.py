@@ -22,13 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import jaxbp.ops as ops
+from jaxbp import trace
 from jaxbp.insight.tables import NoteCheck
 from jaxbp.insight.tables import bound
 from jaxbp.insight.tables import fmt
 from jaxbp.insight.tables import noise_floor
 from jaxbp.insight.tables import render
-from jaxbp import trace
+import jaxbp.ops as ops
 
 X, T, LR = [[0.05, 0.10]], [[0.01]], 0.5
 PARAMS = dict(w1=[[0.15, 0.20], [0.25, 0.30]], b1=[0.35, 0.35], w2=[[0.40], [0.45]], b2=[0.60])

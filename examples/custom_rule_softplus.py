@@ -18,7 +18,6 @@ import jax.numpy as jnp
 
 from jaxbp import check_vjp
 
-
 # --------------------------------------------------------------------------- 1. the public op
 
 def softplus(x):
