@@ -115,7 +115,7 @@ def _run(full):
   print("The network, node by node (jaxbp.trace over the manual rules; arrays of more than two elements\n"
         "and the local Jacobians ∂z/∂x, of shape z.shape + x.shape, as shape and norm: --full prints them):")
   t = trace(loss, **p, **args)
-  print(t.table(decimals=6, full=full), "\n")
+  print(t.table(decimals=5, full=full), "\n")  # five decimals: the table fits in 120 columns
   g = {k: t.grads[k] for k in p}
   exact, new = exact_values(p, g)
   check = NoteCheck("Note 004: the 2-2-1 network")
