@@ -22,14 +22,16 @@ class Resumed(NamedTuple):
   config: TrainConfig
   epoch: int             # epochs finished
   history: list          # one record per finished epoch
-  data: dict             # {"name", "sha256", "source"}: see data_identity
+  data: dict             # {"name", "sha256", "source", "classes"}: see data_identity
   doc: dict              # the file's document and arrays, for checkpoint.restore into the compiled template
   arrays: list
 
 
 def data_identity(data: Any, source: dict | None = None) -> dict[str, Any]:
-  """``{"name", "sha256", "source"}`` of a data set: the SHA-256 covers every array ``fit`` uses (train and
-  test, with their shapes and dtypes), so any change to the file, the split or the loading shows."""
+  """``{"name", "sha256", "source", "classes"}`` of a data set: the SHA-256 covers every array ``fit`` uses
+  (train and test, with their shapes and dtypes), so any change to the file, the split or the loading shows;
+  ``classes`` (where the data has them) is the original label of each class index, ``classes[i]`` for
+  index ``i`` (e.g. ``["setosa", "versicolor", "virginica"]``)."""
   h = hashlib.sha256()
   for split in ("train", "test"):
     for part in ("x", "y", "mask"):
@@ -38,7 +40,11 @@ def data_identity(data: Any, source: dict | None = None) -> dict[str, Any]:
         a = np.ascontiguousarray(a)
         h.update(f"{part}_{split}{a.shape}{a.dtype.str}".encode())
         h.update(a.tobytes())
-  return {"name": str(data.name), "sha256": h.hexdigest(), "source": dict(source or {})}
+  identity = {"name": str(data.name), "sha256": h.hexdigest(), "source": dict(source or {})}
+  classes = getattr(data, "classes", None)
+  if classes is not None:
+    identity["classes"] = [c if isinstance(c, str) else int(c) for c in classes]
+  return identity
 
 
 def _meta_error(path: str, what: str) -> ckpt.CheckpointError:
@@ -62,6 +68,9 @@ def read(path: str) -> Resumed:
     raise _meta_error(path, f"its history does not hold one record for each of its {epoch} epochs")
   if not isinstance(data, dict) or not isinstance(data.get("sha256"), str) or not isinstance(data.get("source"), dict):
     raise _meta_error(path, "it records no data identity (written before jaxbp recorded one?)")
+  classes = data.get("classes", [])
+  if not isinstance(classes, list) or not all(isinstance(c, str | int) and not isinstance(c, bool) for c in classes):
+    raise _meta_error(path, "its data's 'classes' is not a list of class names or integers")
   return Resumed(path, config, epoch, history, data, doc, arrays)
 
 
@@ -104,3 +113,15 @@ def check_continues(config: TrainConfig, resumed: Resumed, data_id: dict) -> Non
     raise ValueError(f"cannot resume {resumed.path}: it was trained on {resumed.data.get('name')} (sha256"
                      f" {resumed.data['sha256'][:12]}…), not on {data_id['name']} (sha256 {data_id['sha256'][:12]}…);"
                      " resume with the run's own data, or start a new run")
+  if "classes" in resumed.data and resumed.data["classes"] != data_id.get("classes"):
+    raise ValueError(f"cannot resume {resumed.path}: its class indices 0..{len(resumed.data['classes']) - 1} stand"
+                     f" for {_names(resumed.data['classes'])}, the data now gives {_names(data_id.get('classes'))};"
+                     " resume with the run's own labels, or start a new run")
+
+
+def _names(classes: list | None) -> str:
+  """``['setosa', 'versicolor', ...]``: the start of a class list, for messages."""
+  if classes is None:
+    return "no class names"
+  shown = ", ".join(repr(c) for c in classes[:4])
+  return f"[{shown}{', ...' if len(classes) > 4 else ''}]"

@@ -8,6 +8,7 @@ and what is wrong, so the command can print it without a traceback.
 import csv
 import gzip
 import importlib.util
+import io
 import math
 import os
 from typing import NamedTuple
@@ -27,26 +28,27 @@ class Dataset(NamedTuple):
     y_train: int32 ``[N_train]`` class indices in ``[0, num_classes)``.
     x_test: float32 ``[N_test, D]``.
     y_test: int32 ``[N_test]``.
-    classes: the original label of each class index (``classes[i]`` is the label of index ``i``).
+    classes: the original label of each class index (``classes[i]`` is the label of index ``i``), in sorted
+      order: integers, or class names (strings) where the file names its classes.
     name: where the data came from, for reports.
   """
   x_train: np.ndarray
   y_train: np.ndarray
   x_test: np.ndarray
   y_test: np.ndarray
-  classes: tuple
+  classes: tuple[int, ...] | tuple[str, ...]
   name: str
 
   @property
-  def num_classes(self):
+  def num_classes(self) -> int:
     return len(self.classes)
 
   @property
-  def num_features(self):
+  def num_features(self) -> int:
     return self.x_train.shape[1]
 
 
-def _digits_csv_path():
+def _digits_csv_path() -> str | None:
   """Path of ``digits.csv.gz`` inside the installed scikit-learn, found without importing it."""
   spec = importlib.util.find_spec("sklearn")
   if spec is None or spec.origin is None:
@@ -55,7 +57,7 @@ def _digits_csv_path():
   return path if os.path.isfile(path) else None
 
 
-def load_digits():
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
   """scikit-learn's bundled handwritten digits: 1,797 8×8 images, 10 classes, no download.
 
   Reads the CSV that ships inside scikit-learn's package data directly (importing ``sklearn.datasets``
@@ -78,8 +80,9 @@ def load_digits():
   return bunch.data.astype(np.float32), bunch.target.astype(np.int64)
 
 
-def load_npz(path):
-  """Loads arrays ``x`` (features, ``[N, ...]``) and ``y`` (integer labels, ``[N]``) from a ``.npz`` file."""
+def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """Loads arrays ``x`` (features, ``[N, ...]``) and ``y`` (``[N]`` integer labels or class names) from a
+  ``.npz`` file; returns float32 ``[N, D]`` features and the labels (see :func:`check_arrays`)."""
   if not os.path.isfile(path):
     raise DataError(f"{path}: no such file")
   try:
@@ -100,42 +103,80 @@ def load_npz(path):
     raise DataError(f"{path}: array 'x' must have shape [N, features...], got {x.shape}")
   if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
     raise DataError(f"{path}: array 'x' must be real numbers, got dtype {x.dtype}")
-  return check_arrays(x.reshape(x.shape[0], -1), y, path)
+  if x.shape[0] == 0:
+    raise DataError(f"{path}: no rows (array 'x' has shape {x.shape})")
+  return check_arrays(x.reshape(x.shape[0], math.prod(x.shape[1:])), y, path)  # no -1: x may have 0 rows
 
 
-def load_csv(path, label_column="label"):
-  """Loads a CSV with a header row; column ``label_column`` holds integer labels, every other is a feature."""
+def load_csv(path: str, label_column: str = "label") -> tuple[np.ndarray, np.ndarray]:
+  """Loads a UTF-8 CSV (a byte-order mark is allowed) with a header row: column ``label_column`` holds the
+  labels, integers or class names (``setosa``), and every other column is a numeric feature.
+
+  Returns float32 ``[N, D]`` features and the labels (see :func:`check_arrays`).
+  """
   if not os.path.isfile(path):
     raise DataError(f"{path}: no such file")
-  with open(path, newline="", encoding="utf-8") as f:
-    rows = csv.reader(f)
-    header = next(rows, None)
-    if not header:
-      raise DataError(f"{path}: empty file; expected a header row naming the columns")
-    header = [h.strip() for h in header]
-    if label_column not in header:
-      raise DataError(f"{path}: no column named {label_column!r} (columns: {', '.join(header)});"
-                      " choose the label column with --label-column")
-    label_at = header.index(label_column)
-    table = []
-    for line, row in enumerate(rows, start=2):
-      if not row:
-        continue
-      if len(row) != len(header):
-        raise DataError(f"{path}: line {line} has {len(row)} fields, the header has {len(header)}")
-      try:
-        table.append([float(v) for v in row])
-      except ValueError:
-        bad = next(i for i, v in enumerate(row) if not _is_float(v))
-        raise DataError(f"{path}: line {line}, column {header[bad]!r}: {row[bad]!r} is not a number") from None
-  if not table:
-    raise DataError(f"{path}: no data rows after the header")
-  values = np.asarray(table, dtype=np.float64)
-  x = np.delete(values, label_at, axis=1)
-  return check_arrays(x, values[:, label_at], path)
+  with open(path, "rb") as f:
+    raw = f.read()
+  try:
+    text = raw.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    start = e.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)  # e.start counts after the byte-order mark
+    line = raw[:start].count(b"\n") + 1
+    raise DataError(f"{path}: line {line} is not UTF-8 (byte 0x{raw[start]:02x}); the file must be UTF-8:"
+                    " save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+  rows = csv.reader(io.StringIO(text, newline=""))
+  header = next(rows, None)
+  if not header:
+    raise DataError(f"{path}: empty file; expected a header row naming the columns")
+  header = [h.strip() for h in header]
+  label_at = _label_index(path, header, label_column)
+  features, labels = [], []
+  for line, row in enumerate(rows, start=2):
+    if not row:
+      continue
+    if len(row) != len(header):
+      raise DataError(f"{path}: line {line} has {len(row)} fields, the header has {len(header)}")
+    labels.append((line, row[label_at].strip()))
+    try:
+      features.append([float(v) for i, v in enumerate(row) if i != label_at])
+    except ValueError:
+      bad = next(i for i, v in enumerate(row) if i != label_at and not _is_float(v))
+      raise DataError(f"{path}: line {line}, column {header[bad]!r}: {row[bad]!r} is not a number") from None
+  if not features:
+    raise DataError(f"{path}: no rows of data after the header")
+  x = np.asarray(features, dtype=np.float64).reshape(len(features), len(header) - 1)
+  return check_arrays(x, _labels(path, label_column, labels), path)
 
 
-def _is_float(v):
+def _label_index(path: str, header: list[str], label_column: str) -> int:
+  """The position of the label column; DataError if there is none or more than one."""
+  at = [i for i, h in enumerate(header) if h == label_column]
+  if not at:
+    raise DataError(f"{path}: no column named {label_column!r} (columns: {', '.join(header)});"
+                    " choose the label column with --label-column")
+  if len(at) > 1:
+    raise DataError(f"{path}: {len(at)} columns are named {label_column!r} (columns"
+                    f" {', '.join(str(i + 1) for i in at)}); the labels must be one column: rename the others")
+  return at[0]
+
+
+def _labels(path: str, column: str, labels: list[tuple[int, str]]) -> np.ndarray:
+  """A CSV's labels: float64 if every one is a number, else class names; mixed or empty ones are refused."""
+  numbers = [(line, v) for line, v in labels if _is_float(v)]
+  if len(numbers) == len(labels):
+    return np.asarray([float(v) for _, v in labels], dtype=np.float64)
+  empty = next((line for line, v in labels if not v), None)
+  if empty is not None:
+    raise DataError(f"{path}: line {empty}, column {column!r}: the label is empty")
+  if numbers:
+    name = next((line, v) for line, v in labels if not _is_float(v))
+    raise DataError(f"{path}: column {column!r} mixes numbers (line {numbers[0][0]}: {numbers[0][1]!r}) and class"
+                    f" names (line {name[0]}: {name[1]!r}); the labels must be all numbers or all names")
+  return np.asarray([v for _, v in labels], dtype=str)
+
+
+def _is_float(v: str) -> bool:
   try:
     float(v)
     return True
@@ -143,9 +184,12 @@ def _is_float(v):
     return False
 
 
-def check_arrays(x, y, source):
-  """Validates features and labels; returns float32 ``x`` and int64 ``y``, or raises DataError."""
+def check_arrays(x: np.ndarray, y: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+  """Validates features ``[N, D]`` and labels ``[N]``; returns float32 ``x`` and the labels, as int64 or, for
+  class names (a string array), as strings; raises :class:`DataError` naming ``source`` otherwise."""
   y = np.asarray(y)
+  if x.shape[0] == 0:
+    raise DataError(f"{source}: no rows (the features have shape {x.shape})")
   if y.ndim != 1 or y.shape[0] != x.shape[0]:
     raise DataError(f"{source}: labels 'y' must have shape [{x.shape[0]}] (one per row of x), got {y.shape}")
   if x.shape[1] == 0:
@@ -157,22 +201,38 @@ def check_arrays(x, y, source):
     row, col = np.argwhere(bad)[0]
     raise DataError(f"{source}: features contain {int(bad.sum())} NaN/inf values or values beyond float32's"
                     f" range (first at row {row}, column {col})")
+  return x, _check_labels(y, source)
+
+
+def _check_labels(y: np.ndarray, source: str) -> np.ndarray:
+  """int64 labels, or a str array of class names; complex, fractional or non-finite labels are refused."""
+  if y.dtype.kind in "US":
+    names = y.astype(str)
+    if np.any(names == ""):
+      raise DataError(f"{source}: the label at row {int(np.argmax(names == ''))} is an empty class name")
+    return names
+  if y.dtype.kind == "c":
+    raise DataError(f"{source}: labels must be integers or class names, got complex numbers (dtype {y.dtype});"
+                    " an imaginary part is not dropped silently")
+  if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+    raise DataError(f"{source}: labels must be integers or class names, got dtype {y.dtype}")
   if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
     if not all(_is_integral(v) for v in (y.min(), y.max())) or np.any(y != np.round(y)):
-      example = next((v for v in y.ravel() if not _is_integral(v)), y.ravel()[0])
+      example = next((v for v in y.ravel() if not _is_integral(v)), y.ravel()[0]).item()
       raise DataError(f"{source}: labels must be integers, got {example!r} (dtype {y.dtype})")
-  return x, y.astype(np.int64)
+  return y.astype(np.int64)
 
 
-def _is_integral(v):
+def _is_integral(v: object) -> bool:
   """A finite whole number small enough to be exact in float64, so it converts to int64 unchanged."""
   try:
-    return math.isfinite(float(v)) and float(v) == round(float(v)) and abs(float(v)) < 2**53
+    f = float(v)  # type: ignore[arg-type]
+    return math.isfinite(f) and f == round(f) and abs(f) < 2**53
   except (TypeError, ValueError):
     return False
 
 
-def stratified_split(y, test_fraction=0.2, seed=0):
+def stratified_split(y: np.ndarray, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """Indices of a stratified train/test split: each class of n_c examples contributes
   ``test_fraction · n_c`` rounded half up to test, but always leaves at least one example to train on.
 
@@ -197,7 +257,7 @@ def stratified_split(y, test_fraction=0.2, seed=0):
   return train, test
 
 
-def standardize(x_train, x_test):
+def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Scales features to zero mean and unit variance using the training set's statistics only.
 
   Constant features (variance 0) are centred and left unscaled.
@@ -208,7 +268,8 @@ def standardize(x_train, x_test):
   return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
 
 
-def load_dataset(path=None, label_column="label", test_fraction=0.2, seed=0):
+def load_dataset(path: str | None = None, label_column: str = "label", test_fraction: float = 0.2,
+                 seed: int = 0) -> Dataset:
   """The data set ``jaxbp train`` uses: a file (``.npz``/``.csv``) or the digits, split and standardised.
 
   Args:
@@ -218,7 +279,8 @@ def load_dataset(path=None, label_column="label", test_fraction=0.2, seed=0):
     seed: seed of the split.
 
   Returns:
-    A :class:`Dataset`; labels are renumbered ``0..C-1`` in sorted order of the original labels.
+    A :class:`Dataset`; labels are renumbered ``0..C-1`` in sorted order of the original labels (integers
+    by value, class names as strings sort), which ``Dataset.classes`` records.
   """
   if path is None:
     x, y = load_digits()
@@ -239,5 +301,5 @@ def load_dataset(path=None, label_column="label", test_fraction=0.2, seed=0):
   if train.size == 0 or test.size == 0:
     raise DataError(f"{name}: {y.size} rows are too few to split into train and test sets")
   x_train, x_test = standardize(x[train], x[test])
-  return Dataset(x_train, y[train].astype(np.int32), x_test, y[test].astype(np.int32),
-                 tuple(int(c) for c in classes), name)
+  names = tuple(str(c) for c in classes) if classes.dtype.kind == "U" else tuple(int(c) for c in classes)
+  return Dataset(x_train, y[train].astype(np.int32), x_test, y[test].astype(np.int32), names, name)

@@ -75,6 +75,12 @@ BAD_NPZ = {
     "beyond float32": (dict(x=np.array([[0.0, 1e39]] * 4), y=np.zeros(4, int)), "beyond float32's range"),
     "complex x": (dict(x=np.ones((4, 2), complex), y=np.zeros(4, int)), "must be real numbers"),
     "labels past int64": (dict(x=np.zeros((4, 2)), y=np.array([0, 1e20, 1, 0])), "labels must be integers"),
+    "complex labels": (dict(x=np.zeros((4, 2)), y=np.array([0 + 7j, 1, 1, 0])), "got complex numbers"),
+    "real complex labels": (dict(x=np.zeros((4, 2)), y=np.array([0, 1, 1, 0], complex)), "got complex numbers"),
+    "no rows": (dict(x=np.zeros((0, 5)), y=np.zeros(0, int)), "no rows (array 'x' has shape (0, 5))"),
+    "no rows, images": (dict(x=np.zeros((0, 2, 3)), y=np.zeros(0, int)), "no rows"),
+    "no features": (dict(x=np.zeros((4, 0)), y=np.zeros(4, int)), "no feature columns"),
+    "empty class name": (dict(x=np.zeros((4, 2)), y=np.array(["a", "", "a", "b"])), "row 1 is an empty class name"),
 }
 
 
@@ -95,6 +101,12 @@ BAD_CSV = {
     "nan": ("a,label\nnan,0\n1,1\n", "NaN/inf"),
     "labels not integers": ("a,label\n1,0.5\n2,1\n", "labels must be integers"),
     "empty": ("", "empty file"),
+    "header only": ("a,b,c,d,e,label\n", "no rows of data after the header"),
+    "two label columns": ("label,a,label\n1,2,0\n0,3,1\n", "2 columns are named 'label' (columns 1, 3)"),
+    "latin-1": ("a,label\n1,0\n2,1\n3,caf\u00e9\n".encode("latin-1"),
+                "line 4 is not UTF-8 (byte 0xe9); the file must be UTF-8"),
+    "numbers and names": ("a,label\n1,0\n2,setosa\n", "mixes numbers (line 2: '0') and class names (line 3: 'setosa')"),
+    "empty label": ("a,label\n1,setosa\n2, \n", "line 3, column 'label': the label is empty"),
 }
 
 
@@ -102,7 +114,10 @@ BAD_CSV = {
 def test_bad_csv_gets_one_line_naming_the_file(tmp_path, case):
   text, fragment = BAD_CSV[case]
   path = tmp_path / "bad.csv"
-  path.write_text(text)
+  if isinstance(text, bytes):
+    path.write_bytes(text)
+  else:
+    path.write_text(text, encoding="utf-8")
   with pytest.raises(data.DataError, match="bad.csv") as e:
     data.load_dataset(str(path))
   assert fragment in str(e.value) and "\n" not in str(e.value)
@@ -117,3 +132,30 @@ def test_missing_and_unknown_files(tmp_path):
   (tmp_path / "t.npz").write_bytes(b"PK\x03\x04 truncated")
   with pytest.raises(data.DataError, match="not a readable .npz"):
     data.load_dataset(str(tmp_path / "t.npz"))
+
+
+def test_two_columns_of_a_chosen_label_name_are_refused(tmp_path):
+  (tmp_path / "d.csv").write_text("target,a,target\n1,2,0\n0,3,1\n")
+  with pytest.raises(data.DataError, match=r"d.csv: 2 columns are named 'target'"):
+    data.load_csv(str(tmp_path / "d.csv"), "target")
+
+
+IRIS_LIKE = "label,petal\n" + "".join(f"{c},{i}\n" for i, c in enumerate(["virginica", "setosa", "versicolor"] * 4))
+
+
+def test_class_names_map_to_indices_in_sorted_order_and_a_byte_order_mark_is_read(tmp_path):
+  path = tmp_path / "iris.csv"
+  path.write_bytes(b"\xef\xbb\xbf" + IRIS_LIKE.encode())  # as Excel saves "CSV UTF-8"
+  x, y = data.load_csv(str(path))
+  assert list(y[:3]) == ["virginica", "setosa", "versicolor"] and x[:, 0].tolist() == list(range(12))
+  d = data.load_dataset(str(path), test_fraction=0.25)
+  assert d.classes == ("setosa", "versicolor", "virginica")
+  rows = np.concatenate([d.x_train[:, 0], d.x_test[:, 0]])  # standardised petal = row number, in order
+  labels = np.concatenate([d.y_train, d.y_test])[np.argsort(rows)]
+  np.testing.assert_array_equal(labels, [2, 0, 1] * 4)
+  np.savez(tmp_path / "iris.npz", x=x, y=y)
+  assert data.load_dataset(str(tmp_path / "iris.npz"), test_fraction=0.25).classes == d.classes
+  from jaxbp.train import data_identity  # pylint: disable=import-outside-toplevel
+  assert data_identity(d)["classes"] == ["setosa", "versicolor", "virginica"]  # into the checkpoint and metrics
+  same = data.load_dataset(str(tmp_path / "iris.npz"), test_fraction=0.25)
+  assert data_identity(same)["sha256"] == data_identity(d)["sha256"]  # the content, not the file, identifies it

@@ -10,6 +10,7 @@ import pytest
 from test_train import SMALL
 from test_train import _dataset
 
+from jaxbp import _resume
 from jaxbp import checkpoint
 from jaxbp import train
 from jaxbp.models import MLP
@@ -33,6 +34,17 @@ def test_constant_schedule_extends_a_decaying_one_is_refused_with_what_to_do():
       train.continue_config(_resumed(CONSTANT._replace(schedule=schedule, epochs=5), 5), 7)
   with pytest.raises(ValueError, match="already trained 2; pass --epochs N with N > 2"):
     train.continue_config(_resumed(CONSTANT, 2))  # a finished run: nothing to continue
+
+
+def test_resume_checks_the_recorded_class_names():
+  data = _dataset()._replace(classes=("a", "b", "c"))
+  resumed = _resumed(CONSTANT, 1)._replace(data=train.data_identity(data))
+  assert resumed.data["classes"] == ["a", "b", "c"]
+  _resume.check_continues(CONSTANT, resumed, train.data_identity(data))
+  renamed = train.data_identity(data._replace(classes=("a", "c", "b")))
+  assert renamed["sha256"] == resumed.data["sha256"]  # the same arrays; only the names of indices 1, 2 swapped
+  with pytest.raises(ValueError, match=r"0..2 stand for \['a', 'b', 'c'\], the data now gives \['a', 'c', 'b'\]"):
+    _resume.check_continues(CONSTANT, resumed, renamed)
 
 
 def test_run_records_its_data_and_resume_refuses_other_data(tmp_path):
@@ -111,6 +123,7 @@ def test_an_update_that_overflows_is_not_applied():
     ("config-with-string-lr", "lr must be float"),
     ("epoch-past-history", "history does not hold one record"),
     ("no-data", "records no data identity"),
+    ("classes-not-a-list", "'classes' is not a list"),
 ])
 def test_checkpoint_metadata_that_is_not_a_run_is_one_checkpoint_error(tmp_path, meta, fragment):
   good = {"config": CONSTANT.to_json(), "epoch": 1, "history": [{"epoch": 1}],
@@ -119,6 +132,8 @@ def test_checkpoint_metadata_that_is_not_a_run_is_one_checkpoint_error(tmp_path,
     meta = dict(good, config=dict(good["config"], lr="0.1"))
   elif meta == "epoch-past-history":
     meta = dict(good, epoch=2)
+  elif meta == "classes-not-a-list":
+    meta = dict(good, data=dict(good["data"], classes="abc"))
   elif meta == "no-data":
     meta = {k: v for k, v in good.items() if k != "data"}
   path = str(tmp_path / "c.npz")

@@ -47,13 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-  """Runs ``jaxbp ARGS``; returns the exit status."""
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  if args.command is None:
-    parser.print_help()
-    return 0
-  return args._run(args)
+  """Runs ``jaxbp ARGS``; returns the exit status (130 when interrupted by Ctrl-C).
+
+  A command that can say more about an interruption (``train`` names its last checkpoint) catches it
+  itself; one that arrives while the sub-commands load or outside such a command ends here, in one line.
+  """
+  try:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+      parser.print_help()
+      return 0
+    return args._run(args)
+  except KeyboardInterrupt:
+    print("jaxbp: interrupted", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

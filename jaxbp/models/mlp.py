@@ -170,7 +170,8 @@ class MLP(NamedTuple):
   """The ``mlp`` family of the model registry: an :class:`MLPConfig` without the widths the data decides.
 
   The network is ``MLPConfig((D, *hidden, C), ...)`` for data with D features and C classes. The
-  defaults are ``jaxbp train``'s. Attributes as in :class:`MLPConfig`; ``hidden`` are the hidden widths.
+  defaults are ``jaxbp train``'s. Attributes as in :class:`MLPConfig`, by name and in order, with ``hidden``
+  (the hidden widths) in place of ``sizes``; ``network`` passes them on by name.
   """
   hidden: tuple[int, ...] = (256, 256)
   activation: str = "relu"
@@ -194,8 +195,8 @@ def network(config: "MLP | Linear", spec: DataSpec) -> MLPConfig:
     raise ValueError(f"{type(config).__name__.lower()}: needs feature vectors [N, D], got {spec}")
   if isinstance(config, Linear):
     return MLPConfig((spec.input_shape[0], spec.num_classes), init=config.init)
-  return MLPConfig((spec.input_shape[0], *config.hidden, spec.num_classes), config.activation, config.init,
-                   config.residual, config.batch_norm, config.dropout, config.bn_momentum, config.bn_eps)
+  fields = config._asdict()
+  return MLPConfig((spec.input_shape[0], *fields.pop("hidden"), spec.num_classes), **fields)
 
 
 def _init(key: jax.Array, config: "MLP | Linear", spec: DataSpec) -> tuple[Any, Any]:

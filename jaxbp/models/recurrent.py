@@ -8,10 +8,12 @@ The model reads a token sequence left to right and predicts each next token (the
     logits_t = h^L_t·W_out + b_out         ops.linear         [N, T, V]
 
 ``params`` is ``{"embed": [V, D_e], "layers": [{"w_x": [D_in, k·H], "w_h": [H, k·H], "b": [k·H]}, ...],
-"head": {"w": [H, V], "b": [V]}}`` with k = 1 for the tanh RNN and k = 4 (gates i, f, g, o) for the LSTM.
+"out": {"w": [H, V], "b": [V]}}`` with k = 1 for the tanh RNN and k = 4 (gates i, f, g, o) for the LSTM.
+The keys sort in the network's order (embed < layers < out), so pytree order, which ``--grad-flow``
+lists the weight gradients in, runs from the input side to the output (within a layer, w_h before w_x).
 Initial states are zeros. Initialisation as PyTorch's ``nn.RNN``/``nn.LSTM``: every recurrent weight and
 bias U(±1/√H); the LSTM's forget-gate bias then starts at 1, so the cell remembers by default
-(Gers et al., 2000; Jozefowicz et al., 2015). The embedding is N(0, 1), the head Xavier-uniform.
+(Gers et al., 2000; Jozefowicz et al., 2015). The embedding is N(0, 1), the output layer Xavier-uniform.
 
 Every operation comes from ``ops``: ``jaxbp.ops`` runs the hand-written rules (one backward-through-time
 scan per layer), ``jaxbp.ops.reference`` the plain-JAX references that ``jax.grad`` differentiates.
@@ -76,7 +78,7 @@ def init_recurrent(key: jax.Array, config: RecurrentConfig, *, dtype=jnp.float32
       b = b.at[h:2 * h].set(1.0)  # forget gate open at the start
     layers.append({"w_x": uniform(kx, (d_in, k * h), bound), "w_h": uniform(kh, (h, k * h), bound), "b": b})
   return {"embed": jax.random.normal(keys[0], (config.vocab_size, config.embed), dtype), "layers": layers,
-          "head": {"w": uniform(keys[1], (h, c), math.sqrt(6 / (h + c))), "b": jnp.zeros((c,), dtype)}}
+          "out": {"w": uniform(keys[1], (h, c), math.sqrt(6 / (h + c))), "b": jnp.zeros((c,), dtype)}}
 
 
 def recurrent_states(params: dict, inputs: jax.Array, config: RecurrentConfig, *, ops=_ops) -> list:
@@ -110,7 +112,7 @@ def recurrent_apply(params: dict, inputs: jax.Array, config: RecurrentConfig, *,
   if inputs.ndim not in (2, 3):
     raise ValueError(f"recurrent_apply: inputs must be token ids [N, T], got shape {inputs.shape}")
   top = recurrent_states(params, inputs, config, ops=ops)[-1]
-  return ops.linear(top, params["head"]["w"], params["head"]["b"])
+  return ops.linear(top, params["out"]["w"], params["out"]["b"])
 
 
 def input_grad_norms(params: dict, batch: tuple, config: RecurrentConfig, *, ops=_ops) -> jax.Array:

@@ -12,6 +12,7 @@ was wrong, at trace time, reading only static shapes and dtypes):
   under ``jit`` is refused with how to pass it instead.
 * ``class_labels(op, scores, labels, allow_probabilities)``: integer class indices in range (or
   probabilities of the scores' shape).
+* ``broadcastable_floats(op, x=x, y=y)``: float arrays that broadcast together (a binary gate's inputs).
 * ``same_shape(op, pred, target)``: a loss's prediction and target of one shape.
 * ``axis_index(op, name, axis, shape)``: an int axis (not a bool) in ``[-ndim, ndim)``, made non-negative.
 """
@@ -158,6 +159,18 @@ def broadcast_shape(op: str, **arrays: Any) -> tuple[int, ...]:
   except ValueError:
     got = ", ".join(f"{n} {s}" for n, s in shapes.items())
     raise ValueError(f"{op}: shapes do not broadcast together: {got}") from None
+
+
+def broadcastable_floats(op: str, **arrays: Any) -> tuple[jax.Array, ...]:
+  """``float_arrays`` of the keyword arguments, which must broadcast together: a binary gate's validation."""
+  floats = float_arrays(op, **arrays)
+  broadcast_shape(op, **dict(zip(arrays, floats)))
+  return floats
+
+
+def shape_dtype(x: Any) -> tuple[tuple[int, ...], Any]:
+  """``(shape, dtype)`` of ``x``: what a rule keeps (as a static argument) to ``unbroadcast`` x's cotangent."""
+  return jnp.shape(x), jnp.result_type(x)
 
 
 def require_reduction(op: str, reduction: Any) -> None:

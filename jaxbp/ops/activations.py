@@ -5,7 +5,6 @@ derivative, elementwise. Each rule keeps whichever of input or output gives that
 cheaply (sigmoid and tanh keep the output, relu a mask).
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +14,7 @@ from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import random_shape
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
+from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import axis_index
 from jaxbp.ops._util import float_array
 from jaxbp.ops._util import static_number
@@ -58,11 +58,6 @@ def relu(x: ArrayLike) -> jax.Array:
   return _relu(float_array("relu", "x", x))
 
 
-@jax.custom_vjp
-def _relu(x):
-  return _relu_fwd(x)[0]
-
-
 def _relu_fwd(x):
   return jnp.maximum(x, 0), x > 0  # a boolean mask is all the backward needs
 
@@ -71,7 +66,7 @@ def _relu_bwd(active, g):
   return (jnp.where(active, g, 0),)
 
 
-_relu.defvjp(_relu_fwd, _relu_bwd)
+_relu = vjp_rule(relu, _relu_fwd, _relu_bwd)
 _KINKED = _unary_branches(away_from=0.0)
 register(relu, jax.nn.relu, _any_shape(away_from=0.0), branches=_KINKED, note="001, 004")
 
@@ -92,11 +87,6 @@ def leaky_relu(x: ArrayLike, negative_slope: float = 0.01) -> jax.Array:
   return _leaky_relu(x, static_number("leaky_relu", "negative_slope", negative_slope))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _leaky_relu(x, negative_slope):
-  return _leaky_relu_fwd(x, negative_slope)[0]
-
-
 def _leaky_relu_fwd(x, negative_slope):
   active = x > 0
   return jnp.where(active, x, negative_slope * x), active
@@ -110,7 +100,7 @@ def _leaky_relu_ref(x, negative_slope=0.01):
   return jax.nn.leaky_relu(x, negative_slope)
 
 
-_leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
+_leaky_relu = vjp_rule(leaky_relu, _leaky_relu_fwd, _leaky_relu_bwd, nondiff_argnums=(1,))
 _SLOPES = {"away_from": 0.0, "negative_slope": [0.01, 0.2]}
 register(leaky_relu, _leaky_relu_ref, _any_shape(**_SLOPES), branches=_unary_branches(**_SLOPES), note="004")
 
@@ -132,11 +122,6 @@ def elu(x: ArrayLike, alpha: float = 1.0) -> jax.Array:
   return _elu(x, static_number("elu", "alpha", alpha, low=0.0))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _elu(x, alpha):
-  return _elu_fwd(x, alpha)[0]
-
-
 def _elu_fwd(x, alpha):
   z = jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0)))  # min: no overflow in the unused branch
   return z, z
@@ -150,7 +135,7 @@ def _elu_ref(x, alpha=1.0):
   return jax.nn.elu(x, alpha)
 
 
-_elu.defvjp(_elu_fwd, _elu_bwd)
+_elu = vjp_rule(elu, _elu_fwd, _elu_bwd, nondiff_argnums=(1,))
 _ALPHAS = {"away_from": 0.0, "alpha": [1.0, 0.5]}
 register(elu, _elu_ref, _any_shape(**_ALPHAS), branches=_unary_branches(**_ALPHAS), note="004")
 
@@ -170,11 +155,6 @@ def sigmoid(x: ArrayLike) -> jax.Array:
   return _sigmoid(float_array("sigmoid", "x", x))
 
 
-@jax.custom_vjp
-def _sigmoid(x):
-  return _sigmoid_fwd(x)[0]
-
-
 def _sigmoid_fwd(x):
   z = jax.lax.logistic(x)
   return z, z
@@ -184,7 +164,7 @@ def _sigmoid_bwd(z, g):
   return (g * z * (1 - z),)
 
 
-_sigmoid.defvjp(_sigmoid_fwd, _sigmoid_bwd)
+_sigmoid = vjp_rule(sigmoid, _sigmoid_fwd, _sigmoid_bwd)
 _SMOOTH = _unary_branches()
 register(sigmoid, jax.nn.sigmoid, _any_shape(), branches=_SMOOTH, note="000, 001, 004")
 
@@ -202,11 +182,6 @@ def tanh(x: ArrayLike) -> jax.Array:
   return _tanh(float_array("tanh", "x", x))
 
 
-@jax.custom_vjp
-def _tanh(x):
-  return _tanh_fwd(x)[0]
-
-
 def _tanh_fwd(x):
   z = jnp.tanh(x)
   return z, z
@@ -216,7 +191,7 @@ def _tanh_bwd(z, g):
   return (g * (1 - z * z),)
 
 
-_tanh.defvjp(_tanh_fwd, _tanh_bwd)
+_tanh = vjp_rule(tanh, _tanh_fwd, _tanh_bwd)
 register(tanh, jnp.tanh, _any_shape(), branches=_SMOOTH, note="004")
 
 
@@ -248,11 +223,6 @@ def softmax(x: ArrayLike, axis: int = -1) -> jax.Array:
   return _softmax(x, axis_index("softmax", "axis", axis, x.shape))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _softmax(x, axis):
-  return _softmax_fwd(x, axis)[0]
-
-
 def _softmax_fwd(x, axis):
   e = jnp.exp(x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf)))
   z = e / jnp.sum(e, axis=axis, keepdims=True)
@@ -275,7 +245,7 @@ _AXES = {
     "rank 3, any axis": _with_axis((2, 3, 4)),
     "an empty axis": _with_axis((3, 0)),
 }
-_softmax.defvjp(_softmax_fwd, _softmax_bwd)
+_softmax = vjp_rule(softmax, _softmax_fwd, _softmax_bwd, nondiff_argnums=(1,))
 register(softmax, jax.nn.softmax, any_branch(_AXES), branches=_AXES, note="004")
 
 
@@ -293,11 +263,6 @@ def log_softmax(x: ArrayLike, axis: int = -1) -> jax.Array:
   return _log_softmax(x, axis_index("log_softmax", "axis", axis, x.shape))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _log_softmax(x, axis):
-  return _log_softmax_fwd(x, axis)[0]
-
-
 def _log_softmax_fwd(x, axis):
   z = _stable_log_softmax(x, axis)
   return z, z
@@ -307,5 +272,5 @@ def _log_softmax_bwd(axis, z, g):
   return (g - jnp.exp(z) * jnp.sum(g, axis=axis, keepdims=True),)
 
 
-_log_softmax.defvjp(_log_softmax_fwd, _log_softmax_bwd)
+_log_softmax = vjp_rule(log_softmax, _log_softmax_fwd, _log_softmax_bwd, nondiff_argnums=(1,))
 register(log_softmax, jax.nn.log_softmax, any_branch(_AXES), branches=_AXES, note="004")

@@ -10,7 +10,6 @@ powers, y = 0 for divide) each rule returns what the formula gives in IEEE arith
 as ``jax.grad`` of its reference, and its docstring says which.
 """
 
-import functools
 import numbers
 
 import jax
@@ -23,14 +22,12 @@ from jaxbp.ops._registry import random_shape
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
 from jaxbp.ops._registry import zero_size
+from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import broadcast_shape
+from jaxbp.ops._util import broadcastable_floats
 from jaxbp.ops._util import float_array
-from jaxbp.ops._util import float_arrays
+from jaxbp.ops._util import shape_dtype
 from jaxbp.ops._util import unbroadcast
-
-
-def _meta(x):
-  return jnp.shape(x), jnp.result_type(x)
 
 
 def _pair_forms(low=-2.0, high=2.0, away_from=None):
@@ -70,14 +67,8 @@ def subtract(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
     x: float array, broadcastable with ``y``.
     y: float array, broadcastable with ``x``.
   """
-  x, y = float_arrays("subtract", x=x, y=y)
-  broadcast_shape("subtract", x=x, y=y)
-  return _subtract(x, y, _meta(x), _meta(y))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _subtract(x, y, x_meta, y_meta):
-  return _subtract_fwd(x, y, x_meta, y_meta)[0]
+  x, y = broadcastable_floats("subtract", x=x, y=y)
+  return _subtract(x, y, shape_dtype(x), shape_dtype(y))
 
 
 def _subtract_fwd(x, y, x_meta, y_meta):
@@ -90,7 +81,7 @@ def _subtract_bwd(x_meta, y_meta, _, g):
   return dx, dy
 
 
-_subtract.defvjp(_subtract_fwd, _subtract_bwd)
+_subtract = vjp_rule(subtract, _subtract_fwd, _subtract_bwd, nondiff_argnums=(2, 3))
 _SUBTRACT = _pair_forms()
 register(subtract, jnp.subtract, any_branch(_SUBTRACT), branches=_SUBTRACT, note="001, 002")
 
@@ -105,13 +96,7 @@ def negative(x: jax.typing.ArrayLike) -> jax.Array:
   Args:
     x: float array of any shape.
   """
-  x = float_array("negative", "x", x)
-  return _negative(x)
-
-
-@jax.custom_vjp
-def _negative(x):
-  return _negative_fwd(x)[0]
+  return _negative(float_array("negative", "x", x))
 
 
 def _negative_fwd(x):
@@ -122,7 +107,7 @@ def _negative_bwd(_, g):
   return (-g,)
 
 
-_negative.defvjp(_negative_fwd, _negative_bwd)
+_negative = vjp_rule(negative, _negative_fwd, _negative_bwd)
 _ANY = _unary_forms()
 register(negative, jnp.negative, any_branch(_ANY), branches=_ANY, note="001")
 
@@ -143,14 +128,8 @@ def divide(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
     x: float array, broadcastable with ``y``.
     y: float array, broadcastable with ``x``.
   """
-  x, y = float_arrays("divide", x=x, y=y)
-  broadcast_shape("divide", x=x, y=y)
-  return _divide(x, y, _meta(x))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _divide(x, y, x_meta):
-  return _divide_fwd(x, y, x_meta)[0]
+  x, y = broadcastable_floats("divide", x=x, y=y)
+  return _divide(x, y, shape_dtype(x))
 
 
 def _divide_fwd(x, y, x_meta):
@@ -161,11 +140,11 @@ def _divide_fwd(x, y, x_meta):
 def _divide_bwd(x_meta, res, g):
   y, z = res
   dx = unbroadcast(g / y, *x_meta)
-  dy = unbroadcast(-g * z / y, *_meta(y))
+  dy = unbroadcast(-g * z / y, *shape_dtype(y))
   return dx, dy
 
 
-_divide.defvjp(_divide_fwd, _divide_bwd)
+_divide = vjp_rule(divide, _divide_fwd, _divide_bwd, nondiff_argnums=(2,))
 _DIVIDE = _pair_forms(away_from=0.0)
 register(divide, jnp.divide, any_branch(_DIVIDE), branches=_DIVIDE, note="001")
 
@@ -204,10 +183,10 @@ def power(x: jax.typing.ArrayLike, p) -> jax.Array:
     raise TypeError(f"power: argument 'p' must be a Python number or a float array, got {type(p).__name__}")
   if isinstance(p, numbers.Real):
     static = int(p) if isinstance(p, numbers.Integral) else float(p)
-    return _power(x, None, (_meta(x), static))
+    return _power(x, None, (shape_dtype(x), static))
   p = float_array("power", "p", p)
   broadcast_shape("power", x=x, p=p)
-  return _power(x, p, (_meta(x), None))
+  return _power(x, p, (shape_dtype(x), None))
 
 
 def _integer_or_real_power(x, p, static):
@@ -219,13 +198,8 @@ def _integer_or_real_power(x, p, static):
   return jnp.power(x, jnp.asarray(static, jnp.result_type(x)))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _power(x, p, meta):
-  """One rule for both exponents: ``p`` is the array exponent or None, ``meta[1]`` the Python one."""
-  return _power_fwd(x, p, meta)[0]
-
-
 def _power_fwd(x, p, meta):
+  """One rule for both exponents: ``p`` is the array exponent or None, ``meta[1]`` the Python one."""
   z = _integer_or_real_power(x, p, meta[1])
   return z, (x, p, z if p is not None else None)  # a Python exponent needs x alone
 
@@ -240,7 +214,7 @@ def _power_bwd(meta, res, g):
   slope = jnp.where(p == 0, 0, p * jnp.power(x, p - 1))
   log_x = jnp.log(jnp.where(x == 0, 1, x))  # dp = 0 at x = 0
   dx = unbroadcast(g * slope, *x_meta)
-  dp = unbroadcast(g * z * log_x, *_meta(p))
+  dp = unbroadcast(g * z * log_x, *shape_dtype(p))
   return dx, dp
 
 
@@ -267,7 +241,7 @@ def _power_forms():
 
 
 _POWER = _power_forms()
-_power.defvjp(_power_fwd, _power_bwd)
+_power = vjp_rule(power, _power_fwd, _power_bwd, nondiff_argnums=(2,))
 register(power, _power_ref, any_branch(_POWER), branches=_POWER, note="002")
 
 
@@ -281,13 +255,7 @@ def exp(x: jax.typing.ArrayLike) -> jax.Array:
   Args:
     x: float array of any shape.
   """
-  x = float_array("exp", "x", x)
-  return _exp(x)
-
-
-@jax.custom_vjp
-def _exp(x):
-  return _exp_fwd(x)[0]
+  return _exp(float_array("exp", "x", x))
 
 
 def _exp_fwd(x):
@@ -299,7 +267,7 @@ def _exp_bwd(z, g):
   return (g * z,)
 
 
-_exp.defvjp(_exp_fwd, _exp_bwd)
+_exp = vjp_rule(exp, _exp_fwd, _exp_bwd)
 register(exp, jnp.exp, any_branch(_ANY), branches=_ANY, note="000")
 
 
@@ -314,13 +282,7 @@ def log(x: jax.typing.ArrayLike) -> jax.Array:
   Args:
     x: float array of any shape.
   """
-  x = float_array("log", "x", x)
-  return _log(x)
-
-
-@jax.custom_vjp
-def _log(x):
-  return _log_fwd(x)[0]
+  return _log(float_array("log", "x", x))
 
 
 def _log_fwd(x):
@@ -331,7 +293,7 @@ def _log_bwd(x, g):
   return (g / x,)
 
 
-_log.defvjp(_log_fwd, _log_bwd)
+_log = vjp_rule(log, _log_fwd, _log_bwd)
 _POSITIVE = _unary_forms(low=0.2, high=3.0)
 register(log, jnp.log, any_branch(_POSITIVE), branches=_POSITIVE, note="004")
 
@@ -347,13 +309,7 @@ def sqrt(x: jax.typing.ArrayLike) -> jax.Array:
   Args:
     x: float array of any shape.
   """
-  x = float_array("sqrt", "x", x)
-  return _sqrt(x)
-
-
-@jax.custom_vjp
-def _sqrt(x):
-  return _sqrt_fwd(x)[0]
+  return _sqrt(float_array("sqrt", "x", x))
 
 
 def _sqrt_fwd(x):
@@ -365,5 +321,5 @@ def _sqrt_bwd(z, g):
   return (g / (2 * z),)
 
 
-_sqrt.defvjp(_sqrt_fwd, _sqrt_bwd)
+_sqrt = vjp_rule(sqrt, _sqrt_fwd, _sqrt_bwd)
 register(sqrt, jnp.sqrt, any_branch(_POSITIVE), branches=_POSITIVE, note="004")

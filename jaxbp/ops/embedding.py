@@ -13,6 +13,7 @@ import numpy as np
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
+from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import float_array
 from jaxbp.ops._util import int_array
 
@@ -58,11 +59,6 @@ def embedding(ids: jax.typing.ArrayLike, table: jax.typing.ArrayLike) -> jax.Arr
   return _embedding(ids, table)
 
 
-@jax.custom_vjp
-def _embedding(ids, table):
-  return _embedding_fwd(ids, table)[0]
-
-
 def _embedding_fwd(ids, table):
   # One gather: an id outside [0, V) reads the fill value NaN (negative ids too: JAX would wrap them).
   out = jnp.take(table, jnp.where(ids < 0, table.shape[0], ids), axis=0, mode="fill", fill_value=jnp.nan)
@@ -101,5 +97,5 @@ _EMBEDDING = {
 }
 
 
-_embedding.defvjp(_embedding_fwd, _embedding_bwd)
+_embedding = vjp_rule(embedding, _embedding_fwd, _embedding_bwd)
 register(embedding, _embedding_ref, any_branch(_EMBEDDING), branches=_EMBEDDING, note="001")

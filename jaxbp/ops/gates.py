@@ -4,7 +4,6 @@ Each op broadcasts its arguments like NumPy; the backward sums the cotangent bac
 shape (``unbroadcast``), because an input copied to several outputs receives the sum of their gradients.
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -14,13 +13,10 @@ import numpy as np
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
-from jaxbp.ops._util import broadcast_shape
-from jaxbp.ops._util import float_arrays
+from jaxbp.ops._rule import vjp_rule
+from jaxbp.ops._util import broadcastable_floats
+from jaxbp.ops._util import shape_dtype
 from jaxbp.ops._util import unbroadcast
-
-
-def _meta(x):
-  return jnp.shape(x), jnp.result_type(x)
 
 
 def _pair(x_shape, y_shape, gap=None):
@@ -63,14 +59,8 @@ def add(x: ArrayLike, y: ArrayLike) -> jax.Array:
     x: float array, broadcastable with ``y``.
     y: float array, broadcastable with ``x``.
   """
-  x, y = float_arrays("add", x=x, y=y)
-  broadcast_shape("add", x=x, y=y)
-  return _add(x, y, _meta(x), _meta(y))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _add(x, y, x_meta, y_meta):
-  return _add_fwd(x, y, x_meta, y_meta)[0]
+  x, y = broadcastable_floats("add", x=x, y=y)
+  return _add(x, y, shape_dtype(x), shape_dtype(y))
 
 
 def _add_fwd(x, y, x_meta, y_meta):
@@ -83,7 +73,7 @@ def _add_bwd(x_meta, y_meta, _, g):
   return dx, dy
 
 
-_add.defvjp(_add_fwd, _add_bwd)
+_add = vjp_rule(add, _add_fwd, _add_bwd, nondiff_argnums=(2, 3))
 register(add, jnp.add, any_branch(_FORMS), branches=_FORMS, note="001")
 
 
@@ -99,14 +89,8 @@ def multiply(x: ArrayLike, y: ArrayLike) -> jax.Array:
     x: float array, broadcastable with ``y``.
     y: float array, broadcastable with ``x``.
   """
-  x, y = float_arrays("multiply", x=x, y=y)
-  broadcast_shape("multiply", x=x, y=y)
+  x, y = broadcastable_floats("multiply", x=x, y=y)
   return _multiply(x, y)
-
-
-@jax.custom_vjp
-def _multiply(x, y):
-  return _multiply_fwd(x, y)[0]
 
 
 def _multiply_fwd(x, y):
@@ -115,12 +99,12 @@ def _multiply_fwd(x, y):
 
 def _multiply_bwd(res, g):
   x, y = res
-  dx = unbroadcast(g * y, *_meta(x))
-  dy = unbroadcast(g * x, *_meta(y))
+  dx = unbroadcast(g * y, *shape_dtype(x))
+  dy = unbroadcast(g * x, *shape_dtype(y))
   return dx, dy
 
 
-_multiply.defvjp(_multiply_fwd, _multiply_bwd)
+_multiply = vjp_rule(multiply, _multiply_fwd, _multiply_bwd)
 register(multiply, jnp.multiply, any_branch(_FORMS), branches=_FORMS, note="001")
 
 
@@ -140,14 +124,8 @@ def maximum(x: ArrayLike, y: ArrayLike) -> jax.Array:
     x: float array, broadcastable with ``y``.
     y: float array, broadcastable with ``x``.
   """
-  x, y = float_arrays("maximum", x=x, y=y)
-  broadcast_shape("maximum", x=x, y=y)
+  x, y = broadcastable_floats("maximum", x=x, y=y)
   return _maximum(x, y)
-
-
-@jax.custom_vjp
-def _maximum(x, y):
-  return _maximum_fwd(x, y)[0]
 
 
 def _maximum_fwd(x, y):
@@ -157,11 +135,11 @@ def _maximum_fwd(x, y):
 def _maximum_bwd(res, g):
   x, y = res
   x_wins = x > y
-  dx = unbroadcast(jnp.where(x_wins, g, 0), *_meta(x))
-  dy = unbroadcast(jnp.where(x_wins, 0, g), *_meta(y))
+  dx = unbroadcast(jnp.where(x_wins, g, 0), *shape_dtype(x))
+  dy = unbroadcast(jnp.where(x_wins, 0, g), *shape_dtype(y))
   return dx, dy
 
 
-_maximum.defvjp(_maximum_fwd, _maximum_bwd)
+_maximum = vjp_rule(maximum, _maximum_fwd, _maximum_bwd)
 _APART = _broadcast_forms(gap=0.2)
 register(maximum, jnp.maximum, any_branch(_APART), branches=_APART, note="001")

@@ -17,6 +17,8 @@ from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
 from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import static_number
+from jaxbp.ops.norm import _affine_norm_bwd
+from jaxbp.ops.norm import _affine_norm_fwd
 
 
 def group_norm(x: jax.typing.ArrayLike, gamma: jax.typing.ArrayLike, beta: jax.typing.ArrayLike,
@@ -33,7 +35,10 @@ def group_norm(x: jax.typing.ArrayLike, gamma: jax.typing.ArrayLike, beta: jax.t
       dγ = Σ_{n, S} g·x̂,   dβ = Σ_{n, S} g.
 
   ``groups = 1`` is layer norm over all of a sample's features; ``groups = C`` is instance norm.
-  Residuals: x̂ (the size of x), 1/σ (one number per sample and group), γ; β only for its dtype.
+  One formula serves this op, ``batch_norm`` and ``layer_norm`` ("normalise over a set of axes, scale
+  and shift per channel"): here on the view [N, S..., G, C/G] of x, with γ and β seen as [G, C/G].
+  Residuals, as ``batch_norm``'s: x itself (no new buffer), μ and 1/σ (one number each per sample and
+  group), γ; β only for its dtype. x̂ is recomputed in the backward.
 
   Args:
     x: float array [N, ..., C] (channels last; [N, C] has no spatial axes).
@@ -57,7 +62,7 @@ def group_norm(x: jax.typing.ArrayLike, gamma: jax.typing.ArrayLike, beta: jax.t
 
 
 def _grouped(x, groups):
-  """x [N, S..., C] as [N, S..., G, C/G], and the axes one group's statistics run over."""
+  """x [N, S..., C] as [N, S..., G, C/G] (a view), and the axes one group's statistics run over."""
   xg = x.reshape(x.shape[:-1] + (groups, x.shape[-1] // groups))
   return xg, tuple(range(1, xg.ndim - 2)) + (xg.ndim - 1,)
 
@@ -68,29 +73,18 @@ def _group_norm(x, gamma, beta, groups, eps):
 
 
 def _group_norm_fwd(x, gamma, beta, groups, eps):
+  """batch_norm's forward on the grouped view, with γ, β [C] seen as [G, C/G]."""
   xg, axes = _grouped(x, groups)
-  mean = jnp.mean(xg, axis=axes, keepdims=True)
-  centered = xg - mean
-  inv_std = jax.lax.rsqrt(jnp.mean(centered * centered, axis=axes, keepdims=True) + eps)
-  xhat = (centered * inv_std).reshape(x.shape)
-  return gamma * xhat + beta, (xhat, inv_std, gamma, beta)
+  yg, res = _affine_norm_fwd(axes, xg, gamma.reshape(xg.shape[-2:]), beta.reshape(xg.shape[-2:]), eps)
+  return yg.reshape(x.shape), res
 
 
 def _group_norm_bwd(groups, eps, res, g):
+  """batch_norm's backward on the grouped view; dγ, dβ [G, C/G] back to [C]."""
   del eps
-  xhat, inv_std, gamma, beta = res
-  hg, axes = _grouped(g * gamma, groups)
-  xg, _ = _grouped(xhat, groups)
-  m = 1
-  for a in axes:
-    m *= xg.shape[a]
-  sum_h = jnp.sum(hg, axis=axes, keepdims=True)
-  sum_hx = jnp.sum(hg * xg, axis=axes, keepdims=True)
-  dx = (inv_std / m * (m * hg - sum_h - xg * sum_hx)).reshape(xhat.shape)
-  lead = tuple(range(xhat.ndim - 1))
-  dgamma = jnp.sum(g * xhat, axis=lead).astype(gamma.dtype)
-  dbeta = jnp.sum(g, axis=lead).astype(beta.dtype)
-  return dx.astype(xhat.dtype), dgamma, dbeta
+  gg, axes = _grouped(g, groups)
+  dxg, dgamma, dbeta = _affine_norm_bwd(axes, res, gg)
+  return dxg.reshape(g.shape), dgamma.reshape(-1), dbeta.reshape(-1)
 
 
 def _group_norm_ref(x, gamma, beta, groups, eps=1e-5):

@@ -9,6 +9,7 @@ from jax.typing import ArrayLike
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
+from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import unbroadcast
 
@@ -80,11 +81,6 @@ def matmul(x: ArrayLike, w: ArrayLike) -> jax.Array:
   return _matmul(x, w)
 
 
-@jax.custom_vjp
-def _matmul(x, w):
-  return _matmul_fwd(x, w)[0]
-
-
 def _matmul_fwd(x, w):
   return jnp.matmul(x, w), (x, w)
 
@@ -96,7 +92,7 @@ def _matmul_bwd(res, g):
   return dx, dw
 
 
-_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+_matmul = vjp_rule(matmul, _matmul_fwd, _matmul_bwd)
 register(matmul, jnp.matmul, any_branch(_PRODUCTS), branches=_PRODUCTS, note="001")
 
 
@@ -124,11 +120,6 @@ def linear(x: ArrayLike, w: ArrayLike, b: ArrayLike) -> jax.Array:
   return _linear(x, w, b)
 
 
-@jax.custom_vjp
-def _linear(x, w, b):
-  return _linear_fwd(x, w, b)[0]
-
-
 def _linear_fwd(x, w, b):
   return jnp.matmul(x, w) + b, (x, w, b)  # b only for its shape and dtype: a parameter, no new buffer
 
@@ -151,5 +142,5 @@ def _with_bias(sample):
 
 
 _LAYERS = {name: _with_bias(sample) for name, sample in _PRODUCTS.items()}
-_linear.defvjp(_linear_fwd, _linear_bwd)
+_linear = vjp_rule(linear, _linear_fwd, _linear_bwd)
 register(linear, _linear_ref, any_branch(_LAYERS), branches=_LAYERS, note="001, 004")

@@ -1,6 +1,7 @@
 """Normalisation and regularisation (notes 001, 004): batch norm, layer norm, inverted dropout."""
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -14,25 +15,25 @@ from jaxbp.ops._util import static_number
 from jaxbp.ops._util import unbroadcast
 
 
-def _normalize(x, axis, eps):
-  """x̂ = (x − μ)/√(σ² + ε) along ``axis`` (biased variance), and 1/√(σ² + ε)."""
-  mean = jnp.mean(x, axis=axis, keepdims=True)
+def _normalize(x, axes, eps):
+  """x̂ = (x − μ)/√(σ² + ε) over ``axes`` (biased variance), with μ and 1/√(σ² + ε)."""
+  mean = jnp.mean(x, axis=axes, keepdims=True)
   centered = x - mean
-  inv_std = jax.lax.rsqrt(jnp.mean(centered * centered, axis=axis, keepdims=True) + eps)
-  return centered * inv_std, inv_std
+  inv_std = jax.lax.rsqrt(jnp.mean(centered * centered, axis=axes, keepdims=True) + eps)
+  return centered * inv_std, mean, inv_std
 
 
-def _normalize_bwd(xhat, inv_std, h, axis):
-  """The compact backward of x̂ = (x − μ)/σ along ``axis``, for upstream gradient ``h`` = ∂L/∂x̂.
+def _normalize_bwd(xhat, inv_std, h, axes):
+  """The compact backward of x̂ = (x − μ)/σ over ``axes``, for upstream gradient ``h`` = ∂L/∂x̂.
 
-  With n the number of elements normalised together:
+  With n the number of elements normalised together (the product of the sizes of ``axes``):
   dx = (1/σ)/n · (n·h − Σh − x̂·Σ(h·x̂)).
   The first term is the direct path, the second the mean's, the third the variance's: the three
   staged backward steps collapsed into one line.
   """
-  n = xhat.shape[axis]
-  sum_h = jnp.sum(h, axis=axis, keepdims=True)
-  sum_hx = jnp.sum(h * xhat, axis=axis, keepdims=True)
+  n = math.prod(xhat.shape[a] for a in axes)
+  sum_h = jnp.sum(h, axis=axes, keepdims=True)
+  sum_hx = jnp.sum(h * xhat, axis=axes, keepdims=True)
   return inv_std / n * (n * h - sum_h - xhat * sum_hx)
 
 
@@ -43,55 +44,64 @@ def _check_affine(op, x, gamma, beta, expected):
                        f"{jnp.shape(x)}, got {jnp.shape(p)}")
 
 
-# ---------------------------------------------------------------------------------------- batch_norm
+def _affine_norm_fwd(axes, x, gamma, beta, eps):
+  """y = γ·x̂ + β with x̂ normalised over ``axes``; keeps x, μ, 1/σ, γ (and β, for its dtype only).
 
-def batch_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: float = 1e-5) -> jax.Array:
-  """Batch normalisation in training mode: y = γ·x̂ + β, x̂ = (x − μ_B)/√(σ²_B + ε).  (Notes 001, 004.)
-
-  μ_B and σ²_B (biased) are the statistics over the batch axis 0, per feature. Every x̂ depends on
-  every sample of its feature (through μ_B and σ²_B), so the local Jacobian is dense along the batch.
-  VJP, with N the batch size:
-  dx = (γ/σ)/N · (N·g − Σₙg − x̂·Σₙ(g·x̂)) (the compact formula, not the staged one),
-  dγ = Σₙ g·x̂, dβ = Σₙ g. The rule keeps x, μ, 1/σ and γ (β only for its dtype) and recomputes x̂
-  (why x and not x̂: see ``layer_norm``).
-
-  Running statistics for evaluation are the caller's state (see ``jaxbp.models``): this op only
-  normalises with the batch's own statistics.
-
-  Args:
-    x: float array [N, ...features] (N = 0 gives an empty output and zero dγ, dβ, as jnp does).
-    gamma: float array of shape x.shape[1:], the scale.
-    beta: float array of shape x.shape[1:], the shift.
-    eps: Python float ≥ 0 added to the variance.
-  """
-  x, gamma, beta = float_arrays("batch_norm", x=x, gamma=gamma, beta=beta)
-  if x.ndim < 1:
-    raise ValueError("batch_norm: argument 'x' needs a batch axis [N, ...], got a scalar")
-  _check_affine("batch_norm", x, gamma, beta, x.shape[1:])
-  return _batch_norm(x, gamma, beta, static_number("batch_norm", "eps", eps, low=0.0))
-
-
-def _affine_norm_fwd(axis, x, gamma, beta, eps):
-  """y = γ·x̂ + β with x̂ normalised along ``axis``; keeps x, μ, 1/σ, γ (and β, for its dtype only).
+  The one forward of every "normalise over a set of axes, then scale and shift" rule: batch norm
+  (every axis but the channels), layer norm (the last axis), group norm (a view of x in which each
+  group is a set of axes). γ and β broadcast against x.
 
   Residuals: the input x, not x̂. Both are arrays of x's size, but x is alive anyway wherever the caller
   holds it (an argument of the jitted step, a residual stream), while x̂ would be a NEW buffer living
   until the backward; x̂ = (x − μ)·(1/σ) is recomputed there, one subtract and one multiply per element,
   from μ and 1/σ (one float each per normalised group). γ and β are parameters, alive anyway.
   """
-  xhat, inv_std = _normalize(x, axis, eps)
-  mean = jnp.mean(x, axis=axis, keepdims=True)
+  xhat, mean, inv_std = _normalize(x, axes, eps)
   return gamma * xhat + beta, (x, mean, inv_std, gamma, beta)
 
 
-def _affine_norm_bwd(axis, res, g):
-  """dx by the compact formula; dγ, dβ summed over every axis γ and β were broadcast along."""
+def _affine_norm_bwd(axes, res, g):
+  """dx by the compact formula with h = g·γ; dγ = Σ g·x̂, dβ = Σ g over every axis γ, β were broadcast along."""
   x, mean, inv_std, gamma, beta = res
   xhat = (x - mean) * inv_std                                      # x̂, recomputed
-  dx = _normalize_bwd(xhat, inv_std, g * gamma, axis=axis)
+  dx = _normalize_bwd(xhat, inv_std, g * gamma, axes)
   dgamma = unbroadcast(g * xhat, gamma.shape, gamma.dtype)
   dbeta = unbroadcast(g, beta.shape, beta.dtype)
   return dx.astype(xhat.dtype), dgamma, dbeta
+
+
+# ---------------------------------------------------------------------------------------- batch_norm
+
+def batch_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: float = 1e-5) -> jax.Array:
+  """Batch normalisation in training mode: y = γ·x̂ + β, x̂ = (x − μ_B)/√(σ²_B + ε).  (Notes 001, 004.)
+
+  μ_B and σ²_B (biased) are per channel (the last axis), over every other axis: the batch for
+  x [N, C], the batch and every spatial position for NHWC x [N, H, W, C] (spatial batch norm, as
+  CS231n's ``spatial_batchnorm_forward``). Every x̂ depends on every value of its channel (through
+  μ_B and σ²_B), so the local Jacobian is dense within a channel. VJP, with m = N·H·W the number of
+  values per channel and the sums over them:
+  dx = (γ/σ)/m · (m·g − Σg − x̂·Σ(g·x̂)) (the compact formula, not the staged one),
+  dγ = Σ g·x̂, dβ = Σ g. The rule keeps x, μ, 1/σ (one float each per channel) and γ (β only for its
+  dtype) and recomputes x̂ (why x and not x̂: see ``layer_norm``).
+
+  Running statistics for evaluation are the caller's state (see ``jaxbp.models``): this op only
+  normalises with the batch's own statistics.
+
+  Args:
+    x: float array [N, ..., C] (N = 0 gives an empty output and zero dγ, dβ, as jnp does).
+    gamma: float array [C], the scale.
+    beta: float array [C], the shift.
+    eps: Python float ≥ 0 added to the variance.
+  """
+  x, gamma, beta = float_arrays("batch_norm", x=x, gamma=gamma, beta=beta)
+  if x.ndim < 2:
+    raise ValueError(f"batch_norm: argument 'x' must be [N, ..., C] with at least 2 axes, got shape {x.shape}")
+  _check_affine("batch_norm", x, gamma, beta, x.shape[-1:])
+  return _batch_norm(x, gamma, beta, static_number("batch_norm", "eps", eps, low=0.0))
+
+
+def _batch_axes(x):
+  return tuple(range(x.ndim - 1))  # every axis but the channels
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -100,16 +110,17 @@ def _batch_norm(x, gamma, beta, eps):
 
 
 def _batch_norm_fwd(x, gamma, beta, eps):
-  return _affine_norm_fwd(0, x, gamma, beta, eps)  # normalised over the batch axis 0
+  return _affine_norm_fwd(_batch_axes(x), x, gamma, beta, eps)
 
 
 def _batch_norm_bwd(eps, res, g):
-  return _affine_norm_bwd(0, res, g)
+  return _affine_norm_bwd(_batch_axes(g), res, g)
 
 
 def _batch_norm_ref(x, gamma, beta, eps=1e-5):
-  mean = jnp.mean(x, axis=0)
-  var = jnp.var(x, axis=0)
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axis=axes)
+  var = jnp.var(x, axis=axes)
   return gamma * (x - mean) / jnp.sqrt(var + eps) + beta
 
 
@@ -122,13 +133,16 @@ def _norm_sampler(shape, affine_shape, eps=(1e-5, 0.1)):
   return sample
 
 
+def _channels(shape):
+  return shape[-1:]
+
+
 _BATCH = {
-    "[N, D]": _norm_sampler((4, 3), lambda s: s[1:]),
-    "[N, H, D]": _norm_sampler((4, 2, 3), lambda s: s[1:]),
-    "[N] (scalar features)": _norm_sampler((4,), lambda s: s[1:]),
-    "batch of one": _norm_sampler((1, 3), lambda s: s[1:], eps=(0.1,)),  # x̂ = 0: only ε keeps 1/σ finite
-    "N = 0": _norm_sampler((0, 3), lambda s: s[1:]),
-    "D = 0": _norm_sampler((4, 0), lambda s: s[1:]),
+    "[N, C]": _norm_sampler((4, 3), _channels),
+    "[N, H, W, C] (spatial)": _norm_sampler((2, 3, 2, 3), _channels),
+    "batch of one": _norm_sampler((1, 3), _channels, eps=(0.1,)),  # x̂ = 0: only ε keeps 1/σ finite
+    "N = 0": _norm_sampler((0, 3), _channels),
+    "C = 0": _norm_sampler((4, 0), _channels),
 }
 
 
@@ -173,11 +187,11 @@ def _layer_norm(x, gamma, beta, eps):
 
 
 def _layer_norm_fwd(x, gamma, beta, eps):
-  return _affine_norm_fwd(-1, x, gamma, beta, eps)  # normalised over the feature axis −1
+  return _affine_norm_fwd((-1,), x, gamma, beta, eps)  # normalised over the feature axis −1
 
 
 def _layer_norm_bwd(eps, res, g):
-  return _affine_norm_bwd(-1, res, g)
+  return _affine_norm_bwd((-1,), res, g)
 
 
 def _layer_norm_ref(x, gamma, beta, eps=1e-5):
@@ -187,12 +201,12 @@ def _layer_norm_ref(x, gamma, beta, eps=1e-5):
 
 
 _ROWS = {
-    "[D]": _norm_sampler((4,), lambda s: s[-1:]),
-    "[N, D]": _norm_sampler((3, 4), lambda s: s[-1:]),
-    "[B, T, D]": _norm_sampler((2, 3, 4), lambda s: s[-1:]),
-    "one feature": _norm_sampler((3, 1), lambda s: s[-1:], eps=(0.1,)),  # x̂ = 0: only ε keeps 1/σ finite
-    "no rows": _norm_sampler((0, 4), lambda s: s[-1:]),
-    "D = 0": _norm_sampler((3, 0), lambda s: s[-1:]),
+    "[D]": _norm_sampler((4,), _channels),
+    "[N, D]": _norm_sampler((3, 4), _channels),
+    "[B, T, D]": _norm_sampler((2, 3, 4), _channels),
+    "one feature": _norm_sampler((3, 1), _channels, eps=(0.1,)),  # x̂ = 0: only ε keeps 1/σ finite
+    "no rows": _norm_sampler((0, 4), _channels),
+    "D = 0": _norm_sampler((3, 0), _channels),
 }
 
 

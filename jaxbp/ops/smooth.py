@@ -5,7 +5,6 @@ the input x and recomputes the derivative from it: the derivative needs Ïƒ(x), Î
 are no cheaper to keep than to recompute, and none is a function of the output alone.
 """
 
-import functools
 import math
 
 import jax
@@ -17,6 +16,7 @@ from jaxbp.ops._registry import random_shape
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
 from jaxbp.ops._registry import zero_size
+from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import float_array
 
 
@@ -51,13 +51,7 @@ def softplus(x: jax.typing.ArrayLike) -> jax.Array:
   Args:
     x: float array of any shape.
   """
-  x = float_array("softplus", "x", x)
-  return _softplus(x)
-
-
-@jax.custom_vjp
-def _softplus(x):
-  return _softplus_fwd(x)[0]
+  return _softplus(float_array("softplus", "x", x))
 
 
 def _softplus_fwd(x):
@@ -68,7 +62,7 @@ def _softplus_bwd(x, g):
   return (g * lax.logistic(x),)
 
 
-_softplus.defvjp(_softplus_fwd, _softplus_bwd)
+_softplus = vjp_rule(softplus, _softplus_fwd, _softplus_bwd)
 _SOFTPLUS = _shapes(large_x=True)
 register(softplus, jax.nn.softplus, any_branch(_SOFTPLUS), branches=_SOFTPLUS, note="004")
 
@@ -108,11 +102,6 @@ def _gelu_of(x, approximate):
   return 0.5 * x * (1 + lax.erf(x / math.sqrt(2.0)))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _gelu(x, approximate):
-  return _gelu_fwd(x, approximate)[0]
-
-
 def _gelu_fwd(x, approximate):
   return _gelu_of(x, approximate), x
 
@@ -135,7 +124,7 @@ _GELU = {**{f"{name}, exact": sample for name, sample in _shapes(lambda rng: {"a
          **{f"{name}, tanh": sample for name, sample in _shapes(lambda rng: {"approximate": True}).items()}}
 
 
-_gelu.defvjp(_gelu_fwd, _gelu_bwd)
+_gelu = vjp_rule(gelu, _gelu_fwd, _gelu_bwd, nondiff_argnums=(1,))
 register(gelu, _gelu_ref, any_branch(_GELU), branches=_GELU, note="004")
 
 
@@ -150,13 +139,7 @@ def silu(x: jax.typing.ArrayLike) -> jax.Array:
   Args:
     x: float array of any shape.
   """
-  x = float_array("silu", "x", x)
-  return _silu(x)
-
-
-@jax.custom_vjp
-def _silu(x):
-  return _silu_fwd(x)[0]
+  return _silu(float_array("silu", "x", x))
 
 
 def _silu_fwd(x):
@@ -168,5 +151,5 @@ def _silu_bwd(x, g):
   return (g * s * (1 + x * (1 - s)),)
 
 
-_silu.defvjp(_silu_fwd, _silu_bwd)
+_silu = vjp_rule(silu, _silu_fwd, _silu_bwd)
 register(silu, jax.nn.silu, any_branch(_ANY), branches=_ANY, note="000, 004")

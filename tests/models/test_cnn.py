@@ -67,3 +67,13 @@ def test_cnn_is_a_registered_family_that_trains_from_the_registry():
                            train=False, key=None, ops=ops)
   assert logits.shape == (3, 10)
   assert "cnn" in models.names()
+
+
+def test_grad_flow_lists_every_weight_from_the_input_side_to_the_logits():
+  """``--grad-flow`` plots ``layer_grad_norms`` in pytree order as layers 1, 2, …: that order must be the
+  network's (convs, then dense), one entry per kernel or matrix, biases left out."""
+  from jaxbp.train import layer_grad_norms  # pylint: disable=import-outside-toplevel
+  params, _ = cnn.init_cnn(jax.random.key(0), SMALL, (64,), 10)
+  norms = layer_grad_norms(params)
+  assert list(norms) == ["['convs'][0]['w']", "['convs'][1]['w']", "['dense'][0]['w']", "['dense'][1]['w']"]
+  chex.assert_trees_all_close(norms["['convs'][1]['w']"], jnp.sqrt(jnp.sum(params["convs"][1]["w"] ** 2)))

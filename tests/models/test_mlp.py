@@ -10,6 +10,9 @@ import pytest
 from jaxbp.models import MLPConfig
 from jaxbp.models import init_mlp
 from jaxbp.models import mlp_apply
+from jaxbp.models._registry import DataSpec
+from jaxbp.models.mlp import MLP
+from jaxbp.models.mlp import network
 import jaxbp.ops
 
 
@@ -120,3 +123,13 @@ def test_wrong_input_width_is_reported():
   params, _ = init_mlp(jax.random.key(0), config)
   with pytest.raises(ValueError, match=r"x must have shape \[N, 6\], got \(2, 5\)"):
     mlp_apply(params, jnp.zeros((2, 5)), config)
+
+
+def test_the_mlp_family_passes_every_field_to_its_network_by_name():
+  # MLP is MLPConfig with `hidden` for `sizes`: a field added to one and not the other, or passed on in the
+  # wrong place, would silently build a different network (issue 8: bn_momentum and bn_eps were dropped).
+  assert MLP._fields == ("hidden", *MLPConfig._fields[1:])
+  config = MLP(hidden=(7,), activation="tanh", init="xavier", residual=True, batch_norm=True, dropout=0.3,
+               bn_momentum=0.5, bn_eps=1e-3)
+  net = network(config, DataSpec("features", (4,), 3))
+  assert net == MLPConfig((4, 7, 3), "tanh", "xavier", True, True, 0.3, 0.5, 1e-3)

@@ -26,7 +26,7 @@ def test_shapes_and_the_open_forget_gate():
   params, state, net = _model(recurrent.LSTM(hidden_size=6, num_layers=2, embed_size=5))
   assert state == {}
   chex.assert_shape([params["embed"], params["layers"][0]["w_x"], params["layers"][1]["w_x"],
-                     params["layers"][1]["w_h"], params["head"]["w"]], [(13, 5), (5, 24), (6, 24), (6, 24), (6, 13)])
+                     params["layers"][1]["w_h"], params["out"]["w"]], [(13, 5), (5, 24), (6, 24), (6, 24), (6, 13)])
   np.testing.assert_array_equal(params["layers"][0]["b"][6:12], 1.0)  # f is the second block of four
   logits = recurrent.recurrent_apply(params, BATCH[0], net)
   chex.assert_shape(logits, BATCH[0].shape + (13,))
@@ -63,3 +63,11 @@ def test_the_family_refuses_feature_data_and_bad_sizes():
     recurrent.network(recurrent.LSTM(), DataSpec("features", (64,), 10))
   with pytest.raises(ValueError, match="RecurrentConfig.hidden must be a positive integer"):
     recurrent._check(recurrent.RNN(hidden_size=0))  # pylint: disable=protected-access
+
+
+def test_grad_flow_order_runs_from_the_embedding_to_the_output_layer():
+  """``--grad-flow`` plots weight norms in pytree order, as layer 1 = input side: the keys must sort so."""
+  from jaxbp.train import layer_grad_norms  # pylint: disable=import-outside-toplevel
+  params, _, _ = _model(recurrent.RNN(hidden_size=3, num_layers=2, embed_size=2))
+  assert list(layer_grad_norms(params)) == ["['embed']", "['layers'][0]['w_h']", "['layers'][0]['w_x']",
+                                            "['layers'][1]['w_h']", "['layers'][1]['w_x']", "['out']['w']"]

@@ -13,11 +13,28 @@ def _data(shape, seed=0):
   return jnp.asarray(np.random.default_rng(seed).normal(2.0, 3.0, size=shape), jnp.float32)
 
 
-def test_batch_norm_normalises_each_feature_over_the_batch():
-  x = _data((64, 3))
+@pytest.mark.parametrize("shape", [(64, 3), (4, 5, 3, 3)])
+def test_batch_norm_normalises_each_channel_over_every_other_axis(shape):
+  """[N, C] over the batch; NHWC [N, H, W, C] over the batch and every position (spatial batch norm)."""
+  x = _data(shape) * jnp.arange(1.0, 4.0)  # channels of different scales, so a per-axis mix-up shows
   y = ops.batch_norm(x, jnp.ones(3), jnp.zeros(3))
-  chex.assert_trees_all_close(jnp.mean(y, axis=0), jnp.zeros(3), atol=1e-5)
-  chex.assert_trees_all_close(jnp.std(y, axis=0), jnp.ones(3), atol=1e-3)
+  axes = tuple(range(len(shape) - 1))
+  chex.assert_trees_all_close(jnp.mean(y, axis=axes), jnp.zeros(3), atol=1e-5)
+  chex.assert_trees_all_close(jnp.std(y, axis=axes), jnp.ones(3), atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (2, 3, 2, 3)])
+def test_batch_norm_gradients_equal_autodiff_of_the_reference(shape, x64):
+  rng = np.random.default_rng(0)
+  x, gamma, beta = rng.normal(size=shape), rng.normal(size=3), rng.normal(size=3)
+  grads = lambda f: jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), (0, 1, 2))(x, gamma, beta)
+  chex.assert_trees_all_close(grads(ops.batch_norm), grads(ops.reference.batch_norm), rtol=1e-9)
+
+
+def test_batch_norm_needs_a_channel_axis():
+  with pytest.raises(ValueError, match=r"batch_norm: argument 'x' must be \[N, ..., C\] with at least 2 axes, "
+                                       r"got shape \(4,\)"):
+    ops.batch_norm(jnp.ones(4), jnp.ones(()), jnp.zeros(()))
 
 
 @pytest.mark.parametrize("op, axis", [(ops.batch_norm, 0), (ops.layer_norm, -1)])
