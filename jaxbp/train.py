@@ -67,6 +67,11 @@ class FitResult(NamedTuple):
   history: list        # one dict per epoch: epoch, train_loss, train_accuracy, test_loss, test_accuracy, seconds
   compile_seconds: float
 
+  def _repr_html_(self) -> str:
+    """What Jupyter shows: one row per epoch, the compile time (``jaxbp.insight.display``)."""
+    from jaxbp.insight import display
+    return display.fit_html(self)
+
 
 def epoch_order(seed: int, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
   """Example indices of one epoch, ``[num_batches, batch_size]``: a permutation drawn from NumPy's
