@@ -13,10 +13,10 @@ import sys
 import jax
 import jax.numpy as jnp
 
-import jaxbp.ops
 from jaxbp.insight.tables import NoteCheck
 from jaxbp.insight.tables import fmt
 from jaxbp.insight.tables import render
+import jaxbp.ops
 
 
 def loss(w, x, t, ops=jaxbp.ops, kind="squared_error"):

@@ -13,9 +13,9 @@ import sys
 
 import jax
 
-import jaxbp.ops as ops
-from jaxbp.insight.tables import NoteCheck
 from jaxbp import trace
+from jaxbp.insight.tables import NoteCheck
+import jaxbp.ops as ops
 
 INPUTS = dict(w0=2.0, x0=-1.0, w1=-3.0, x1=-2.0, w2=-3.0)
 NOTE = dict(L=0.73, w0=-0.20, x0=0.39, w1=-0.39, x1=-0.59, w2=0.20)  # two decimals, as printed

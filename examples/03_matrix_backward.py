@@ -12,10 +12,10 @@ import sys
 import jax
 import numpy as np
 
-import jaxbp.ops as ops
 from jaxbp.insight.tables import NoteCheck
 from jaxbp.insight.tables import fmt
 from jaxbp.insight.tables import render
+import jaxbp.ops as ops
 
 N, D, M = 2, 3, 4
 

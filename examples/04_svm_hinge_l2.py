@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import jaxbp.ops as ops
 from jaxbp.insight.tables import NoteCheck
 from jaxbp.insight.tables import fmt
 from jaxbp.insight.tables import render
+import jaxbp.ops as ops
 
 SCORES = [[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]]  # rows: samples, columns: classes
 LABELS = [0, 1, 2]                                               # cat, car, frog

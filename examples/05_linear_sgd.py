@@ -13,10 +13,10 @@ import sys
 import jax
 import jax.numpy as jnp
 
-import jaxbp.ops as ops
 from jaxbp.insight.tables import NoteCheck
 from jaxbp.insight.tables import fmt
 from jaxbp.insight.tables import render
+import jaxbp.ops as ops
 
 X, Y, LR, EPOCHS = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0], 0.01, 100
 # A loss below 1e-20 is a residual x·w − y below 1e-10, where w's round-off (1e-16) shows in its digits:

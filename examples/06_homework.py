@@ -14,10 +14,10 @@ import sys
 
 import jax
 
-import jaxbp.ops as ops
+from jaxbp import trace
 from jaxbp.insight.expr import parse
 from jaxbp.insight.tables import NoteCheck
-from jaxbp import trace
+import jaxbp.ops as ops
 
 HOMEWORK = [
     ("3.1", "(x*w - y)**2", dict(x=2.0, w=1.0, y=4.0),

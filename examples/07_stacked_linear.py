@@ -13,10 +13,10 @@ import sys
 import jax
 import jax.numpy as jnp
 
-import jaxbp.ops as ops
 from jaxbp.insight.tables import NoteCheck
 from jaxbp.insight.tables import fmt
 from jaxbp.insight.tables import render
+import jaxbp.ops as ops
 
 D, H, M, N = 3, 5, 2, 200
 ROUND_OFF = 1e-12  # float64 differences below this are round-off

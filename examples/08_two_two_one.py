@@ -22,13 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import jaxbp.ops as ops
+from jaxbp import trace
 from jaxbp.insight.tables import NoteCheck
 from jaxbp.insight.tables import bound
 from jaxbp.insight.tables import fmt
 from jaxbp.insight.tables import noise_floor
 from jaxbp.insight.tables import render
-from jaxbp import trace
+import jaxbp.ops as ops
 
 X, T, LR = [[0.05, 0.10]], [[0.01]], 0.5
 PARAMS = dict(w1=[[0.15, 0.20], [0.25, 0.30]], b1=[0.35, 0.35], w2=[[0.40], [0.45]], b2=[0.60])
@@ -115,7 +115,7 @@ def _run(full):
   print("The network, node by node (jaxbp.trace over the manual rules; arrays of more than two elements\n"
         "and the local Jacobians ∂z/∂x, of shape z.shape + x.shape, as shape and norm: --full prints them):")
   t = trace(loss, **p, **args)
-  print(t.table(decimals=6, full=full), "\n")
+  print(t.table(decimals=5, full=full), "\n")  # five decimals: the table fits in 120 columns
   g = {k: t.grads[k] for k in p}
   exact, new = exact_values(p, g)
   check = NoteCheck("Note 004: the 2-2-1 network")

@@ -13,7 +13,6 @@ import sys
 import jax
 import jax.numpy as jnp
 
-import jaxbp.ops as ops
 from jaxbp import cost
 from jaxbp.insight.tables import NoteCheck
 from jaxbp.insight.tables import fmt
@@ -21,6 +20,7 @@ from jaxbp.insight.tables import render
 from jaxbp.models import MLPConfig
 from jaxbp.models import init_mlp
 from jaxbp.models import mlp_apply
+import jaxbp.ops as ops
 
 SIZES = [(32, 64, 10), (256, 512, 10), (512, 1024, 1024, 10)]
 BATCH = 128
@@ -32,7 +32,7 @@ def main():
   for sizes in SIZES:
     config = MLPConfig(sizes=sizes, activation="relu")
     # XLA counts FLOPs from shapes alone: no array is ever filled.
-    params = jax.eval_shape(lambda: init_mlp(jax.random.PRNGKey(0), config)[0])
+    params = jax.eval_shape(lambda c=config: init_mlp(jax.random.PRNGKey(0), c)[0])
     x = jax.ShapeDtypeStruct((BATCH, sizes[0]), jnp.float32)
     labels = jax.ShapeDtypeStruct((BATCH,), jnp.int32)
 

@@ -19,13 +19,13 @@ import tempfile
 
 import jax
 
-import jaxbp.ops as ops
+from jaxbp.insight.gradflow import plot_grad_norms
 from jaxbp.insight.tables import NoteCheck
 from jaxbp.insight.tables import render
-from jaxbp.insight.gradflow import plot_grad_norms
 from jaxbp.models import MLPConfig
 from jaxbp.models import init_mlp
 from jaxbp.models import mlp_apply
+import jaxbp.ops as ops
 from jaxbp.train import layer_grad_norms
 
 DEPTH, WIDTH, BATCH = 20, 64, 128

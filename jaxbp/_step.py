@@ -16,6 +16,7 @@ import optax
 from jaxbp import models
 from jaxbp import ops as _ops
 from jaxbp._optimizers import weights_mask
+from jaxbp._trainconfig import ConfigError
 from jaxbp._trainconfig import TrainConfig
 
 
@@ -141,7 +142,8 @@ def layer_grad_norms(grads: Any) -> dict[str, jax.Array]:
 
 
 def make_train_step(loss_fn: Any, optimizer: optax.GradientTransformation, *, donate: bool | None = None,
-                    mesh: jax.sharding.Mesh | None = None, grad_flow: bool = False) -> Any:
+                    mesh: jax.sharding.Mesh | None = None, grad_flow: bool = False,
+                    state_sharding: Any = None) -> Any:
   """The jitted training step ``step(state, batch) -> (state, metrics)``.
 
   One forward, one backward through the ops' rules (``jax.value_and_grad`` of ``loss_fn``), one optax
@@ -153,7 +155,9 @@ def make_train_step(loss_fn: Any, optimizer: optax.GradientTransformation, *, do
     loss_fn: as returned by :func:`make_loss_fn`.
     optimizer: an optax ``GradientTransformation``.
     donate: donate the incoming state's buffers; ``None`` decides by backend (:func:`default_donate`).
-    mesh: a ``Mesh`` with axis ``"data"`` for data parallelism (batch sharded, state replicated).
+    mesh: a ``Mesh`` with axis ``"data"`` for data parallelism (batch sharded over it), and optionally
+      ``"model"`` (see ``state_sharding``).
+    state_sharding: the state's shardings on ``mesh`` (:func:`state_shardings`); replicated if ``None``.
     grad_flow: also return ``metrics["layer_grad_norms"]``, :func:`layer_grad_norms` as a vector.
   """
   def step(state, batch):
@@ -175,19 +179,30 @@ def make_train_step(loss_fn: Any, optimizer: optax.GradientTransformation, *, do
   kwargs: dict[str, Any] = {"donate_argnums": (0,)} if donate else {}
   if mesh is not None:
     replicated, sharded = shardings(mesh)
-    kwargs.update(in_shardings=(replicated, sharded), out_shardings=(replicated, replicated))
+    held = replicated if state_sharding is None else state_sharding
+    kwargs.update(in_shardings=(held, sharded), out_shardings=(held, replicated))
   return jax.jit(step, **kwargs)
 
 
-def make_mesh(num_devices: int) -> jax.sharding.Mesh:
-  """A 1-D ``Mesh`` named ``"data"`` over the first ``num_devices`` devices (all processes' devices)."""
+def make_mesh(num_devices: int, model_parallel: int = 1) -> jax.sharding.Mesh:
+  """A ``Mesh`` over the first ``num_devices`` devices (all processes' devices): 1-D ``("data",)``, or with
+  ``model_parallel`` N > 1 of shape (num_devices / N, N) with axes ``("data", "model")``.
+
+  Raises :class:`ConfigError` when the devices are not there or N does not divide them.
+  """
   devices = jax.devices()
   if not 1 <= num_devices <= len(devices):
     hint = ("; on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N gives N devices"
             if jax.default_backend() == "cpu" else "")
     raise ValueError(f"devices must be between 1 and {len(devices)} (the devices JAX sees), got {num_devices}"
                      + hint)
-  return jax.sharding.Mesh(np.array(devices[:num_devices]), ("data",))
+  if model_parallel < 1 or num_devices % model_parallel:
+    raise ConfigError("model_parallel", f"model_parallel {model_parallel} must divide --devices {num_devices}"
+                      " (the mesh is devices/N × N)")
+  if model_parallel == 1:
+    return jax.sharding.Mesh(np.array(devices[:num_devices]), ("data",))
+  grid = np.array(devices[:num_devices]).reshape(num_devices // model_parallel, model_parallel)
+  return jax.sharding.Mesh(grid, ("data", "model"))
 
 
 def shardings(mesh: jax.sharding.Mesh) -> tuple[jax.sharding.NamedSharding, jax.sharding.NamedSharding]:
@@ -196,15 +211,50 @@ def shardings(mesh: jax.sharding.Mesh) -> tuple[jax.sharding.NamedSharding, jax.
   return jax.sharding.NamedSharding(mesh, P()), jax.sharding.NamedSharding(mesh, P("data"))
 
 
-def place(tree: Any, sharding: jax.sharding.Sharding | None) -> Any:
-  """Puts host arrays on devices with ``sharding``; every process must hold the same global values."""
+def state_shardings(mesh: jax.sharding.Mesh, state: Any, family: models.Family) -> Any:
+  """A ``NamedSharding`` per leaf of a :class:`TrainState` (arrays or their shapes): replicated, except,
+  on a mesh with a ``"model"`` axis, the parameters and every optimiser-state subtree shaped like them
+  (Adam's moments, accumulated gradients) as the family's ``partition_specs`` say."""
+  P = jax.sharding.PartitionSpec
+  replicated = jax.sharding.NamedSharding(mesh, P())
+  everywhere = lambda tree: jax.tree.map(lambda _: replicated, tree)
+  if "model" not in mesh.axis_names or family.partition_specs is None:
+    return everywhere(state)
+  named = jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, spec), family.partition_specs(state.params),
+                       is_leaf=lambda x: isinstance(x, P))
+  structure = jax.tree.structure(state.params)
+  like_params = lambda x: bool(jax.tree.structure(x) == structure)  # type: ignore[operator]
+  opt = jax.tree.map(lambda x: named if like_params(x) else replicated, state.opt_state, is_leaf=like_params)
+  return TrainState(named, everywhere(state.model_state), opt, replicated, replicated)  # type: ignore[arg-type]
+
+
+def check_divisible(mesh: jax.sharding.Mesh, params: Any, family: models.Family) -> None:
+  """ConfigError naming ``model_parallel`` when a parameter's axis that ``family.partition_specs`` splits
+  over the mesh is not a multiple of the mesh axes' size (``NamedSharding`` splits evenly). ``params`` may
+  be shapes (``jax.eval_shape``)."""
+  if "model" not in mesh.axis_names or family.partition_specs is None:
+    return
+  specs = jax.tree.leaves(family.partition_specs(params), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  for (path, leaf), spec in zip(jax.tree_util.tree_flatten_with_path(params)[0], specs):
+    for axis, names in enumerate(spec):
+      parts = int(np.prod([mesh.shape[n] for n in ((names,) if isinstance(names, str) else names or ())]))
+      if leaf.shape[axis] % parts:
+        raise ConfigError("model_parallel", f"model_parallel {mesh.shape['model']} must divide axis {axis} of"
+                          f" the parameter {jax.tree_util.keystr(path)} (size {leaf.shape[axis]})")
+
+
+def place(tree: Any, sharding: Any) -> Any:
+  """Puts host arrays on devices with ``sharding`` (one ``Sharding``, or a pytree of them shaped like
+  ``tree``); every process must hold the same global values."""
   if sharding is None:
     return jax.device_put(tree)
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)
-  def one(x):
+  def one(x, s):
     if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+      return jax.random.wrap_key_data(one(jax.random.key_data(x), s), impl=jax.random.key_impl(x))
     x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-  return jax.tree.map(one, tree)
+    return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+  if isinstance(sharding, jax.sharding.Sharding):
+    return jax.tree.map(lambda x: one(x, sharding), tree)
+  return jax.tree.map(one, tree, sharding)

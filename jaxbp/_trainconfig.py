@@ -43,6 +43,10 @@ class TrainConfig(NamedTuple):
     seed: seeds initialisation, dropout and the shuffling; 0 to 2³² − 1.
     autodiff: train with ``jax.grad`` of ``jaxbp.ops.reference`` instead of the manual rules.
     grad_flow: record each weight matrix's gradient norm per epoch (``layer_grad_norms`` in the history).
+    model_parallel: N, the size of the mesh's ``"model"`` axis: the devices form a (devices/N, N) mesh
+      ``("data", "model")``, the parameters are split over ``"model"`` as the family's ``partition_specs``
+      say and the batch over ``"data"``; 1 is data parallel only. Families without ``partition_specs``
+      take 1 only.
   """
   model: Any = models.MLP()
   loss: str = "cross-entropy"
@@ -58,6 +62,7 @@ class TrainConfig(NamedTuple):
   seed: int = 0
   autodiff: bool = False
   grad_flow: bool = False
+  model_parallel: int = 1
 
   @property
   def family(self) -> models.Family:
@@ -74,12 +79,17 @@ class TrainConfig(NamedTuple):
     if not isinstance(doc, dict):
       raise ValueError(f"config must be a JSON object, got {type(doc).__name__}")
     unknown = sorted(set(doc) - set(cls._fields))
-    missing = sorted(set(cls._fields) - set(doc))
+    missing = sorted(set(cls._fields) - set(doc) - set(_ADDED))
+    doc = {**_ADDED, **doc}  # a field added since the checkpoint was written takes its old behaviour
     if unknown or missing:
-      raise ValueError(f"config: unknown field(s) {unknown or '-'}, missing field(s) {missing or '-'}")
+      wrong = [f"unknown field(s) {unknown}"] * bool(unknown) + [f"missing field(s) {missing}"] * bool(missing)
+      raise ValueError(f"config: {', '.join(wrong)}")
     hints = _registry.field_types(cls)
     values = {k: _registry.check_value(k, hints[k], v) for k, v in doc.items() if k != "model"}
     return cls(model=_registry.from_json(doc["model"]), **values)
+
+
+_ADDED = {"model_parallel": 1}  # fields newer than some saved configs, with the value older runs had
 
 
 def check_config(config: TrainConfig) -> models.Family:
@@ -104,13 +114,17 @@ def check_config(config: TrainConfig) -> models.Family:
     if getattr(config, field) not in allowed:
       raise ConfigError(field, f"{field} must be one of {', '.join(allowed)}"
                         f"{' for model ' + family.name if field == 'loss' else ''}; got {getattr(config, field)!r}")
-  for field in ("lr", "epochs", "batch_size", "accumulate"):
+  for field in ("lr", "epochs", "batch_size", "accumulate", "model_parallel"):
     if not getattr(config, field) > 0:
       raise ConfigError(field, f"{field} must be positive, got {getattr(config, field)}")
   for field in ("l2", "clip", "weight_decay"):
     v = getattr(config, field)
     if v is not None and not v >= 0:
       raise ConfigError(field, f"{field} must be >= 0, got {v}")
+  if config.model_parallel > 1 and family.partition_specs is None:
+    raise ConfigError("model_parallel", f"model_parallel {config.model_parallel} needs a model family that splits"
+                      f" its parameters (partition_specs); {family.name} has none, so it trains data parallel"
+                      " only (--devices)")
   if not 0 <= config.seed <= MAX_SEED:
     raise ConfigError("seed", f"seed must be between 0 and {MAX_SEED} (2**32 - 1), got {config.seed}")
   return family

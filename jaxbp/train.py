@@ -31,6 +31,7 @@ from jaxbp._resume import continue_config
 from jaxbp._resume import data_identity
 from jaxbp._resume import read as read_checkpoint
 from jaxbp._step import TrainState
+from jaxbp._step import check_divisible
 from jaxbp._step import data_spec
 from jaxbp._step import default_donate
 from jaxbp._step import init_state
@@ -42,6 +43,7 @@ from jaxbp._step import make_train_step
 from jaxbp._step import place
 from jaxbp._step import shardings
 from jaxbp._step import split_arrays
+from jaxbp._step import state_shardings
 from jaxbp._trainconfig import ConfigError
 from jaxbp._trainconfig import TrainConfig
 from jaxbp._trainconfig import check_config
@@ -50,7 +52,7 @@ __all__ = [
     "CHECKPOINT", "OPTIMIZERS", "RUN_FILES", "SCHEDULES", "ConfigError", "FitResult", "NonFiniteError", "Resumed",
     "TrainConfig", "TrainState", "check_config", "continue_config", "data_identity", "data_spec", "default_donate",
     "epoch_order", "fit", "init_state", "layer_grad_norms", "make_eval_fn", "make_loss_fn", "make_mesh",
-    "make_optimizer", "make_schedule", "make_train_step", "read_checkpoint", "write_metrics",
+    "make_optimizer", "make_schedule", "make_train_step", "read_checkpoint", "state_shardings", "write_metrics",
 ]
 
 RUN_FILES = (CHECKPOINT, "metrics.json", "metrics.jsonl", "curves.png", "grad_flow.png")  # what a run writes
@@ -64,6 +66,11 @@ class FitResult(NamedTuple):
   state: TrainState
   history: list        # one dict per epoch: epoch, train_loss, train_accuracy, test_loss, test_accuracy, seconds
   compile_seconds: float
+
+  def _repr_html_(self) -> str:
+    """What Jupyter shows: one row per epoch, the compile time (``jaxbp.insight.display``)."""
+    from jaxbp.insight import display
+    return display.fit_html(self)
 
 
 def epoch_order(seed: int, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
@@ -89,8 +96,9 @@ def _check_sizes(config: TrainConfig, n: int, mesh: Any, warn: Callable[[str], N
   batch = config.batch_size
   if batch > n:
     raise ConfigError("batch_size", f"batch_size {batch} is larger than the {n} training examples")
-  if mesh is not None and batch % mesh.size:
-    raise ConfigError("batch_size", f"batch_size {batch} must be divisible by the number of devices ({mesh.size})")
+  if mesh is not None and batch % mesh.shape["data"]:
+    raise ConfigError("batch_size", f"batch_size {batch} must be divisible by the number of devices"
+                      f" ({mesh.shape['data']}{' along the data axis' if mesh.size != mesh.shape['data'] else ''})")
   steps = n // batch
   total = steps * config.epochs
   if config.accumulate > total:
@@ -122,6 +130,18 @@ def _prepare_out_dir(out_dir: str, resume: bool, overwrite: bool) -> None:
     os.makedirs(out_dir, exist_ok=True)
 
 
+def _check_mesh(config: TrainConfig, spec: models.DataSpec, mesh: Any) -> None:
+  """The mesh has the ``"model"`` axis that ``model_parallel`` asks for, and it divides what it splits."""
+  n, axis = config.model_parallel, dict(mesh.shape).get("model", 1) if mesh is not None else 1
+  if n != axis:
+    raise ConfigError("model_parallel", f"model_parallel {n} needs a mesh whose 'model' axis has {n} devices"
+                      f" (make_mesh(devices, {n})); this one has {axis}")
+  if n > 1:
+    family = config.family
+    params = jax.eval_shape(lambda k: family.init(k, config.model, spec)[0], jax.random.key(0))
+    check_divisible(mesh, params, family)
+
+
 def _plan(config: TrainConfig, data: Any, out_dir: str | None, resume: bool | Resumed, overwrite: bool,
           source: dict | None, mesh: Any, warn: Callable[[str], None]) -> _Plan:
   check_config(config)
@@ -130,6 +150,7 @@ def _plan(config: TrainConfig, data: Any, out_dir: str | None, resume: bool | Re
   if resume and out_dir is None:
     raise ValueError("--resume needs --out DIR, the directory of the run to continue")
   steps = _check_sizes(config, data.x_train.shape[0], mesh, warn)
+  _check_mesh(config, data_spec(data), mesh)
   path = os.path.join(out_dir, CHECKPOINT) if out_dir else None
   resumed = resume if isinstance(resume, Resumed) else (read_checkpoint(path) if resume and path else None)
   data_id = data_identity(data, resumed.data["source"] if resumed is not None and source is None else source)
@@ -157,10 +178,14 @@ def _compile(config: TrainConfig, spec: models.DataSpec, data: Any, steps: int, 
   init_fn = jax.jit(lambda: init_state(config, spec, optimizer))
   abstract = jax.eval_shape(init_fn)
   replicated, sharded = shardings(mesh) if mesh is not None else (None, None)
+  if mesh is not None:
+    held = state_shardings(mesh, abstract, config.family)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, held)
   batch = tuple(jax.ShapeDtypeStruct((config.batch_size, *a.shape[1:]), a.dtype, sharding=sharded)
                 for a in split_arrays(data, "train"))
   test = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated) for a in split_arrays(data, "test"))
-  step = make_train_step(make_loss_fn(config, spec), optimizer, mesh=mesh, grad_flow=config.grad_flow)
+  step = make_train_step(make_loss_fn(config, spec), optimizer, mesh=mesh, grad_flow=config.grad_flow,
+                         state_sharding=held if mesh is not None else None)
   jobs: list[tuple[Any, dict]] = [(step.lower(abstract, batch), {}),
           (make_eval_fn(config, spec).lower(abstract.params, abstract.model_state, *test), {})]
   if init:
@@ -219,7 +244,8 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
       a constant schedule (:func:`continue_config`). The result equals an uninterrupted run's.
     overwrite: replace the run in ``out_dir`` (its files are deleted first).
     source: where the data came from (e.g. ``{"path": ..., "label_column": ...}``), saved with its hash.
-    mesh: a data-parallel ``Mesh`` from :func:`make_mesh`, or ``None`` for the default device.
+    mesh: a ``Mesh`` from :func:`make_mesh` (``("data",)``, or ``("data", "model")`` for
+      ``config.model_parallel`` > 1), or ``None`` for the default device.
     progress: ``progress(epoch, num_steps)`` returning a bar with ``update(n)``, ``set_postfix(dict)``
       and ``close()`` (a ``tqdm`` fits), or ``None``.
     on_epoch: called as ``on_epoch(record, state)`` after each epoch's checkpoint is written.
@@ -236,12 +262,13 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
     on_checked()
   compiled = _compile(config, plan.spec, data, plan.steps, mesh, plan.resumed is None)
   replicated, sharded = shardings(mesh) if mesh is not None else (None, None)
+  held = state_shardings(mesh, compiled.abstract, config.family) if mesh is not None else None
   if plan.resumed is not None:
     r = plan.resumed
-    state, history, start = place(ckpt.restore(r.path, r.doc, r.arrays, compiled.abstract), replicated), \
+    state, history, start = place(ckpt.restore(r.path, r.doc, r.arrays, compiled.abstract), held), \
         list(r.history), r.epoch
   else:
-    state, history, start = place(compiled.init(), replicated), [], 0
+    state, history, start = place(compiled.init(), held), [], 0
   lead = jax.process_index() == 0
   lines = os.path.join(out_dir, "metrics.jsonl") if out_dir else None
   if lines and lead:

@@ -1,5 +1,6 @@
 """Every example script runs, prints its "note vs computed" table, and exits 0 (all figures agree)."""
 
+import json
 import pathlib
 import re
 import runpy
@@ -79,12 +80,18 @@ def test_example_agrees_with_the_notes(script, tmp_path, monkeypatch, capsys):
     _assert_same_output(out, _pasted_output(script), script.name)
 
 
+def _notebook_code():
+  cells = json.loads((ROOT / "examples" / "notebooks" / "backprop.ipynb").read_text(encoding="utf-8"))["cells"]
+  return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+
+
 def test_no_example_imports_a_private_module():
-  for script in [*EXAMPLES, ROOT / "examples" / "custom_rule_softplus.py"]:
-    for line in script.read_text(encoding="utf-8").splitlines():
+  sources = [p.read_text(encoding="utf-8") for p in [*EXAMPLES, ROOT / "examples" / "custom_rule_softplus.py"]]
+  for source in [*sources, _notebook_code()]:
+    for line in source.splitlines():
       if line.startswith(("import ", "from ")):
         assert not re.search(r"\b_\w", line.split(" import ")[0] + " " + line.split(" import ")[-1]), (
-            f"{script.name} imports a private name: {line}")
+            f"an example imports a private name: {line}")
 
 
 def test_round_off_prints_as_a_bound():

@@ -227,3 +227,13 @@ def test_grad_flow_step_records_each_weight_gradients_norm():
   assert "layer_grad_norms" not in plain  # off by default: nothing added to the hot path
   result = train.fit(config, data)
   assert all(len(r["layer_grad_norms"]) == 3 for r in result.history)
+
+
+@pytest.mark.parametrize("doc, says, never", [
+    ({"lr": "x"}, "missing field(s)", "unknown"),
+    ({**train.TrainConfig().to_json(), "lrr": 1}, "unknown field(s) ['lrr']", "missing"),
+])
+def test_a_damaged_config_names_only_what_is_wrong(doc, says, never):
+  with pytest.raises(ValueError) as err:
+    train.TrainConfig.from_json(doc)
+  assert says in str(err.value) and never not in str(err.value)

@@ -79,21 +79,38 @@ def configure(parser: argparse.ArgumentParser):
                       help="donate parameter buffers to the step (auto: on for GPU/TPU, off for CPU)")
 
 
-def run(args) -> int:
-  """Runs the benchmark described by ``args``; prints Markdown; returns the exit status."""
+def _measure(args) -> dict:
+  """Every section ``args`` asks for, as one ``_report.Results`` dict (what ``--json`` writes)."""
   # Heavy imports (JAX) only now.
   from jaxbp.bench import _report
   from jaxbp.bench import _run
   cfg = TINY if args.tiny else FULL
-  results = _run.run_all(args, cfg)
-  text = _report.render(results)
+  results = _report.Results(_run.run_all(args, cfg))
   for name, (module_name, _) in RULE_SECTIONS.items():
     if getattr(args, f"no_{name}"):
       continue
     section = importlib.import_module(module_name)
     results[name] = section.measure(args.tiny, args.rounds or cfg["rounds"], cfg["target_s"],
                                     with_torch=False if args.no_torch else None)
-    text += "\n\n" + section.render(results[name])
+  return results
+
+
+def measure(argv: list[str] | None = None) -> dict:
+  """Runs the benchmark as ``jaxbp bench ARGV`` does, without printing, and returns every measurement.
+
+  ``measure(["--tiny", "--no-torch"])`` takes seconds. The result is the dict ``--json`` writes; a
+  notebook shows it as the report's tables, and ``str()`` of it is the Markdown report.
+  """
+  parser = argparse.ArgumentParser(prog="jaxbp.bench.measure")
+  configure(parser)
+  return _measure(parser.parse_args([] if argv is None else argv))
+
+
+def run(args) -> int:
+  """Runs the benchmark described by ``args``; prints Markdown; returns the exit status."""
+  from jaxbp.bench import _run
+  results = _measure(args)
+  text = str(results)
   print(text)
   if args.markdown:
     with open(args.markdown, "w") as f:

@@ -1,6 +1,25 @@
 """The benchmark's results as Markdown tables."""
 
+import importlib
+
 from jaxbp.insight import tables
+
+
+class Results(dict):
+  """Every measurement of one benchmark run (the dict ``--json`` writes): ``str()`` is the Markdown
+  report, and a notebook shows the same tables as HTML."""
+
+  def __str__(self) -> str:
+    from jaxbp.bench import RULE_SECTIONS
+    text = render(self)
+    for name, (module_name, _) in RULE_SECTIONS.items():
+      if name in self:
+        text += "\n\n" + importlib.import_module(module_name).render(self[name])
+    return text
+
+  def _repr_html_(self) -> str:
+    from jaxbp.insight import display
+    return display.markdown_html(str(self))
 
 
 def _markdown(headers, rows):

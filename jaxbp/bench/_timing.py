@@ -33,6 +33,11 @@ class Timing(NamedTuple):
   best: float
   rounds: tuple
 
+  def _repr_html_(self) -> str:
+    """What Jupyter shows: median, best and every round in ms (``jaxbp.insight.display``)."""
+    from jaxbp.insight import display
+    return display.timing_html(self)
+
 
 def calibrate(block: Callable[[int], None], target_s: float, max_reps: int = 10_000) -> int:
   """Calls per block so that one block lasts about ``target_s`` (one warm-up call, one timed call).

@@ -62,6 +62,11 @@ class Report(NamedTuple):
   def failures(self) -> tuple:
     return tuple(e for e in self.entries if not e.passed)
 
+  def _repr_html_(self) -> str:
+    """What Jupyter shows: a table of every check, passed, failed or skipped (``jaxbp.insight.display``)."""
+    from jaxbp.insight import display
+    return display.report_html(self)
+
   def __str__(self):
     bad, raised = self.failures, dict[tuple, tuple]()
     for e in bad:  # one line per exception, however many checks it broke

@@ -13,6 +13,7 @@ examples:
 """
 
 import argparse
+import functools
 import importlib.util
 import os
 import sys
@@ -25,6 +26,8 @@ from jaxbp._optimizers import OPTIMIZERS
 from jaxbp._optimizers import SCHEDULES
 from jaxbp._trainconfig import TrainConfig
 from jaxbp.cli import _flags
+from jaxbp.cli._plots import TimeGradFlow
+from jaxbp.cli._plots import curves_title
 from jaxbp.cli._plots import import_matplotlib
 from jaxbp.cli._plots import plot_curves
 from jaxbp.cli._plots import plot_grad_flow
@@ -45,8 +48,9 @@ _TRAIN_HELP = {
     "seed": "seed of initialisation, dropout and shuffling, 0 to 2**32-1 (the split is fixed)",
     "autodiff": "use jax.grad of the reference ops instead of the manual rules",
     "grad_flow": "record per-layer weight-gradient norms each epoch (metrics.json) and plot grad_flow.png",
+    "model_parallel": "split the model over N of the --devices: a (devices/N, N) mesh ('data', 'model')",
 }
-_METAVARS = {"weight_decay": "WD", "l2": "LAMBDA", "clip": "NORM", "accumulate": "K"}
+_METAVARS = {"weight_decay": "WD", "l2": "LAMBDA", "clip": "NORM", "accumulate": "K", "model_parallel": "N"}
 _MODEL_FIELDS: list[str] = []
 
 
@@ -68,11 +72,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
   for field in TrainConfig._fields:
     default = TrainConfig().family.name if field == "model" else _flags.show(d[field])
     text = f"{_TRAIN_HELP[field]} (default {default})"
-    group = m if field in ("model", "loss") else io if field == "grad_flow" else o
+    group = m if field in ("model", "loss") else io if field in ("grad_flow", "model_parallel") else o
     _flags.add_field(group, field, str if field == "model" else hints[field], text, choices=choices.get(field),
                      metavar=_METAVARS.get(field))
   reserved = set(TrainConfig._fields) | {"data", "label_column", "task", "out", "resume", "overwrite", "devices",
-                                         "coordinator_address", "num_processes", "process_id", "no_plot"}
+                                         "coordinator_address", "num_processes", "process_id", "no_plot",
+                                         "log_loss", "tensorboard"}
   _MODEL_FIELDS[:] = _flags.add_model_flags(m, reserved)
   io.add_argument("--data", metavar="PATH", help=".npz (arrays x, y) or .csv with a header; default: digits")
   io.add_argument("--label-column", default=argparse.SUPPRESS, metavar="NAME",
@@ -88,6 +93,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
   io.add_argument("--num-processes", type=int, metavar="P", help="multi-host: number of processes")
   io.add_argument("--process-id", type=int, metavar="I", help="multi-host: this process's id")
   io.add_argument("--no-plot", action="store_true", help="skip curves.png (and grad_flow.png)")
+  io.add_argument("--log-loss", action="store_true", help="curves.png: the loss on a log scale (to see it fall"
+                  " over decades once the fit is good)")
+  io.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard event files to DIR each epoch: loss,"
+                  " accuracy, learning rate, per-layer gradient norms (turns on --grad-flow) and histograms;"
+                  ' needs pip install "jaxbp[tensorboard]"')
 
 
 def _missing_extras(args: argparse.Namespace) -> list[str]:
@@ -176,7 +186,7 @@ def _say(message: str) -> None:
 
 
 def _progress(epochs: int) -> Any:
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
   return lambda epoch, steps: tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step", leave=True,
                                    file=sys.stderr, dynamic_ncols=True)
 
@@ -189,58 +199,79 @@ def _train(args: argparse.Namespace, started: float, progress: dict) -> int:
   out = progress["out"] = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
   if os.path.exists(out) and not os.path.isdir(out):
     raise ValueError(f"--out {out}: is a file, not a directory")
+  if args.tensorboard:
+    from jaxbp._tensorboard import check_logdir  # pylint: disable=import-outside-toplevel
+    check_logdir(args.tensorboard, args.resume)
   resume: Any = False
   if args.resume:
     resume, config, source = _resume(args, out, _say)
     progress["epoch"] = resume.epoch
   else:
     config, source = _config_from_args(args), _source(args)
+    if args.tensorboard and not hasattr(args, "grad_flow"):  # the per-layer norms TensorBoard draws
+      config = config._replace(grad_flow=True)
     train_lib.check_config(config)
   _initialize_distributed(args)
   import jax  # pylint: disable=import-outside-toplevel
-  mesh = train_lib.make_mesh(args.devices) if args.devices != 1 else None
+  parallel = config.model_parallel
+  mesh = train_lib.make_mesh(args.devices, parallel) if args.devices != 1 or parallel != 1 else None
   data = _load(source, config.seed)
   lead = jax.process_index() == 0
   rules = "jax.grad of jaxbp.ops.reference" if config.autodiff else "manual rules (jaxbp.ops)"
   banner = (f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test, {_describe(train_lib.data_spec(data))};"
             f" {_describe(config.model)} on {rules}, {config.optimizer} lr {config.lr}; {jax.device_count()} device(s)"
             f" [{jax.default_backend()}]")
-  done = lambda record, state: progress.update(epoch=record["epoch"])
-  result = train_lib.fit(config, data, out_dir=out, resume=resume, overwrite=args.overwrite, source=source,
-                         mesh=mesh, progress=_progress(config.epochs) if lead else None, on_epoch=done,
-                         warn=lambda m: _say(f"warning: {m}") if lead else None,
-                         on_checked=lambda: print(banner, file=sys.stderr) if lead else None)
+  hooks = _epoch_hooks(args, config, data) if lead else {}
+  try:
+    result = train_lib.fit(config, data, out_dir=out, resume=resume, overwrite=args.overwrite, source=source,
+                           mesh=mesh, progress=_progress(config.epochs) if lead else None,
+                           on_epoch=functools.partial(_on_epoch, progress, hooks),
+                           warn=lambda m: _say(f"warning: {m}") if lead else None,
+                           on_checked=lambda: print(banner, file=sys.stderr) if lead else None)
+  finally:
+    if "tensorboard" in hooks:
+      hooks["tensorboard"].close()
   if lead:
-    _finish(args, out, config, result, data, source, mesh, started)
+    _finish(args, out, config, result, data, source, mesh, started, hooks.get("time_grad_flow"))
   return 0
 
 
-def _time_grad_flow(out: str, config: TrainConfig, result: Any, data: Any) -> list[str]:
-  """grad_flow_time.png for a family that measures its gradient per time step (recurrent models)."""
-  from jaxbp import ops  # pylint: disable=import-outside-toplevel
-  from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
-  family = models.family_of(config.model)
-  if family.time_grad_norms is None:
-    return []
-  batch = (data.x_test, data.y_test, data.mask_test)
-  norms = family.time_grad_norms(result.state.params, result.state.model_state, batch, config.model,
-                                 train_lib.data_spec(data), ops.reference if config.autodiff else ops)
-  plot_time_grad_flow(os.path.join(out, "grad_flow_time.png"), norms, f"{family.name}, after training")
-  return ["grad_flow_time.png"]
+def _on_epoch(progress: dict, hooks: dict[str, Any], record: dict, state: Any) -> None:
+  progress.update(epoch=record["epoch"])
+  for hook in hooks.values():
+    hook(record, state)
+
+
+def _epoch_hooks(args: argparse.Namespace, config: TrainConfig, data: Any) -> dict[str, Any]:
+  """The ``on_epoch`` callbacks beyond the progress record: TensorBoard's writer, per-time-step norms."""
+  hooks: dict[str, Any] = {}
+  if args.tensorboard:
+    from jaxbp._tensorboard import TensorBoardWriter  # pylint: disable=import-outside-toplevel
+    hooks["tensorboard"] = TensorBoardWriter(args.tensorboard, config, len(data.y_train) // config.batch_size)
+    if not config.grad_flow:
+      _say("--tensorboard: this run records no gradient norms (--no-grad-flow, or resumed from a run without"
+           " --grad-flow); writing the scalars and weight histograms only")
+  if config.grad_flow and not args.no_plot and models.family_of(config.model).time_grad_norms is not None:
+    hooks["time_grad_flow"] = TimeGradFlow(config, data)
+  return hooks
 
 
 def _finish(args: argparse.Namespace, out: str, config: TrainConfig, result: Any, data: Any, source: dict,
-            mesh: Any, started: float) -> None:
+            mesh: Any, started: float, time_flow: Any = None) -> None:
   """Plots and ``metrics.json`` (the summary; ``metrics.jsonl`` was written epoch by epoch)."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
   plots = [] if args.no_plot else ["curves.png"] + (["grad_flow.png"] if config.grad_flow else [])
   if plots:
-    plot_curves(os.path.join(out, "curves.png"), result.history)
+    plot_curves(os.path.join(out, "curves.png"), result.history, title=curves_title(config, data.name, result.history),
+                dropout=getattr(config.model, "dropout", 0.0), log_loss=args.log_loss)
   if "grad_flow.png" in plots:
-    plot_grad_flow(os.path.join(out, "grad_flow.png"), result.history)
-    plots += _time_grad_flow(out, config, result, data)
+    plot_grad_flow(os.path.join(out, "grad_flow.png"), result.history,
+                   list(jax.eval_shape(train_lib.layer_grad_norms, result.state.params)))
+  if time_flow is not None and time_flow.norms:
+    plot_time_grad_flow(os.path.join(out, "grad_flow_time.png"), time_flow.norms, time_flow.label)
+    plots.append("grad_flow_time.png")
   final, device = result.history[-1], jax.devices()[0]
   train_seconds = sum(r["seconds"] for r in result.history)
   train_lib.write_metrics(
@@ -251,7 +282,8 @@ def _finish(args: argparse.Namespace, out: str, config: TrainConfig, result: Any
       num_devices=mesh.size if mesh is not None else 1, jax_version=jax.__version__)
   print(f"test accuracy {final['test_accuracy']:.2%} after {final['epoch']} epochs"
         f" (compile {result.compile_seconds:.2f} s, training {train_seconds:.2f} s);"
-        f" wrote {out}/metrics.json, metrics.jsonl, checkpoint.npz" + "".join(f", {p}" for p in plots))
+        f" wrote {out}/metrics.json, metrics.jsonl, checkpoint.npz" + "".join(f", {p}" for p in plots)
+        + (f"; TensorBoard events in {args.tensorboard}" if args.tensorboard else ""))
 
 
 def _interrupted(progress: dict) -> str:

@@ -16,6 +16,8 @@ SYMBOLS = {
     "add": "+", "multiply": "×", "mul": "×", "maximum": "max", "sigmoid": "σ", "logistic": "σ", "tanh": "tanh",
     "relu": "ReLU", "sub": "−", "div": "÷", "neg": "−x", "integer_pow": "xⁿ", "pow": "xʸ",
     "exp": "exp", "log": "log", "matmul": "@", "dot_general": "@",
+    # jaxbp.ops' names for the same gates: written out, "subtract" and "power" spilled over the circle.
+    "subtract": "−", "negative": "−x", "divide": "÷", "power": "xⁿ", "square": "x²",
 }
 _RED, _GREY, _NODE = "#c0392b", "#7f8c8d", "#eaf2f8"
 # Data units: one row is 1; a column is _COL_WIDTH rows wide; the axes keep an equal aspect.
@@ -210,7 +212,7 @@ def _point(ax, name, x, y, nodes, trace, decimals):
     ax.add_patch(Circle((x, y), RADIUS, fc=_NODE, ec="black", lw=1.2, zorder=3))
     symbol = SYMBOLS.get(node.op, node.op)
     ax.text(x, y, symbol, ha="center", va="center", zorder=4,
-            fontsize=15 if len(symbol) <= 2 else 9)
+            fontsize=15 if len(symbol) <= 2 else 9 if len(symbol) <= 5 else 7)  # long names fit the circle
     ax.text(x, y + RADIUS + 0.05, name, ha="center", va="top", fontsize=8, color=_GREY)
   elif name in trace.inputs:
     ax.text(x + 0.08, y, name, ha="right", va="center", fontsize=13, fontweight="bold")

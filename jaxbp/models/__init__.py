@@ -31,6 +31,7 @@ from jaxbp.models.notes import proportional_apply
 from jaxbp.models.notes import quadratic_apply
 from jaxbp.models.recurrent import LSTM
 from jaxbp.models.recurrent import RNN
+from jaxbp.models.transformer import TransformerConfig
 
 __all__ = [
     "CNN",
@@ -45,6 +46,7 @@ __all__ = [
     "MLP",
     "MLPConfig",
     "RNN",
+    "TransformerConfig",
     "affine_apply",
     "family_of",
     "get",

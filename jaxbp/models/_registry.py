@@ -39,6 +39,10 @@ The contract (what a family provides; ``train`` calls nothing else)
   the user typed no flag, e.g. gradient clipping on for a recurrent model (``{"clip": 1.0}``, note 004).
 ``time_grad_norms`` (optional, sequence models) ``time_grad_norms(params, state, batch, config, spec, ops)
   -> [T]``: the gradient norm reaching each time step's input; ``jaxbp train --grad-flow`` plots it.
+``partition_specs`` (optional) ``partition_specs(params) -> specs``: a pytree of ``PartitionSpec`` shaped
+  like ``params``, over the mesh axes ``"data"`` and ``"model"``, for ``--model-parallel N`` (the parameters
+  are placed with ``NamedSharding`` of these and XLA's partitioner splits the computation). A family
+  without it trains data parallel only.
 ``check`` (optional) ``check(config)``: raises ``ValueError`` naming the field; called before anything
   is compiled (field types and ``choices`` are checked by the registry itself).
 
@@ -94,6 +98,7 @@ class Family(NamedTuple):
   summary: str = ""
   train_defaults: Mapping[str, Any] = types.MappingProxyType({})
   time_grad_norms: Callable[..., Any] | None = None
+  partition_specs: Callable[[Any], Any] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -117,7 +122,8 @@ def register(name: str, config: type, init: Callable[..., tuple[Any, Any]], appl
              head: Callable[..., tuple[Any, Any]] | None = None, check: Callable[[Any], None] | None = None,
              choices: Mapping[str, tuple] | None = None, help: Mapping[str, str] | None = None,
              summary: str = "", train_defaults: Mapping[str, Any] | None = None,
-             time_grad_norms: Callable[..., Any] | None = None) -> Family:
+             time_grad_norms: Callable[..., Any] | None = None,
+             partition_specs: Callable[[Any], Any] | None = None) -> Family:
   """Registers a model family under ``name`` (see the module docstring); returns its :class:`Family`.
 
   Raises ValueError when the name is taken by another family, when a config field has no default or an
@@ -146,7 +152,7 @@ def register(name: str, config: type, init: Callable[..., tuple[Any, Any]], appl
     raise ValueError(f"register: a model family named {name!r} is already registered")
   family = Family(name, config, init, apply, tuple(losses), data, head, check,
                   types.MappingProxyType(dict(choices or {})), types.MappingProxyType(dict(help or {})), summary,
-                  types.MappingProxyType(dict(train_defaults or {})), time_grad_norms)
+                  types.MappingProxyType(dict(train_defaults or {})), time_grad_norms, partition_specs)
   _FAMILIES[name] = family
   return family
 

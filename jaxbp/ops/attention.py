@@ -343,6 +343,7 @@ _BRANCHES = {
     "causal, T > S or T < S, skipped blocks": _attention_sampler(_lengths(2, 5, differ=True), [1, 2], causal=(True,)),
     "mask with a fully masked row": _attention_sampler(_lengths(2, 4), [2, 3], masked=True),
     "one block (block_size ≥ T, S)": _attention_sampler(_lengths(1, 4), [8]),
+    "T = 0 (no queries: an empty output, dK = dV = 0, as jnp)": _attention_sampler(lambda rng: (0, 3), [2]),
 }
 
 register(attention, _attention_ref, any_branch(_BRANCHES), branches=_BRANCHES,

@@ -212,6 +212,7 @@ _BRANCHES = {
     "sum": _ce_sampler(["sum"]),
     "none (logits recomputed in the backward)": _ce_sampler(["none"]),
     "one row, one chunk": _ce_sampler(["mean", "sum", "none"], (None, 4), n=(1, 1)),
+    "N = 0 (no rows: sum 0, none empty, zero gradients, as jnp)": _ce_sampler(["sum", "none"], n=(0, 0)),
 }
 
 register(linear_softmax_cross_entropy, _linear_softmax_cross_entropy_ref, any_branch(_BRANCHES), branches=_BRANCHES,

@@ -76,9 +76,9 @@ def _rms_norm_ref(x, gamma, eps=1e-6):
   return gamma * x / jnp.sqrt(jnp.mean(x ** 2, axis=-1, keepdims=True) + eps)
 
 
-def _rms_sampler(lead, d=(1, 5), eps=(1e-6, 0.1)):
+def _rms_sampler(lead, d=(1, 5), eps=(1e-6, 0.1), rows=(1, 3)):
   def sample(rng, dtype):
-    shape = tuple(int(rng.integers(1, 4)) for _ in range(lead)) + (int(rng.integers(d[0], d[1] + 1)),)
+    shape = tuple(int(rng.integers(rows[0], rows[1] + 1)) for _ in range(lead)) + (int(rng.integers(d[0], d[1] + 1)),)
     x = uniform(rng, shape, dtype, low=-3.0, high=3.0)
     return (x, uniform(rng, shape[-1:], dtype)), {"eps": float(rng.choice(eps))}
   return sample
@@ -89,6 +89,7 @@ _BRANCHES = {
     "[N, D]": _rms_sampler(1),
     "[B, T, D] (rank 3)": _rms_sampler(2),
     "D = 1": _rms_sampler(1, d=(1, 1)),
+    "N = 0 (no rows: an empty output and dγ = 0, as jnp)": _rms_sampler(1, rows=(0, 0)),
 }
 
 _rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
