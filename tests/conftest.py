@@ -24,3 +24,19 @@ def x64():
   jax.config.update("jax_enable_x64", True)
   yield
   jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture
+def jaxbp_cmd(monkeypatch, capsys):
+  """``jaxbp ARGV`` run in this process with only ``train`` loaded: a function returning (exit status,
+  stderr lines)."""
+  from jaxbp import cli  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(cli, "COMMANDS", {"train": cli.COMMANDS["train"]})
+
+  def run(*argv):
+    try:
+      status = cli.main(list(argv))
+    except SystemExit as e:  # argparse
+      status = e.code
+    return status, capsys.readouterr().err.strip().splitlines()
+  return run

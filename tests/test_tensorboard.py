@@ -7,29 +7,19 @@ import numpy as np
 import optax
 from tensorboard.backend.event_processing import event_accumulator  # the test extra has it: TensorBoard's own reader
 
-from jaxbp import cli
 from jaxbp import data
 from jaxbp import train
 from jaxbp.cli import train as cli_train
 
 
-def _main(monkeypatch, capsys, *argv):
-  monkeypatch.setattr(cli, "COMMANDS", {"train": cli.COMMANDS["train"]})
-  try:
-    status = cli.main(list(argv))
-  except SystemExit as e:  # argparse
-    status = e.code
-  return status, capsys.readouterr().err.strip().splitlines()
-
-
-def test_events_hold_every_epochs_scalars_norms_and_histograms(tmp_path, monkeypatch, capsys):
+def test_events_hold_every_epochs_scalars_norms_and_histograms(tmp_path, monkeypatch, capsys, jaxbp_cmd):
   rng = np.random.default_rng(1)
   y = rng.integers(0, 3, 90)
   np.savez(tmp_path / "d.npz", x=rng.normal(size=(90, 4)) + y[:, None], y=y)
   figures = []
   real = cli_train.plot_curves
   monkeypatch.setattr(cli_train, "plot_curves", lambda *a, **k: figures.append(real(*a, **k)))
-  status, err = _main(monkeypatch, capsys, "train", "--data", str(tmp_path / "d.npz"), "--hidden", "8",
+  status, err = jaxbp_cmd("train", "--data", str(tmp_path / "d.npz"), "--hidden", "8",
                       "--batch-size", "16", "--epochs", "2", "--log-loss", "--out", str(tmp_path / "run"),
                       "--tensorboard", str(tmp_path / "tb"))
   assert status == 0, err
@@ -62,24 +52,24 @@ def test_events_hold_every_epochs_scalars_norms_and_histograms(tmp_path, monkeyp
   (fig,) = figures  # the same run's curves.png: --log-loss and the title reached the picture
   assert fig.axes[0].get_yscale() == "log"
   assert f"final test accuracy {metrics['final_test_accuracy']:.2%}" in fig._suptitle.get_text()  # pylint: disable=protected-access
-  status, err = _main(monkeypatch, capsys, "train", "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "r2"),
+  status, err = jaxbp_cmd("train", "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "r2"),
                       "--tensorboard", str(tmp_path / "tb"))
   assert status == 2 and err[-1].startswith(f"jaxbp train: error: --tensorboard {tmp_path / 'tb'} already holds"
                                             " event files")
 
 
-def test_refusals_are_one_line_before_any_compile(tmp_path, monkeypatch, capsys):
+def test_refusals_are_one_line_before_any_compile(tmp_path, monkeypatch, capsys, jaxbp_cmd):
   def no_compile(*args, **kwargs):
     raise AssertionError("compiled before refusing")
 
   monkeypatch.setattr(train, "_compile", no_compile)
   (tmp_path / "FILE").write_text("mine")
-  status, err = _main(monkeypatch, capsys, "train", "--out", str(tmp_path / "o"), "--tensorboard",
+  status, err = jaxbp_cmd("train", "--out", str(tmp_path / "o"), "--tensorboard",
                       str(tmp_path / "FILE"))
   assert status == 2 and err == [f"jaxbp train: error: --tensorboard {tmp_path / 'FILE'}: is a file, not a directory"]
   assert (tmp_path / "FILE").read_text() == "mine"
   real = importlib.util.find_spec
   monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboardX" else real(name, *a))
-  status, err = _main(monkeypatch, capsys, "train", "--out", str(tmp_path / "o"), "--tensorboard", str(tmp_path / "t"))
+  status, err = jaxbp_cmd("train", "--out", str(tmp_path / "o"), "--tensorboard", str(tmp_path / "t"))
   assert status == 2 and err == ['jaxbp train: error: --tensorboard needs tensorboardX, which is not installed:'
                                  ' pip install "jaxbp[tensorboard]"']

@@ -106,15 +106,6 @@ def test_info_lists_versions_and_devices():
   assert "jax " in out.stdout and "backend" in out.stdout and "default float     float32" in out.stdout
 
 
-def _main(monkeypatch, capsys, *argv):
-  """``jaxbp ARGV`` in this process with compiling forbidden: (exit status, stderr lines)."""
-  from jaxbp import cli  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(cli, "COMMANDS", {"train": cli.COMMANDS["train"]})
-  try:
-    status = cli.main(list(argv))
-  except SystemExit as e:  # argparse
-    status = e.code
-  return status, capsys.readouterr().err.strip().splitlines()
 
 
 @pytest.mark.parametrize("flags,fragment", [
@@ -131,7 +122,7 @@ def _main(monkeypatch, capsys, *argv):
     (["--accumulate", "1000", "--epochs", "2"], "--accumulate 1000 is more than the 44 micro-batches"),
     (["--out", "FILE"], ": is a file, not a directory"),
 ])
-def test_flag_errors_are_one_line_before_any_compile(tmp_path, monkeypatch, capsys, flags, fragment):
+def test_flag_errors_are_one_line_before_any_compile(tmp_path, monkeypatch, capsys, flags, fragment, jaxbp_cmd):
   def no_compile(*args, **kwargs):
     raise AssertionError("compiled before refusing")
 
@@ -139,25 +130,25 @@ def test_flag_errors_are_one_line_before_any_compile(tmp_path, monkeypatch, caps
   (tmp_path / "FILE").write_text("")
   flags = [str(tmp_path / "FILE") if f == "FILE" else f for f in flags]
   out = [] if "--out" in flags or "--resume" in flags else ["--out", str(tmp_path / "o")]
-  status, err = _main(monkeypatch, capsys, "train", "--no-plot", *out, *flags)
+  status, err = jaxbp_cmd("train", "--no-plot", *out, *flags)
   assert status == 2 and len([line for line in err if "warning" not in line]) == 1, err
   assert fragment in err[-1] and err[-1].startswith("jaxbp train: error: ")
 
 
-def test_resume_takes_typed_flags_the_recorded_data_and_refuses_other_data(tmp_path, monkeypatch, capsys):
+def test_resume_takes_typed_flags_the_recorded_data_and_refuses_other_data(tmp_path, monkeypatch, capsys, jaxbp_cmd):
   rng = np.random.default_rng(0)
   for name in ("d", "other"):
     y = rng.integers(0, 2, 60)
     np.savez(tmp_path / f"{name}.npz", x=rng.normal(size=(60, 3)) + y[:, None], y=y)
   out = str(tmp_path / "r")
   small = ["train", "--hidden", "8", "--batch-size", "16", "--no-plot", "--out", out]
-  assert _main(monkeypatch, capsys, *small, "--data", str(tmp_path / "d.npz"), "--schedule", "constant",
+  assert jaxbp_cmd(*small, "--data", str(tmp_path / "d.npz"), "--schedule", "constant",
                "--epochs", "1")[0] == 0
-  status, err = _main(monkeypatch, capsys, *small, "--data", str(tmp_path / "d.npz"), "--epochs", "2")
+  status, err = jaxbp_cmd(*small, "--data", str(tmp_path / "d.npz"), "--epochs", "2")
   assert status == 2 and "already holds a run (checkpoint.npz, metrics.json, metrics.jsonl)" in err[-1]
-  status, err = _main(monkeypatch, capsys, *small, "--resume", "--epochs", "3", "--data", str(tmp_path / "other.npz"))
+  status, err = jaxbp_cmd(*small, "--resume", "--epochs", "3", "--data", str(tmp_path / "other.npz"))
   assert status == 2 and f"not on {tmp_path / 'other.npz'}" in err[-1]
-  status, err = _main(monkeypatch, capsys, *small[:-2], "--resume", "--out", out, "--epochs", "40", "--lr", "0.002")
+  status, err = jaxbp_cmd(*small[:-2], "--resume", "--out", out, "--epochs", "40", "--lr", "0.002")
   assert status == 0, err
   assert "jaxbp train: resuming with the checkpoint's config; ignoring --lr" in err[0]  # typed at its default
   assert err[1].startswith(f"jaxbp train: resuming from epoch 1 of 40 ({out}/checkpoint.npz)")
