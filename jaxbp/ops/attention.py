@@ -36,7 +36,7 @@ class _Blocks(NamedTuple):
 def _split(n, block_size):
   """(block, count): as few blocks of at most ``block_size`` as cover ``n``, of equal size (padding < count)."""
   count = max(1, -(-n // block_size))
-  return -(-n // count), count
+  return max(1, -(-n // count)), count  # n = 0: one padded block, masked like any padding
 
 
 def _to_blocks(x, b, n):
@@ -120,7 +120,8 @@ def attention(q: jax.typing.ArrayLike, k: jax.typing.ArrayLike, v: jax.typing.Ar
   ``causal`` aligns the top-left corners: query i sees keys 0..i (``jnp.tril`` of a [T, S] matrix, as
   ``jax.nn.dot_product_attention(is_causal=True)``), so with T > S rows i ≥ S see every key. T ≠ S, T or S
   not a multiple of ``block_size`` (the last block is padded and the padding masked) and
-  ``block_size`` ≥ T or S (one block) are all ordinary cases. Blocks are balanced: T = 600 with
+  ``block_size`` ≥ T or S (one block) are all ordinary cases, and so are T = 0 (an empty output) and
+  S = 0 (every row fully masked: O = 0, dQ = 0; one padded key block). Blocks are balanced: T = 600 with
   ``block_size`` 512 is two blocks of 300. Arithmetic runs in float32 at least (float64 stays float64).
 
   Args:
@@ -306,7 +307,7 @@ def _attention_ref(q, k, v, *, causal=False, mask=None, scale=None, block_size=5
   if mask is not None:
     ok = ok & mask
   s = jnp.where(ok, s, -jnp.inf)
-  m = jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True))
+  m = jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True, initial=-jnp.inf))  # S = 0: no key
   e = jnp.exp(s - jnp.where(jnp.isfinite(m), m, 0))
   total = jnp.sum(e, axis=-1, keepdims=True)
   p = e / jnp.where(total > 0, total, 1)
@@ -344,6 +345,8 @@ _BRANCHES = {
     "mask with a fully masked row": _attention_sampler(_lengths(2, 4), [2, 3], masked=True),
     "one block (block_size ≥ T, S)": _attention_sampler(_lengths(1, 4), [8]),
     "T = 0 (no queries: an empty output, dK = dV = 0, as jnp)": _attention_sampler(lambda rng: (0, 3), [2]),
+    "S = 0 (no keys: every row fully masked, O = 0 and dQ = 0, as the reference)":
+        _attention_sampler(lambda rng: (3, 0), [2]),
 }
 
 register(attention, _attention_ref, any_branch(_BRANCHES), branches=_BRANCHES,
