@@ -176,7 +176,7 @@ def _pass(h, w, labels, chunks, row_scale, lse=None):
     return dw, (lse_c - z_y, dh_c)
 
   dw, (loss, dh) = jax.lax.scan(chunk, jnp.zeros(w.shape, dt), xs)
-  return loss.reshape(-1)[:chunks.n], dh.reshape(-1, h.shape[1])[:chunks.n], dw
+  return loss.reshape(-1)[:chunks.n], dh.reshape(chunks.number * chunks.rows, h.shape[1])[:chunks.n], dw
 
 
 def _linear_softmax_cross_entropy_bwd(chunks, res, g):
@@ -197,10 +197,10 @@ def _linear_softmax_cross_entropy_ref(h, w, labels, *, chunk_size=None, reductio
   return {"mean": jnp.mean, "sum": jnp.sum, "none": lambda a: a}[reduction](per_row)
 
 
-def _ce_sampler(reductions, chunk_sizes=(None, 1, 2, 3), n=(1, 6)):
+def _ce_sampler(reductions, chunk_sizes=(None, 1, 2, 3), n=(1, 6), d=(1, 3)):
   def sample(rng, dtype):
-    rows, d, v = int(rng.integers(n[0], n[1] + 1)), int(rng.integers(1, 4)), int(rng.integers(2, 6))
-    h, w = uniform(rng, (rows, d), dtype), uniform(rng, (d, v), dtype)
+    rows, width, v = int(rng.integers(n[0], n[1] + 1)), int(rng.integers(d[0], d[1] + 1)), int(rng.integers(2, 6))
+    h, w = uniform(rng, (rows, width), dtype), uniform(rng, (width, v), dtype)
     labels = rng.integers(0, v, size=rows).astype("int32")
     chunk = chunk_sizes[int(rng.integers(len(chunk_sizes)))]
     return (h, w, labels), {"reduction": str(rng.choice(reductions)), "chunk_size": chunk}
@@ -213,6 +213,7 @@ _BRANCHES = {
     "none (logits recomputed in the backward)": _ce_sampler(["none"]),
     "one row, one chunk": _ce_sampler(["mean", "sum", "none"], (None, 4), n=(1, 1)),
     "N = 0 (no rows: sum 0, none empty, zero gradients, as jnp)": _ce_sampler(["sum", "none"], n=(0, 0)),
+    "D = 0 (no features: uniform logits, loss log V, empty gradients)": _ce_sampler(["mean", "none"], d=(0, 0)),
 }
 
 register(linear_softmax_cross_entropy, _linear_softmax_cross_entropy_ref, any_branch(_BRANCHES), branches=_BRANCHES,

@@ -90,6 +90,7 @@ _BRANCHES = {
     "[B, T, D] (rank 3)": _rms_sampler(2),
     "D = 1": _rms_sampler(1, d=(1, 1)),
     "N = 0 (no rows: an empty output and dγ = 0, as jnp)": _rms_sampler(1, rows=(0, 0)),
+    "D = 0 (no features: an empty output, empty gradients)": _rms_sampler(1, d=(0, 0)),
 }
 
 _rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
