@@ -109,7 +109,7 @@ def _write_atomic(path, arrays):
     raise CheckpointError(f"checkpoint {path} is a folder; expected a file name")
   sweep(directory)
   previous = "; the previous checkpoint is unchanged" if os.path.exists(path) else ""
-  tmp = None
+  tmp = written = None
   try:
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix=".npz", dir=directory)
     _IN_FLIGHT.add(tmp)
@@ -118,12 +118,12 @@ def _write_atomic(path, arrays):
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-    tmp = None
+    written = tmp
   except OSError as e:
     raise CheckpointError(f"checkpoint {path}: cannot write it ({_cause(e)}){previous}") from None
   finally:
-    if tmp is not None:  # failed or interrupted (KeyboardInterrupt too): no temporary file may remain
-      _IN_FLIGHT.discard(tmp)
+    _IN_FLIGHT.discard(tmp)  # written or not, it is no longer being written
+    if tmp is not None and written is None:  # failed or interrupted (KeyboardInterrupt too): remove it
       with contextlib.suppress(OSError):  # a read-only or vanished folder: the next sweep retries
         os.remove(tmp)
 

@@ -67,6 +67,19 @@ def test_crash_mid_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
   assert os.listdir(tmp_path) == ["c.npz"]  # no temporary file left behind
 
 
+def test_no_write_stays_marked_as_in_flight(tmp_path, monkeypatch):
+  # A name left in the in-flight set would make sweep spare a leftover of this process forever, and the set
+  # would grow by one name per saved epoch.
+  path = str(tmp_path / "c.npz")
+  for epoch in range(3):
+    checkpoint.save(path, _tree(), {"epoch": epoch})
+  assert not checkpoint._IN_FLIGHT
+  monkeypatch.setattr(np, "savez", lambda f, **arrays: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+  with pytest.raises(checkpoint.CheckpointError):
+    checkpoint.save(path, _tree(), {"epoch": 9})
+  assert not checkpoint._IN_FLIGHT
+
+
 def test_truncated_and_corrupted_files_are_reported(tmp_path):
   path = str(tmp_path / "c.npz")
   checkpoint.save(path, _tree())
