@@ -13,6 +13,7 @@ from jaxbp.check._compare import entry
 from jaxbp.check._compare import f64
 from jaxbp.check._compare import failed
 from jaxbp.check._core import Checker
+from jaxbp.check._core import _nbytes
 
 TRANSFORMS = ("vmap_each", "vmap_batch1", "vmap_last_axis", "checkpoint", "scan", "rev_over_rev",
               "fwd_over_rev", "jvp")
@@ -119,8 +120,7 @@ class MoreChecks(Checker):
   def residual_bytes(self, f):
     pull = jax.eval_shape(lambda *x: jax.vjp(self.spec.bind(f), *x)[1], *self.x)
     leaves = [a for a in jax.tree.leaves(pull) if hasattr(a, "dtype")]
-    return len(leaves), sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in leaves
-                            if not jax.dtypes.issubdtype(a.dtype, jax.dtypes.extended))
+    return len(leaves), _nbytes(leaves)
 
   def residuals(self):
     """A note, not a check: the bytes the rule's forward saves against autodiff of the reference."""
@@ -192,7 +192,7 @@ class MoreChecks(Checker):
     return self._batched("scan", f, _stack(xs), _stack(us), 2)
 
   def _t_rev_over_rev(self):
-    return self.per_input("rev_over_rev", self._hvp(self.fn), self._hvp(self.ref))
+    return self.per_input("rev_over_rev", *self.hvps)
 
   def _fwd_over_rev(self, f):
     return jax.jit(lambda x, v: jax.jvp(lambda *y: self._vjp(f, y, self.u), tuple(x), tuple(v))[1])(
