@@ -12,7 +12,6 @@ from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
 from jaxbp.ops._util import class_labels
 from jaxbp.ops._util import float_arrays
-from jaxbp.ops._util import int_array
 from jaxbp.ops._util import reduce_batch
 from jaxbp.ops._util import require_reduction
 from jaxbp.ops.losses import _nan_where_invalid
@@ -66,8 +65,7 @@ so that each matrix product has rows enough to run fast; docs/performance.md has
   h, w = float_arrays("linear_softmax_cross_entropy", h=h, w=w)
   chunks = _check_linear_ce(h, w, labels, chunk_size, reduction)
   logits = cast(jax.Array, jax.ShapeDtypeStruct((h.shape[0], w.shape[1]), h.dtype))  # only its shape is read
-  labels, _ = class_labels("linear_softmax_cross_entropy", logits,
-                           int_array("linear_softmax_cross_entropy", "labels", labels), allow_probabilities=False)
+  labels, _ = class_labels("linear_softmax_cross_entropy", logits, labels, allow_probabilities=False)
   return _linear_softmax_cross_entropy(h, w, labels, chunks)
 
 
@@ -121,10 +119,12 @@ def _finish(loss, labels, w, chunks, dtype):
   return reduce_batch(_nan_where_invalid(loss, labels, w.shape[1]), chunks.reduction).astype(dtype)
 
 
-def _softmax_minus_onehot(z, lse, y_c, real):
-  """G = softmax(z) − onehot(y) for one chunk, zero on the padding rows, NaN for an out-of-range label."""
+def _scaled_softmax_minus_onehot(z, lse, y_c, s_c):
+  """s ∘ G, G = softmax(z) − onehot(y), for one chunk [rows, V]. A padding row has s = 0 (``_chunked`` pads
+  with zeros), so its row is 0; an out-of-range label makes its s, and so its row, NaN: one [rows] select
+  each, no [rows, V] pass beyond G itself."""
   onehot = jax.nn.one_hot(y_c, z.shape[-1], dtype=z.dtype)
-  return jnp.where(real[:, None], _nan_where_invalid(jnp.exp(z - lse[:, None]) - onehot, y_c, z.shape[-1]), 0)
+  return (jnp.exp(z - lse[:, None]) - onehot) * _nan_where_invalid(s_c, y_c, z.shape[-1])[:, None]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -161,16 +161,15 @@ def _pass(h, w, labels, chunks, row_scale, lse=None):
   Returns (per-row losses, dh, dW); the losses only where ``lse`` is None.
   """
   dt = jnp.promote_types(h.dtype, jnp.float32)
-  real = jnp.arange(chunks.number * chunks.rows) < chunks.n
   ones = jnp.ones((chunks.n,), dt) if row_scale is None else row_scale.astype(dt)
-  xs = tuple(_chunked(chunks, a) for a in (h, labels, real, ones, jnp.zeros((chunks.n,), dt) if lse is None
+  xs = tuple(_chunked(chunks, a) for a in (h, labels, ones, jnp.zeros((chunks.n,), dt) if lse is None
                                                else lse))
 
   def chunk(dw, x):
-    h_c, y_c, real_c, s_c, lse_c = x
+    h_c, y_c, s_c, lse_c = x
     z, lse_new, z_y = _logits_lse(h_c, w, y_c)
     lse_c = lse_new if lse is None else lse_c
-    grad = _softmax_minus_onehot(z, lse_c, y_c, real_c) * s_c[:, None]       # s ∘ G
+    grad = _scaled_softmax_minus_onehot(z, lse_c, y_c, s_c)                 # s ∘ G
     dh_c = jnp.matmul(grad, w.T.astype(dt))                                  # dh = (s ∘ G)·Wᵀ
     dw = dw + jnp.matmul(h_c.T.astype(dt), grad)                             # dW += hᵀ·(s ∘ G)
     return dw, (lse_c - z_y, dh_c)

@@ -102,7 +102,7 @@ def test_linear_ce_labels_and_shapes_are_checked():
     ops.linear_softmax_cross_entropy(h, w.T, labels)
   with pytest.raises(ValueError, match=r"argument 'chunk_size' must be a Python int >= 1"):
     ops.linear_softmax_cross_entropy(h, w, labels, chunk_size=0)
-  with pytest.raises(TypeError, match=r"argument 'labels' must be an integer array"):
+  with pytest.raises(TypeError, match=r"argument 'labels' must be integer class indices, got dtype float32"):
     ops.linear_softmax_cross_entropy(h, w, labels.astype(jnp.float32))
   jitted = jax.jit(lambda y: ops.linear_softmax_cross_entropy(h, w, y, reduction="none"))
   assert np.isnan(np.asarray(jitted(labels.at[3].set(-1))))[3]
