@@ -66,6 +66,7 @@ class FitResult(NamedTuple):
   state: TrainState
   history: list        # one dict per epoch: epoch, train_loss, train_accuracy, test_loss, test_accuracy, seconds
   compile_seconds: float
+  data: dict | None = None  # the data's identity as the checkpoint records it (name, sha256, source, classes)
 
   def _repr_html_(self) -> str:
     """What Jupyter shows: one row per epoch, the compile time (``jaxbp.insight.display``)."""
@@ -296,7 +297,7 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
       _write_lines(lines, [record], "a")  # type: ignore[arg-type]
     if on_epoch is not None:
       on_epoch(record, state)
-  return FitResult(state, history, compiled.seconds)
+  return FitResult(state, history, compiled.seconds, plan.data_id)
 
 
 def write_metrics(path: str, config: TrainConfig, history: list, **extra: Any) -> None:

@@ -232,7 +232,7 @@ def _train(args: argparse.Namespace, started: float, progress: dict) -> int:
     if "tensorboard" in hooks:
       hooks["tensorboard"].close()
   if lead:
-    _finish(args, out, config, result, data, source, mesh, started, hooks.get("time_grad_flow"))
+    _finish(args, out, config, result, data, mesh, started, hooks.get("time_grad_flow"))
   return 0
 
 
@@ -256,7 +256,7 @@ def _epoch_hooks(args: argparse.Namespace, config: TrainConfig, data: Any) -> di
   return hooks
 
 
-def _finish(args: argparse.Namespace, out: str, config: TrainConfig, result: Any, data: Any, source: dict,
+def _finish(args: argparse.Namespace, out: str, config: TrainConfig, result: Any, data: Any,
             mesh: Any, started: float, time_flow: Any = None) -> None:
   """Plots and ``metrics.json`` (the summary; ``metrics.jsonl`` was written epoch by epoch)."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -275,7 +275,7 @@ def _finish(args: argparse.Namespace, out: str, config: TrainConfig, result: Any
   final, device = result.history[-1], jax.devices()[0]
   train_seconds = sum(r["seconds"] for r in result.history)
   train_lib.write_metrics(
-      os.path.join(out, "metrics.json"), config, result.history, data=train_lib.data_identity(data, source),
+      os.path.join(out, "metrics.json"), config, result.history, data=result.data,
       final_test_accuracy=final["test_accuracy"],
       compile_seconds=result.compile_seconds, train_seconds=train_seconds,
       wall_seconds=time.perf_counter() - started, device=f"{device.platform}: {device.device_kind}",
@@ -290,7 +290,8 @@ def _interrupted(progress: dict) -> str:
   out, epoch = progress.get("out"), progress.get("epoch", 0)
   if out is None or not epoch:
     return "interrupted before the first epoch finished; no checkpoint was written"
-  path = os.path.join(out, "checkpoint.npz")
+  from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
+  path = os.path.join(out, train_lib.CHECKPOINT)
   return f"interrupted; {path} holds epoch {epoch}: continue with jaxbp train --out {out} --resume"
 
 
