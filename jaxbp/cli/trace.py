@@ -150,9 +150,7 @@ def _trace_and_report(expr, inputs, args):
 def _ties(t):
   """The max nodes whose two inputs are equal: where the rule's documented tie choice applies."""
   import numpy as np
-  values = dict(t.inputs)
-  for node in t.nodes:
-    values.update(zip(node.outputs, node.value if len(node.outputs) > 1 else (node.value,)))
+  values = t.values()
   read = lambda name: values[name] if name in values else float(name)  # else: a number written out
   return [node.name for node in t.nodes
           if node.op == "maximum" and bool(np.any(np.equal(read(node.inputs[0]), read(node.inputs[1]))))]

@@ -115,9 +115,7 @@ def draw_trace(trace, path=None, decimals=2, title=""):
   ax.set_aspect("equal")
   ax.axis("off")
   nodes = {n.name: n for n in trace.nodes}
-  values = dict(trace.inputs)
-  for node in trace.nodes:
-    values.update(zip(node.outputs, node.value if len(node.outputs) > 1 else (node.value,)))
+  values = trace.values()
   fan_out: dict = {}
   for src, _, _ in edges:
     fan_out[src] = fan_out.get(src, 0) + 1
@@ -160,9 +158,7 @@ def to_dot(trace, decimals=2):
   for node in trace.nodes:
     lines.append(f"  {quote(node.name)} [shape=circle, label={quote(SYMBOLS.get(node.op, node.op))}, "
                  f"xlabel={quote(node.name)}];")
-  values = dict(trace.inputs)
-  for node in trace.nodes:
-    values.update(zip(node.outputs, node.value if len(node.outputs) > 1 else (node.value,)))
+  values = trace.values()
   for node in trace.nodes:
     for k, read in enumerate(node.inputs):
       src = producer[read].name if read in producer else read

@@ -93,9 +93,7 @@ def _svg(trace, edges, totals, decimals, filled=None):
   width = (max(xs) - x0 + 1.6) * _SCALE
   height = (max(ys) - y0 + 1.0) * _SCALE
   nodes = {n.name: n for n in trace.nodes}
-  values = dict(trace.inputs)
-  for node in trace.nodes:
-    values.update(zip(node.outputs, node.value if len(node.outputs) > 1 else (node.value,)))
+  values = trace.values()
   parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}">',
            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
            'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z"/></marker></defs>']

@@ -81,6 +81,13 @@ class Trace(NamedTuple):
   def __str__(self):
     return self.table()
 
+  def values(self) -> dict:
+    """{name: value} of every input and of every node's output(s): what the graph writes on its wires."""
+    values = dict(self.inputs)
+    for node in self.nodes:
+      values.update(zip(node.outputs, node.value if len(node.outputs) > 1 else (node.value,)))
+    return values
+
   def table(self, decimals: int = 4, full: bool = False) -> str:
     """The nodes as a plain-text table, one row per node and input; then the inputs' gradients.
 
