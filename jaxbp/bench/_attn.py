@@ -16,15 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp import ops
-from jaxbp.bench import _timing
-from jaxbp.insight import cost
+from jaxbp.bench._compare import AUTODIFF
+from jaxbp.bench._compare import MANUAL
+from jaxbp.bench._compare import manual_vs_autodiff
 from jaxbp.insight import tables
 from jaxbp.models.transformer import TransformerConfig
 from jaxbp.models.transformer import init_transformer
 from jaxbp.models.transformer import transformer_apply
 from jaxbp.models.transformer import transformer_head
 
-MANUAL, AUTODIFF = "manual", "jax.grad"
 GOALS = {"attention": ("≤ 1/8 at T 4096", "≤ 1.2×"), "linear CE": ("≤ 1/4 at V 32768", "≤ 1.05×"),
          "rms_norm": ("≤ 1.0×", "≤ 1.05×"), "layer_norm": ("≤ 1.0×", "≤ 1.05×"),
          "transformer": ("< 1.0×", "≤ 1.05×")}
@@ -90,32 +90,19 @@ def measure_case(family: str, label: str, sizes: tuple, *, rounds: int, target_s
     step, args = _case(family, sizes, variant, np.random.default_rng(0))
     compiled[name], calls[name] = step.lower(*args).compile(), args
 
-  def block(name):
-    def run(reps):
-      for _ in range(reps):
-        result = compiled[name](*calls[name])
-      jax.block_until_ready(result)
-    return run
-
-  blocks = {name: block(name) for name in compiled}
-  reps = _timing.calibrate(blocks[MANUAL], target_s)
-  timings = _timing.interleave(blocks, rounds, dict.fromkeys(blocks, reps))
-  temp = {name: cost.compiled_cost(None, compiled=exe).temp_bytes for name, exe in compiled.items()}
+  timings, common = manual_vs_autodiff(compiled, calls, rounds=rounds, target_s=target_s)
   row = {"family": family, "size": label, "sizes": [bool(s) if isinstance(s, bool) else int(s) for s in sizes],
-         "reps": reps, "ms": {name: t.median * 1e3 for name, t in timings.items()}, "temp_bytes": temp,
-         "time_ratio": _timing.paired_ratio(timings[MANUAL], timings[AUTODIFF]),
-         "memory_ratio": temp[MANUAL] / temp[AUTODIFF] if temp[AUTODIFF] else None}
+         **common}
   if family == "transformer":
     row["tokens_per_s"] = {name: sizes[0] * sizes[1] / (t.median) for name, t in timings.items()}
   return row
 
 
-def measure(tiny: bool, rounds: int, target_s: float, *, with_torch: bool = False,
-            only: str | None = None) -> list[dict]:
-  """Every case of ``TINY`` or ``FULL`` (those of family ``only``, if given). No PyTorch rows yet."""
+def measure(tiny: bool, rounds: int, target_s: float, *, with_torch: bool = False) -> list[dict]:
+  """Every case of ``TINY`` or ``FULL``. No PyTorch rows yet."""
   del with_torch
   return [measure_case(family, label, sizes, rounds=rounds, target_s=target_s)
-          for family, label, sizes in (TINY if tiny else FULL) if only in (None, family)]
+          for family, label, sizes in (TINY if tiny else FULL)]
 
 
 def _mib(b: float) -> str:

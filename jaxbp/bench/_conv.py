@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp import ops
-from jaxbp.bench import _timing
-from jaxbp.insight import cost
+from jaxbp.bench._compare import AUTODIFF
+from jaxbp.bench._compare import MANUAL
+from jaxbp.bench._compare import manual_vs_autodiff
 from jaxbp.insight import tables
 
 
@@ -39,7 +40,7 @@ FULL = (
 )
 TINY = tuple(c._replace(shapes=tuple((2, 4, 4, s[3]) if len(s) == 4 and s[0] != 3 else s for s in c.shapes))
              for c in FULL if c.size == "small")
-MANUAL, AUTODIFF, TORCH = "manual", "jax.grad", "torch eager"
+TORCH = "torch eager"
 
 
 def _inputs(case: Case) -> tuple:
@@ -58,15 +59,6 @@ def _step(fn: Any, case: Case, args: tuple):
   loss = lambda c, *a: jnp.sum(fn(*a, **case.kwargs) * c)
   grad = jax.jit(jax.grad(loss, tuple(range(1, len(args) + 1))))
   return grad.lower(_cotangent(case, args), *args).compile()
-
-
-def _block(exe, args):
-  def block(reps):
-    out = None
-    for _ in range(reps):
-      out = exe(*args)
-    jax.block_until_ready(out)
-  return block
 
 
 def _torch_block(case: Case):
@@ -100,16 +92,11 @@ def measure_case(case: Case, rounds: int, target_s: float, with_torch: bool) -> 
   args = _inputs(case)
   exes = {MANUAL: _step(getattr(ops, case.op), case, args),
           AUTODIFF: _step(getattr(ops.reference, case.op), case, args)}
-  blocks = {name: _block(exe, (_cotangent(case, args), *args)) for name, exe in exes.items()}
-  if with_torch:
-    blocks[TORCH] = _torch_block(case)
-  reps = _timing.calibrate(blocks[MANUAL], target_s)
-  timings = _timing.interleave(blocks, rounds, dict.fromkeys(blocks, reps))
-  temp = {name: cost.compiled_cost(None, compiled=exe).temp_bytes for name, exe in exes.items()}
+  call = (_cotangent(case, args), *args)
+  _, row = manual_vs_autodiff(exes, dict.fromkeys(exes, call), rounds=rounds, target_s=target_s,
+                              extra={TORCH: _torch_block(case)} if with_torch else None)
   return {"op": case.op, "size": case.size, "shapes": [list(s) for s in case.shapes], "kwargs": case.kwargs,
-          "ms": {name: t.median * 1e3 for name, t in timings.items()}, "temp_bytes": temp,
-          "time_ratio": _timing.paired_ratio(timings[MANUAL], timings[AUTODIFF]),
-          "memory_ratio": temp[MANUAL] / temp[AUTODIFF] if temp[AUTODIFF] else None}
+          **row}
 
 
 def measure(tiny: bool, rounds: int, target_s: float, with_torch: bool | None = None) -> list:

@@ -17,11 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp import ops
-from jaxbp.bench import _timing
-from jaxbp.insight import cost
+from jaxbp.bench._compare import AUTODIFF
+from jaxbp.bench._compare import MANUAL
+from jaxbp.bench._compare import manual_vs_autodiff
 from jaxbp.insight import tables
-
-MANUAL, AUTODIFF = "manual", "jax.grad"
 
 # (rule, label, sizes): embedding (V, D, N, T); rnn and lstm (N, T, D, H).
 FULL = [("embedding", "small", (13, 32, 64, 16)), ("embedding", "realistic", (32768, 512, 32, 128)),
@@ -66,23 +65,8 @@ def measure_rule(rule: str, label: str, sizes: tuple, *, rounds: int, target_s: 
   variants = {MANUAL: getattr(ops, rule), AUTODIFF: getattr(ops.reference, rule)}
   call = (floats, cotangent, others)
   compiled = {name: _step(fn, args, wrt, cotangent).lower(*call).compile() for name, fn in variants.items()}
-
-  def block(exe):
-    def run(reps):
-      for _ in range(reps):
-        result = exe(*call)
-      jax.block_until_ready(result)
-    return run
-
-  blocks = {name: block(exe) for name, exe in compiled.items()}
-  reps = _timing.calibrate(blocks[MANUAL], target_s)
-  timings = _timing.interleave(blocks, rounds, dict.fromkeys(blocks, reps))
-  temp = {name: cost.compiled_cost(None, compiled=exe).temp_bytes for name, exe in compiled.items()}
-  return {"rule": rule, "size": label, "sizes": list(sizes), "reps": reps,
-          "ms": {name: t.median * 1e3 for name, t in timings.items()},
-          "temp_bytes": temp,
-          "time_ratio": _timing.paired_ratio(timings[MANUAL], timings[AUTODIFF]),
-          "memory_ratio": temp[MANUAL] / temp[AUTODIFF] if temp[AUTODIFF] else None}  # None: both 0
+  _, row = manual_vs_autodiff(compiled, dict.fromkeys(compiled, call), rounds=rounds, target_s=target_s)
+  return {"rule": rule, "size": label, "sizes": list(sizes), **row}
 
 
 def measure(tiny: bool, rounds: int, target_s: float, with_torch: bool | None = None) -> list[dict]:
