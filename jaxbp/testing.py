@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxbp.check import Report
 from jaxbp.check import check_vjp
+from jaxbp.ops._registry import uniform
 
 USER_CHECKS = ("forward", "vjp", "finite_differences", "jacobian", "transpose", "jit", "vmap",
                "linearity", "cotangents", "determinism", "residuals")
@@ -45,7 +46,7 @@ def arrays(shape: Any, dtype: Any = np.float32, low: float = -2.0, high: float =
 
   def draw(s):
     seeds = st.integers(0, 2**32 - 1)
-    return seeds.map(lambda seed: _uniform(np.random.default_rng(seed), s, dtype, low, high, away_from, gap))
+    return seeds.map(lambda seed: uniform(np.random.default_rng(seed), s, dtype, low, high, away_from, gap))
   return shape_st.flatmap(draw)
 
 
@@ -59,14 +60,6 @@ def kinked(shape: Any, at: float = 0.0, dtype: Any = np.float32, low: float = -2
     x.flat[i % max(x.size, 1)] = at
     return x
   return st.tuples(arrays(shape, dtype, low, high), st.integers(0, 1 << 16)).map(lambda p: put(*p))
-
-
-def _uniform(rng, shape, dtype, low, high, away_from, gap):
-  x = rng.uniform(low, high, size=shape)
-  if away_from is not None:
-    near = np.abs(x - away_from) < gap
-    x = np.where(near, away_from + np.where(x >= away_from, 1, -1) * (gap + rng.uniform(0, 1, size=shape)), x)
-  return np.asarray(x, dtype=dtype)
 
 
 def parametrize_rules(cases: Sequence[tuple], dtypes: Sequence[Any] = (np.float32, np.float64),

@@ -73,6 +73,7 @@ def run(args):
 
   from jaxbp.check import ALL_CHECKS  # pylint: disable=import-outside-toplevel
   from jaxbp.check import check_vjp  # pylint: disable=import-outside-toplevel
+  from jaxbp.ops._registry import uniform  # pylint: disable=import-outside-toplevel
   try:
     if args.dtype not in DTYPES:
       raise _BadInput(f"--dtype: {args.dtype!r} is not one of {', '.join(DTYPES)}")
@@ -86,7 +87,7 @@ def run(args):
     return 2
   rng = np.random.default_rng(args.seed)
   dtype = jnp.dtype(args.dtype)
-  xs = [np.asarray(rng.uniform(-2, 2, size=s)).astype(dtype) for s in shapes]
+  xs = [uniform(rng, s, dtype) for s in shapes]
   with jax.enable_x64(args.dtype == "float64"):
     try:
       report = check_vjp(fn, ref, *xs, checks=checks, second_order=args.second_order, seed=args.seed)

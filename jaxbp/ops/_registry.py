@@ -88,7 +88,7 @@ def uniform(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any, low: f
   x = rng.uniform(low, high, size=shape)
   if away_from is not None:
     near = np.abs(x - away_from) < gap
-    x = np.where(near, away_from + np.sign(x - away_from + 1e-12) * (gap + rng.uniform(0, 1, size=shape)), x)
+    x = np.where(near, away_from + np.where(x >= away_from, 1, -1) * (gap + rng.uniform(0, 1, size=shape)), x)
   return np.asarray(x, dtype=dtype)
 
 
