@@ -157,8 +157,6 @@ class Checker:
   # --- finite differences: measured once (fd_data), compared with any float64 cotangent (compare_fd) ---
 
   def finite_differences(self):
-    if self.opts.directions < 1:
-      raise ValueError(f"check_vjp: directions must be at least 1, got {self.opts.directions}")
     grow = 1 if all(x.dtype == np.float64 for x in self.x) else 3  # float64 copies and their differences
     need = grow * self.rule_bytes_estimate()
     if need > self.memory_limit:

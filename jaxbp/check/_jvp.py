@@ -36,9 +36,9 @@ JVP_CHECKS = ("forward", "jvp", "finite_differences", "linearity", "jit", "vmap"
 
 
 class _JvpChecker:
-  def __init__(self, fn, reference, spec, rtol, atol, fd_eps, directions, rng):
+  def __init__(self, fn, reference, spec, rtol, atol, fd_eps, rng):
     self.fn, self.ref, self.spec, self.rng = fn, reference, spec, rng
-    self.rtol, self.atol, self.fd_eps, self.directions = rtol, atol, fd_eps, directions
+    self.rtol, self.atol, self.fd_eps = rtol, atol, fd_eps
     self.x = spec.x()
     if not self.x:
       raise ValueError("check_jvp: no differentiable inputs (no floating-point array among the args)")
@@ -161,7 +161,7 @@ def check_jvp(fn: Callable, reference: Callable, *args: Any, kwargs: dict | None
   argnums = (argnums,) if isinstance(argnums, int) else argnums
   with jax.enable_x64(wants_x64(args)):
     spec = Args(fn, args, kwargs or {}, argnums)
-    checker = _JvpChecker(fn, reference, spec, rtol, atol, fd_eps, 1, np.random.default_rng(seed))
+    checker = _JvpChecker(fn, reference, spec, rtol, atol, fd_eps, np.random.default_rng(seed))
     entries, cause, _ = run_checks(checker, names, fn, spec)
   name = f"{getattr(fn, '__name__', repr(fn))} vs {getattr(reference, '__name__', repr(reference))}"
   return finish(Report(name, tuple(entries), tuple(checker.skipped), tuple(checker.notes), "check_jvp"),
