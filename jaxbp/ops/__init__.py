@@ -5,18 +5,17 @@ One idiom for every rule, in four blocks (STYLE.md), e.g. for ``relu``:
     def relu(x: ArrayLike) -> jax.Array:      # public: docstring with the math; validates with _util
       return _relu(float_array("relu", "x", x))   # (float_array, int_array, static_number, axis_index)
 
-    @jax.custom_vjp
-    def _relu(x):                             # the primal is the forward minus its residuals:
-      return _relu_fwd(x)[0]                  # the forward is written once, in _relu_fwd
-
     def _relu_fwd(x):                         # -> (out, residuals)
       return jnp.maximum(x, 0), x > 0
 
     def _relu_bwd(active, g):                 # -> one cotangent per input, each of its input's dtype
       return (jnp.where(active, g, 0),)
 
-    _relu.defvjp(_relu_fwd, _relu_bwd)
+    _relu = vjp_rule(relu, _relu_fwd, _relu_bwd)   # the custom_vjp core: value _relu_fwd(x)[0], VJP _relu_bwd
     register(relu, jax.nn.relu, sample, branches=BRANCHES, note="001, 004")
+
+(``ops/_rule.py``). The one exception is ``linear_softmax_cross_entropy``, whose plain evaluation computes
+the loss alone rather than ``_fwd(...)[0]``, which would also form the gradients.
 
 No other ``_<op>_forward``-style helper: math shared by several rules is a helper named for the math
 (``_stable_log_softmax``, ``_normalize``), never for a rule. ``nondiff_argnums`` only for Python

@@ -17,6 +17,7 @@ import numpy as np
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
+from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import static_number
 
@@ -197,11 +198,6 @@ class _AttentionResiduals(NamedTuple):
   lse: jax.Array   # [B, H, T] log-sum-exp per query row: P = exp(S − lse) without a second max/sum
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _attention(q, k, v, mask, blk):
-  return _attention_fwd(q, k, v, mask, blk)[0]
-
-
 @functools.partial(jax.jit, static_argnums=(4,))  # one program per shape, also when called eagerly
 def _attention_fwd(q, k, v, mask, blk):
   """O and its residuals: lse [B, H, T] by the online log-sum-exp over key blocks, per query block."""
@@ -291,7 +287,7 @@ def _grad_step(blk, mb, i, j, q_i, g_i, r_i, k_j, v_j, carry):
   return dq, dk_j, dv_j
 
 
-_attention.defvjp(_attention_fwd, _attention_bwd)
+_attention = vjp_rule(attention, _attention_fwd, _attention_bwd, nondiff_argnums=(4,))
 
 
 def _attention_ref(q, k, v, *, causal=False, mask=None, scale=None, block_size=512):

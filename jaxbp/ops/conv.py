@@ -7,7 +7,6 @@ the flipped kernel, the kernel's gradient is the *correlation* of the input with
 Both are written here with ``lax.conv_general_dilated``, never with ``jax.vjp``.
 """
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -19,6 +18,7 @@ from jaxbp.ops import _window
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
+from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import float_array
 from jaxbp.ops._util import float_arrays
 
@@ -95,11 +95,6 @@ def _conv_geometry(x, w, b, stride, padding, dilation):
   return _Geometry(stride, pads, dilation)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _conv2d(x, w, b, geo):
-  return _conv2d_fwd(x, w, b, geo)[0]
-
-
 def _conv2d_fwd(x, w, b, geo):
   y = lax.conv_general_dilated(x, w, geo.stride, geo.pads, rhs_dilation=geo.dilation,
                                dimension_numbers=_NHWC)
@@ -169,5 +164,5 @@ _CONV = {
 }
 
 
-_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+_conv2d = vjp_rule(conv2d, _conv2d_fwd, _conv2d_bwd, nondiff_argnums=(3,))
 register(conv2d, _conv2d_ref, any_branch(_CONV), branches=_CONV, note="001 (matmul backward, shared weights); CS231n")

@@ -6,7 +6,6 @@ its C/G channels together, so the statistics never mix samples (unlike batch nor
 behaves the same in training and evaluation.
 """
 
-import functools
 import numbers
 
 import jax
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
+from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import static_number
 from jaxbp.ops.norm import _affine_norm_bwd
@@ -67,11 +67,6 @@ def _grouped(x, groups):
   return xg, tuple(range(1, xg.ndim - 2)) + (xg.ndim - 1,)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _group_norm(x, gamma, beta, groups, eps):
-  return _group_norm_fwd(x, gamma, beta, groups, eps)[0]
-
-
 def _group_norm_fwd(x, gamma, beta, groups, eps):
   """batch_norm's forward on the grouped view, with γ, β [C] seen as [G, C/G]."""
   xg, axes = _grouped(x, groups)
@@ -113,5 +108,5 @@ def _group_norm_forms():
 _GROUP_NORM = _group_norm_forms()
 
 
-_group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
+_group_norm = vjp_rule(group_norm, _group_norm_fwd, _group_norm_bwd, nondiff_argnums=(3, 4))
 register(group_norm, _group_norm_ref, any_branch(_GROUP_NORM), branches=_GROUP_NORM, note="004")

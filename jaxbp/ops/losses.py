@@ -6,7 +6,6 @@ for "mean". Every rule's backward is the fused formula: softmax cross-entropy ne
 softmax's Jacobian, and never takes the log of a computed softmax.
 """
 
-import functools
 from typing import Any
 
 import jax
@@ -17,6 +16,7 @@ import numpy as np
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
+from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import REDUCTIONS
 from jaxbp.ops._util import class_labels
 from jaxbp.ops._util import float_array
@@ -86,11 +86,6 @@ def squared_error(pred: ArrayLike, target: ArrayLike, reduction: str = "mean") -
   return _squared_error(pred, target, reduction, (pred.dtype, target.dtype))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _squared_error(pred, target, reduction, dtypes):
-  return _squared_error_fwd(pred, target, reduction, dtypes)[0]
-
-
 def _squared_error_fwd(pred, target, reduction, dtypes):
   diff = pred - target
   per_sample = 0.5 * jnp.sum(diff * diff, axis=tuple(range(1, diff.ndim)))
@@ -108,7 +103,7 @@ def _squared_error_ref(pred, target, reduction="mean"):
   return _reduce_ref(per_sample, reduction)
 
 
-_squared_error.defvjp(_squared_error_fwd, _squared_error_bwd)
+_squared_error = vjp_rule(squared_error, _squared_error_fwd, _squared_error_bwd, nondiff_argnums=(2, 3))
 register(squared_error, _squared_error_ref, any_branch(_REGRESSION), branches=_REGRESSION, note="000, 004")
 
 
@@ -133,11 +128,6 @@ def mse(pred: ArrayLike, target: ArrayLike, reduction: str = "mean") -> jax.Arra
   return _mse(pred, target, reduction, (pred.dtype, target.dtype))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _mse(pred, target, reduction, dtypes):
-  return _mse_fwd(pred, target, reduction, dtypes)[0]
-
-
 def _mse_fwd(pred, target, reduction, dtypes):
   diff = pred - target
   return reduce_batch(diff * diff, reduction), diff  # each element counts as a sample, as in PyTorch
@@ -153,7 +143,7 @@ def _mse_ref(pred, target, reduction="mean"):
   return _reduce_ref(sq, reduction)
 
 
-_mse.defvjp(_mse_fwd, _mse_bwd)
+_mse = vjp_rule(mse, _mse_fwd, _mse_bwd, nondiff_argnums=(2, 3))
 register(mse, _mse_ref, any_branch(_REGRESSION), branches=_REGRESSION, note="000")
 
 
@@ -223,11 +213,6 @@ def _targets(labels, num_classes, probs, dtype):
   return labels.astype(dtype) if probs else jax.nn.one_hot(labels, num_classes, dtype=dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _softmax_cross_entropy(logits, labels, reduction, probs):
-  return _softmax_cross_entropy_fwd(logits, labels, reduction, probs)[0]
-
-
 def _softmax_cross_entropy_fwd(logits, labels, reduction, probs):
   ls = _stable_log_softmax(logits, -1)
   per_sample = -jnp.sum(_targets(labels, logits.shape[-1], probs, ls.dtype) * ls, axis=-1)
@@ -258,7 +243,8 @@ def _softmax_cross_entropy_ref(logits, labels, reduction="mean"):
 
 
 _SCE = {**_label_branches(False), **_label_branches(True)}
-_softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd)
+_softmax_cross_entropy = vjp_rule(softmax_cross_entropy, _softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd,
+                                  nondiff_argnums=(2, 3))
 register(softmax_cross_entropy, _softmax_cross_entropy_ref, any_branch(_SCE), branches=_SCE, note="001, 004")
 
 
@@ -286,11 +272,6 @@ def multiclass_hinge(scores: ArrayLike, labels: ArrayLike, margin: float = 1.0,
   require_reduction("multiclass_hinge", reduction)
   margin = static_number("multiclass_hinge", "margin", margin, low=0.0)
   return _multiclass_hinge(scores, labels, margin, reduction)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _multiclass_hinge(scores, labels, margin, reduction):
-  return _multiclass_hinge_fwd(scores, labels, margin, reduction)[0]
 
 
 def _multiclass_hinge_fwd(scores, labels, margin, reduction):
@@ -331,7 +312,7 @@ def _away_from_kinks(sample):
 
 
 _HINGE = {name: _away_from_kinks(sample) for name, sample in _label_branches(False).items()}
-_multiclass_hinge.defvjp(_multiclass_hinge_fwd, _multiclass_hinge_bwd)
+_multiclass_hinge = vjp_rule(multiclass_hinge, _multiclass_hinge_fwd, _multiclass_hinge_bwd, nondiff_argnums=(2, 3))
 register(multiclass_hinge, _multiclass_hinge_ref, any_branch(_HINGE), branches=_HINGE, note="001")
 
 
@@ -362,11 +343,6 @@ def _sum_squares(tree):
   return sum(jnp.sum(leaf * leaf) for leaf in jax.tree_util.tree_leaves(tree))
 
 
-@jax.custom_vjp
-def _l2_penalty(tree, lam):
-  return _l2_penalty_fwd(tree, lam)[0]
-
-
 def _l2_penalty_fwd(tree, lam):
   return 0.5 * lam * _sum_squares(tree), (tree, lam)
 
@@ -394,5 +370,5 @@ _TREES = {
     "nested tree": _l2_sampler([(2, 3), (3,), (2, 2)]),
     "an empty leaf": _l2_sampler([(0, 3), (3,)]),
 }
-_l2_penalty.defvjp(_l2_penalty_fwd, _l2_penalty_bwd)
+_l2_penalty = vjp_rule(l2_penalty, _l2_penalty_fwd, _l2_penalty_bwd)
 register(l2_penalty, _l2_penalty_ref, any_branch(_TREES), branches=_TREES, note="001")

@@ -1,6 +1,5 @@
 """Normalisation and regularisation (notes 001, 004): batch norm, layer norm, inverted dropout."""
 
-import functools
 import math
 
 import jax
@@ -10,6 +9,7 @@ from jax.typing import ArrayLike
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
+from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import static_number
 from jaxbp.ops._util import unbroadcast
@@ -104,11 +104,6 @@ def _batch_axes(x):
   return tuple(range(x.ndim - 1))  # every axis but the channels
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _batch_norm(x, gamma, beta, eps):
-  return _batch_norm_fwd(x, gamma, beta, eps)[0]
-
-
 def _batch_norm_fwd(x, gamma, beta, eps):
   return _affine_norm_fwd(_batch_axes(x), x, gamma, beta, eps)
 
@@ -146,7 +141,7 @@ _BATCH = {
 }
 
 
-_batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+_batch_norm = vjp_rule(batch_norm, _batch_norm_fwd, _batch_norm_bwd, nondiff_argnums=(3,))
 register(batch_norm, _batch_norm_ref, any_branch(_BATCH), branches=_BATCH, note="001, 004")
 
 
@@ -181,11 +176,6 @@ def layer_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, eps: float = 1e-
   return _layer_norm(x, gamma, beta, static_number("layer_norm", "eps", eps, low=0.0))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _layer_norm(x, gamma, beta, eps):
-  return _layer_norm_fwd(x, gamma, beta, eps)[0]
-
-
 def _layer_norm_fwd(x, gamma, beta, eps):
   return _affine_norm_fwd((-1,), x, gamma, beta, eps)  # normalised over the feature axis −1
 
@@ -210,7 +200,7 @@ _ROWS = {
 }
 
 
-_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+_layer_norm = vjp_rule(layer_norm, _layer_norm_fwd, _layer_norm_bwd, nondiff_argnums=(3,))
 register(layer_norm, _layer_norm_ref, any_branch(_ROWS), branches=_ROWS, note="004")
 
 
@@ -243,11 +233,6 @@ def _dropout_mask(key, x, rate):
   return jax.random.bernoulli(key, 1.0 - rate, jnp.shape(x))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _dropout(key, x, rate):
-  return _dropout_fwd(key, x, rate)[0]
-
-
 def _dropout_fwd(key, x, rate):
   keep = _dropout_mask(key, x, rate)
   return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype), keep
@@ -278,5 +263,5 @@ _RATES = {
 }
 
 
-_dropout.defvjp(_dropout_fwd, _dropout_bwd)
+_dropout = vjp_rule(dropout, _dropout_fwd, _dropout_bwd, nondiff_argnums=(2,))
 register(dropout, _dropout_ref, any_branch(_RATES), branches=_RATES, note="004")

@@ -6,7 +6,6 @@ upstream gradient goes to the winner), average pooling is an add gate scaled by 
 several windows sums what each of them sends it.
 """
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -17,6 +16,7 @@ import numpy as np
 from jaxbp.ops import _window
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
+from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import float_array
 
 
@@ -103,11 +103,6 @@ def max_pool2d(x: jax.typing.ArrayLike, window=2, stride=None, padding="VALID") 
   return _max_pool2d(x, _pool_geometry("max_pool2d", x, window, stride, padding))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _max_pool2d(x, geo):
-  return _max_pool2d_fwd(x, geo)[0]
-
-
 def _max_pool2d_fwd(x, geo):
   y = _reduce(x, -jnp.inf, lax.max, geo)
   return y, (x, y)  # the winner of each window is where x equals y (first match wins)
@@ -160,7 +155,7 @@ def _pool_forms(distinct):
 _MAX_POOL, _AVG_POOL = _pool_forms(distinct=True), _pool_forms(distinct=False)
 
 
-_max_pool2d.defvjp(_max_pool2d_fwd, _max_pool2d_bwd)
+_max_pool2d = vjp_rule(max_pool2d, _max_pool2d_fwd, _max_pool2d_bwd, nondiff_argnums=(1,))
 register(max_pool2d, _max_pool2d_ref, any_branch(_MAX_POOL), branches=_MAX_POOL,
          note="001 (the max gate); CS231n")
 
@@ -201,11 +196,6 @@ def _window_mean(x, geo):
   return _reduce(x, np.zeros((), x.dtype), lax.add, geo) / (geo.window[0] * geo.window[1])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _avg_pool2d(x, geo):
-  return _avg_pool2d_fwd(x, geo)[0]
-
-
 def _avg_pool2d_fwd(x, geo):
   return _window_mean(x, geo), None  # a linear op: the backward needs only the static shapes
 
@@ -224,5 +214,5 @@ def _avg_pool2d_ref(x, window=2, stride=None, padding="VALID"):
   return _window_mean(x, _pool_geometry("avg_pool2d", x, window, stride, padding))
 
 
-_avg_pool2d.defvjp(_avg_pool2d_fwd, _avg_pool2d_bwd)
+_avg_pool2d = vjp_rule(avg_pool2d, _avg_pool2d_fwd, _avg_pool2d_bwd, nondiff_argnums=(1,))
 register(avg_pool2d, _avg_pool2d_ref, any_branch(_AVG_POOL), branches=_AVG_POOL, note="001 (the add gate); CS231n")

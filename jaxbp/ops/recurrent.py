@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
+from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import float_arrays
 
 
@@ -105,11 +106,6 @@ def rnn(x: jax.typing.ArrayLike, h0: jax.typing.ArrayLike, w_x: jax.typing.Array
   return _rnn(x, h0, w_x, w_h, b)
 
 
-@jax.custom_vjp
-def _rnn(x, h0, w_x, w_h, b):
-  return _rnn_fwd(x, h0, w_x, w_h, b)[0]
-
-
 def _rnn_fwd(x, h0, w_x, w_h, b):
   def step(h, xw_t):
     h = jnp.tanh(xw_t + h @ w_h)
@@ -162,7 +158,7 @@ def _recurrent_branches(cell):
 _RNN = _recurrent_branches("rnn")
 
 
-_rnn.defvjp(_rnn_fwd, _rnn_bwd)
+_rnn = vjp_rule(rnn, _rnn_fwd, _rnn_bwd)
 register(rnn, _rnn_ref, any_branch(_RNN), branches=_RNN, note="004")
 
 
@@ -226,11 +222,6 @@ def _gates(z):
   """(i, f, g, o) of pre-activations z [..., 4H]."""
   z_i, z_f, z_g, z_o = jnp.split(z, 4, axis=-1)
   return jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
-
-
-@jax.custom_vjp
-def _lstm(x, h0, c0, w_x, w_h, b):
-  return _lstm_fwd(x, h0, c0, w_x, w_h, b)[0]
 
 
 def _lstm_fwd(x, h0, c0, w_x, w_h, b):
@@ -330,5 +321,5 @@ _LSTM = {**_recurrent_branches("lstm"),  # T > CHUNK: full chunks of the backwar
          "T = CHUNK + 3": _recurrent_sampler("lstm", n=1, t=CHUNK + 3, d=1, h=1)}
 
 
-_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+_lstm = vjp_rule(lstm, _lstm_fwd, _lstm_bwd)
 register(lstm, _lstm_ref, any_branch(_LSTM), branches=_LSTM, note="004")

@@ -1,6 +1,5 @@
 """RMS normalisation (Zhang & Sennrich 2019): layer norm without the mean, with Liger-Kernel's residuals."""
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -10,6 +9,7 @@ from jax.typing import ArrayLike
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
+from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import static_number
 from jaxbp.ops._util import unbroadcast
@@ -53,11 +53,6 @@ class _RMSResiduals(NamedTuple):
   gamma: jax.Array  # [D]: h = g·γ
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _rms_norm(x, gamma, eps):
-  return _rms_norm_fwd(x, gamma, eps)[0]
-
-
 def _rms_norm_fwd(x, gamma, eps):
   r = jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
   return gamma * (x * r), _RMSResiduals(x, r, gamma)
@@ -93,5 +88,5 @@ _BRANCHES = {
     "D = 0 (no features: an empty output, empty gradients)": _rms_sampler(1, d=(0, 0)),
 }
 
-_rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
+_rms_norm = vjp_rule(rms_norm, _rms_norm_fwd, _rms_norm_bwd, nondiff_argnums=(2,))
 register(rms_norm, _rms_norm_ref, any_branch(_BRANCHES), branches=_BRANCHES, note="004 (layer norm's kin)")
