@@ -187,3 +187,11 @@ def reduce_batch(per_sample: jax.Array, reduction: str) -> jax.Array:
     return per_sample
   total = jnp.sum(per_sample)
   return total / per_sample.size if reduction == "mean" else total
+
+
+def balanced_blocks(n: int, most: int) -> tuple[int, int]:
+  """(size, count): as few blocks of at most ``most`` as cover ``n``, of equal size (the padding of the last
+  is < count), e.g. 600 at most 512 is two of 300. ``n = 0`` is one block of 1, all padding, so that a
+  blocked loop still runs once over a masked block instead of reducing over an empty axis."""
+  count = max(1, -(-n // most))
+  return max(1, -(-n // count)), count

@@ -18,6 +18,7 @@ from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
 from jaxbp.ops._rule import vjp_rule
+from jaxbp.ops._util import balanced_blocks
 from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import static_number
 
@@ -32,12 +33,6 @@ class _Blocks(NamedTuple):
   nk: int
   causal: bool
   scale: float
-
-
-def _split(n, block_size):
-  """(block, count): as few blocks of at most ``block_size`` as cover ``n``, of equal size (padding < count)."""
-  count = max(1, -(-n // block_size))
-  return max(1, -(-n // count)), count  # n = 0: one padded block, masked like any padding
 
 
 def _to_blocks(x, b, n):
@@ -163,8 +158,8 @@ def _check_attention(q, k, v, causal, mask, scale, block_size):
     raise TypeError(f"attention: argument 'causal' must be a bool, got {causal!r}")
   if mask is not None:
     mask = _check_mask(mask, (qs[0], qs[2], qs[1], ks[1]))
-  bq, nq = _split(qs[1], int(block_size))
-  bk, nk = _split(ks[1], int(block_size))
+  bq, nq = balanced_blocks(qs[1], int(block_size))
+  bk, nk = balanced_blocks(ks[1], int(block_size))
   factor = 1.0 / math.sqrt(qs[3]) if scale is None else scale
   return _Blocks(qs[1], ks[1], bq, nq, bk, nk, causal, factor), mask
 

@@ -10,6 +10,7 @@ from jax.typing import ArrayLike
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
+from jaxbp.ops._util import balanced_blocks
 from jaxbp.ops._util import class_labels
 from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import reduce_batch
@@ -83,8 +84,8 @@ def _check_linear_ce(h, w, labels, chunk_size, reduction):
     chunk_size = max(256, n * h.shape[1] // w.shape[1])
   if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
     raise ValueError(f"{op}: argument 'chunk_size' must be a Python int >= 1 or None, got {chunk_size!r}")
-  count = max(1, -(-n // chunk_size))
-  return _Chunks(n, max(1, -(-n // count)), count, reduction)
+  rows, count = balanced_blocks(n, chunk_size)
+  return _Chunks(n, rows, count, reduction)
 
 
 def _chunked(chunks, x):
