@@ -1,10 +1,12 @@
 """check_vjp at the sizes of issue 13 item 7: time and peak memory of each case, with what it skipped.
 
-  python benchmarks/checker_scale.py [--case ce|linear_ce|attention] [--rows 4096]
+  python benchmarks/checker_scale.py [--case ce|linear_ce|attention] [--rows 4096] [--directions 1]
 
 Each case runs in its own process (peak RSS is per process): a [rows, 32768] float32
 softmax_cross_entropy, a linear_softmax_cross_entropy with h [rows, 256] and W [256, 32768], and
-attention over 4,096 positions (q, k, v [1, 4096, 4, 64]). Default checks, ``directions=1``; above
+attention over 4,096 positions (q, k, v [1, 4096, 4, 64]). Default checks, ``directions=1`` unless
+``--directions`` says otherwise (check_vjp's default is 3: each direction is two float64 forward
+passes over every input); above
 ``LARGE`` elements the float64 finite differences run compiled on the device, the Jacobian and the
 self-test are skipped with their reason (printed). Report the load (``uptime``) with the numbers.
 """
@@ -32,19 +34,20 @@ def _inputs(case, rows, rng):
   return ops.attention, tuple(rng.standard_normal((1, 4096, 4, 64), np.float32) for _ in range(3))
 
 
-def run_one(case, rows):
+def run_one(case, rows, directions):
   from jaxbp.check import check_vjp  # pylint: disable=import-outside-toplevel
   from jaxbp.ops import REGISTRY  # pylint: disable=import-outside-toplevel
   fn, args = _inputs(case, rows, np.random.default_rng(0))
   start = time.perf_counter()
   try:
-    report = check_vjp(fn, REGISTRY[fn.__name__].reference, *args, directions=1)
+    report = check_vjp(fn, REGISTRY[fn.__name__].reference, *args, directions=directions)
   except AssertionError as exc:  # the report of a failed check: print its first line, not a traceback
     report = exc.report  # type: ignore[attr-defined]
     print(str(exc).splitlines()[0])
   seconds = time.perf_counter() - start
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-  print(f"{case}: {'passed' if report.passed else 'FAILED'} {len(report.entries)} checks in {seconds:.1f} s,"
+  print(f"{case} (directions={directions}): {'passed' if report.passed else 'FAILED'} {len(report.entries)}"
+        f" checks in {seconds:.1f} s,"
         f" peak RSS {peak:.1f} GB")
   for check, label, why in report.skipped:
     print(f"  skipped {check} for {label}: {why}")
@@ -54,13 +57,15 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--case", choices=CASES)
   parser.add_argument("--rows", type=int, default=4096)
+  parser.add_argument("--directions", type=int, default=1)
   opts = parser.parse_args(argv)
   if opts.case:
-    run_one(opts.case, opts.rows)
+    run_one(opts.case, opts.rows, opts.directions)
     return 0
   print(subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip())
   for case in CASES:
-    subprocess.run([sys.executable, __file__, "--case", case, "--rows", str(opts.rows)], check=False)
+    subprocess.run([sys.executable, __file__, "--case", case, "--rows", str(opts.rows),
+                    "--directions", str(opts.directions)], check=False)
   return 0
 
 
