@@ -1,20 +1,25 @@
 """How many planted backward bugs each gradient checker catches, and how many correct rules it fails.
 
-    python benchmarks/checker_power.py [--quick]
+    python benchmarks/checker_power.py [--quick] [--no-torch]
 
 Each bug is a ``jax.custom_vjp`` whose backward differs from a correct rule in one planted way, with
 inputs that reach the planted path (a batch of one for a batch-of-one bug, probability labels for a
 probability-label bug), as a per-branch sampler would give them. Each goes through
 ``check_vjp(..., checks="all", second_order=True)`` and ``jax.test_util.check_grads(order=2,
-modes=["rev"])`` in float32 and in float64 (the inputs cast). torch.autograd.gradcheck is run when
-torch is installed, on the float64 JAX function through a callback-free transcription is not possible
-generically, so its column says "n/a" (see docs/checking.md). Every correct rule of
-``jaxbp.ops.REGISTRY`` in float32 is the false-positive control. ``--quick`` leaves out the
-transform matrix (``checks`` = the classic ones plus linearity, cotangents and determinism).
+modes=["rev"])`` in float32 and in float64 (the inputs cast). When torch is installed, each bug's torch
+transcription in ``_torch_corpus.py`` (the same formula and planted bug as a ``torch.autograd.Function``;
+no bridge from JAX) goes through ``torch.autograd.gradcheck`` and ``gradgradcheck`` (their defaults, float64,
+plus ``check_batched_grad=True``) at the same inputs; a bug that cannot exist in torch says "n/a", and why
+below the table. Every correct rule of ``jaxbp.ops.REGISTRY`` in float32 is the false-positive control; for
+gradcheck, the registry rules transcribed in ``_torch_corpus.CONTROLS``, at the same sampled inputs in
+float64. ``--quick`` leaves out the transform matrix (``checks`` = the classic ones plus linearity, cotangents
+and determinism).
 """
 
 import argparse
+import importlib.util
 import math
+from pathlib import Path
 import sys
 import time
 
@@ -140,7 +145,8 @@ def corpus():
                                                  "double"), lambda x: 2 * x, (_x(3, 4, dtype=np.float16),)),
       ("computed in bfloat16", rule(SIG, sig_bwd(lambda x, y, g: (g * y * (1 - y)).astype(jnp.bfloat16)
                                                  .astype(g.dtype)), "sig"), SIG, (x34,)),
-      ("nonlinear in g (g²)", rule(SIG, sig_bwd(lambda x, y, g: (g + 1e-4 * g ** 2) * y * (1 - y)), "sig"), SIG, (x34,)),
+      ("nonlinear in g (g²)", rule(SIG, sig_bwd(lambda x, y, g: (g + 1e-4 * g ** 2) * y * (1 - y)), "sig"), SIG,
+       (x34,)),
       ("nonlinear in g (g > 0)", rule(SIG, sig_bwd(lambda x, y, g: jnp.where(g > 0, 1.0, 0.9999) * g * y * (1 - y)),
                                       "sig"), SIG, (x34,)),
       ("constant term", rule(SIG, sig_bwd(lambda x, y, g: g * y * (1 - y) + 3e-8), "sig"), SIG, (x34,)),
@@ -216,33 +222,89 @@ def run_check_grads(fn, args, dtype):
       return True
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true")
-  opts = parser.parse_args(argv)
-  checks = ("forward", "vjp", "finite_differences", "jacobian", "transpose", "jit", "vmap", "second_order",
-            "linearity", "cotangents", "determinism") if opts.quick else "all"
-  start, rows = time.time(), []
-  print("| planted bug | check_vjp | check_grads float32 | check_grads float64 |\n|---|---|---|---|")
+COLUMNS = ("check_vjp", "check_grads float32", "check_grads float64", "gradcheck + gradgradcheck float64")
+
+
+def _torch_corpus():
+  """benchmarks/_torch_corpus.py (it imports torch), or None where torch is not installed."""
+  if importlib.util.find_spec("torch") is None:
+    return None
+  spec = importlib.util.spec_from_file_location("_torch_corpus", Path(__file__).with_name("_torch_corpus.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _gradcheck(tc, entry, args, label, notes):
+  """gradcheck's cell: True (caught / false positive), False, or None (n/a); a reason or an error into notes."""
+  if tc is None or entry is None:
+    return None
+  if isinstance(entry, str):
+    notes.append(f"n/a, {label}: {entry}.")
+    return None
+  caught, error = tc.run_gradcheck(entry, args)
+  if error:
+    notes.append(f"{label}: gradcheck raised {error}")
+  return caught
+
+
+def _cells(flags, hit, miss):
+  return " | ".join("n/a" if c is None else hit if c else miss for c in flags)
+
+
+def _planted(checks, tc, notes):
+  rows = []
   for kind, fn, ref, args in corpus():
-    row = (kind, run_check_vjp(fn, ref, args, checks), run_check_grads(fn, args, np.float32),
-           run_check_grads(fn, args, np.float64))
+    row = (run_check_vjp(fn, ref, args, checks), run_check_grads(fn, args, np.float32),
+           run_check_grads(fn, args, np.float64), _gradcheck(tc, tc and tc.PLANTED[kind], args, kind, notes))
     rows.append(row)
-    print(f"| {kind} | " + " | ".join("caught" if c else "**missed**" for c in row[1:]) + " |", flush=True)
-  false = [0, 0, 0]
+    print(f"| {kind} | {_cells(row, 'caught', '**missed**')} |", flush=True)
+  return rows
+
+
+def _controls(checks, tc, notes):
+  rows = []
   for name, r in sorted(REGISTRY.items()):
     args, kwargs = r.sample(np.random.default_rng(0), np.float32)
     bound = lambda *a, r=r, kwargs=kwargs: r.fn(*a, **kwargs)
+    entry = tc.CONTROLS[name](**kwargs) if tc and name in tc.CONTROLS else None
     flags = (run_check_vjp(r.fn, r.reference, args, checks) if not kwargs else _with_kwargs(r, args, kwargs, checks),
-             run_check_grads(bound, args, np.float32), run_check_grads(bound, args, np.float64))
-    false = [f + int(c) for f, c in zip(false, flags)]
+             run_check_grads(bound, args, np.float32), run_check_grads(bound, args, np.float64),
+             _gradcheck(tc, entry, args, f"(correct) {name}", notes))
+    rows.append(flags)
     if any(flags):
-      print(f"| (correct) {name} | " + " | ".join("**false positive**" if c else "passes" for c in flags) + " |")
-  n, m = len(rows), len(REGISTRY)
-  caught = [sum(r[i] for r in rows) for i in (1, 2, 3)]
-  print(f"| **caught, of {n} planted bugs** | " + " | ".join(f"**{c}/{n}**" for c in caught) + " |")
-  print(f"| **false positives, of {m} correct rules** | " + " | ".join(f"**{f}/{m}**" for f in false) + " |")
-  print("\ntorch.autograd.gradcheck: n/a (torch is not installed here)." if "torch" not in sys.modules else "")
+      print(f"| (correct) {name} | {_cells(flags, '**false positive**', 'passes')} |", flush=True)
+  return rows
+
+
+def _totals(rows):
+  """'**c/n**' per column over the rows where the column ran."""
+  ran = [[r[i] for r in rows if r[i] is not None] for i in range(len(COLUMNS))]
+  return " | ".join(f"**{sum(c)}/{len(c)}**" if c else "n/a" for c in ran)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--no-torch", action="store_true", help="no gradcheck column even where torch is installed")
+  opts = parser.parse_args(argv)
+  checks = ("forward", "vjp", "finite_differences", "jacobian", "transpose", "jit", "vmap", "second_order",
+            "linearity", "cotangents", "determinism") if opts.quick else "all"
+  tc = None if opts.no_torch else _torch_corpus()
+  if tc is not None and {k for k, *_ in corpus()} != set(tc.PLANTED):
+    sys.exit("benchmarks/_torch_corpus.py: PLANTED's kinds differ from corpus()'s")
+  start, notes = time.time(), []
+  print("| planted bug | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS))
+  bugs, controls = _planted(checks, tc, notes), _controls(checks, tc, notes)
+  print(f"| **caught, of {len(bugs)} planted bugs** | {_totals(bugs)} |")
+  print(f"| **false positives, of {len(controls)} correct rules** | {_totals(controls)} |\n")
+  if tc is None:
+    print("torch.autograd.gradcheck: n/a (" + ("--no-torch)." if opts.no_torch else "torch is not installed here)."))
+  else:
+    print(f"gradcheck: torch {tc.torch.__version__}. Its totals count the rows it ran: n/a is a planted bug that "
+          f"cannot exist in torch (why below) or a registry rule not transcribed ({len(tc.CONTROLS)} of the "
+          f"{len(controls)} are: the elementwise gates, activations, softmaxes, matmul, linear, mse, squared_error).")
+  print("\n".join(notes))
   print(f"{time.time() - start:.0f} s")
   return 0
 
