@@ -252,9 +252,9 @@ def _cells(flags, hit, miss):
   return " | ".join("n/a" if c is None else hit if c else miss for c in flags)
 
 
-def _planted(checks, tc, notes):
+def _planted(bugs, checks, tc, notes):
   rows = []
-  for kind, fn, ref, args in corpus():
+  for kind, fn, ref, args in bugs:
     row = (run_check_vjp(fn, ref, args, checks), run_check_grads(fn, args, np.float32),
            run_check_grads(fn, args, np.float64), _gradcheck(tc, tc and tc.PLANTED[kind], args, kind, notes))
     rows.append(row)
@@ -290,12 +290,13 @@ def main(argv=None):
   opts = parser.parse_args(argv)
   checks = ("forward", "vjp", "finite_differences", "jacobian", "transpose", "jit", "vmap", "second_order",
             "linearity", "cotangents", "determinism") if opts.quick else "all"
-  tc = None if opts.no_torch else _torch_corpus()
-  if tc is not None and {k for k, *_ in corpus()} != set(tc.PLANTED):
-    sys.exit("benchmarks/_torch_corpus.py: PLANTED's kinds differ from corpus()'s")
   start, notes = time.time(), []
+  tc = None if opts.no_torch else _torch_corpus()
+  bugs = corpus()  # once: its inputs come from the module's RNG in order
+  if tc is not None and {k for k, *_ in bugs} != set(tc.PLANTED):
+    sys.exit("benchmarks/_torch_corpus.py: PLANTED's kinds differ from corpus()'s")
   print("| planted bug | " + " | ".join(COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS))
-  bugs, controls = _planted(checks, tc, notes), _controls(checks, tc, notes)
+  bugs, controls = _planted(bugs, checks, tc, notes), _controls(checks, tc, notes)
   print(f"| **caught, of {len(bugs)} planted bugs** | {_totals(bugs)} |")
   print(f"| **false positives, of {len(controls)} correct rules** | {_totals(controls)} |\n")
   if tc is None:
