@@ -314,7 +314,7 @@ def main(argv=None):
     print(f"gradcheck: torch {tc.torch.__version__}. Its totals count the rows it ran: n/a is a planted bug that "
           f"cannot exist in torch (why below) or a registry rule not transcribed ({len(tc.CONTROLS)} of the "
           f"{len(controls)} are: the elementwise gates, activations, softmaxes, matmul, linear, mse, squared_error).")
-  print("\n".join(notes))
+  print("".join(f"\n- {n}" for n in notes))
   print(f"{time.time() - start:.0f} s")
   return 0
 
