@@ -48,3 +48,27 @@ def jaxbp_cmd(monkeypatch, capsys):
       status = e.code
     return status, capsys.readouterr().err.strip().splitlines()
   return run
+
+
+_COMPILED: dict = {}
+
+
+@pytest.fixture
+def shared_compiles(monkeypatch):
+  """``train.fit`` reuses the programs an earlier fit in this process compiled for the same config, data
+  shapes, step count, mesh and float64 setting (fit compiles ahead of time, which jit's cache does not
+  share): a test that fits one config several times (a run, its interruption, its resume) compiles once.
+  Compiling is deterministic in those inputs, so this changes no result; a resume asks for no initialiser
+  and takes the step and evaluation of a fresh run's."""
+  from jaxbp import train  # pylint: disable=import-outside-toplevel
+  from jaxbp._step import split_arrays  # pylint: disable=import-outside-toplevel
+  compile_ = train._compile  # pylint: disable=protected-access
+
+  def memo(config, spec, data, steps, mesh, init):
+    shapes = tuple((a.shape, str(a.dtype)) for split in ("train", "test") for a in split_arrays(data, split))
+    key = (config, spec, shapes, steps, mesh, bool(jax.config.jax_enable_x64))
+    found = _COMPILED.get((key, True)) or (None if init else _COMPILED.get((key, False)))
+    if found is None:
+      found = _COMPILED[key, init] = compile_(config, spec, data, steps, mesh, init)
+    return found if init else found._replace(init=None)
+  monkeypatch.setattr(train, "_compile", memo)
