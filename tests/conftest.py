@@ -37,7 +37,7 @@ def x64():
 @pytest.fixture
 def jaxbp_cmd(monkeypatch, capsys):
   """``jaxbp ARGV`` run in this process with only ``train`` loaded: a function returning (exit status,
-  stderr lines)."""
+  stderr lines); what the command printed to stdout is then its ``stdout`` attribute."""
   from jaxbp import cli  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(cli, "COMMANDS", {"train": cli.COMMANDS["train"]})
 
@@ -46,7 +46,9 @@ def jaxbp_cmd(monkeypatch, capsys):
       status = cli.main(list(argv))
     except SystemExit as e:  # argparse
       status = e.code
-    return status, capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    run.stdout = captured.out
+    return status, captured.err.strip().splitlines()
   return run
 
 
