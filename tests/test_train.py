@@ -151,7 +151,7 @@ def test_guarded_step_keeps_parameters_on_nan():
   assert int(new.step) == 1
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, shared_compiles):
   config = SMALL._replace(optimizer="adamw", schedule="cosine", model=MLP(hidden=(16,), dropout=0.2, batch_norm=True),
                           epochs=3)
   data = _dataset()
@@ -200,7 +200,9 @@ _SHARDED = textwrap.dedent("""
 
 
 def test_data_parallel_step_equals_single_device():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+  # the conftest's XLA_FLAGS (back-end level 0) kept, plus four host devices
+  flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu",
              TESTS_DIR=os.path.dirname(__file__))
   out = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=240,
                        check=False)
@@ -220,11 +222,12 @@ def test_grad_flow_step_records_each_weight_gradients_norm():
   loss_fn = train.make_loss_fn(config, SPEC)
   _, metrics = train.make_train_step(loss_fn, opt, donate=False, grad_flow=True)(state, batch)
   _, subkey = jax.random.split(state.key)
-  grads = jax.grad(lambda p: loss_fn(p, state.model_state, batch, subkey)[0])(state.params)
+  grads = jax.jit(jax.grad(lambda p: loss_fn(p, state.model_state, batch, subkey)[0]))(state.params)
   want = [np.linalg.norm(layer["w"]) for layer in grads["layers"]]  # input layer first, weights only
   chex.assert_trees_all_close(metrics["layer_grad_norms"], jnp.asarray(want), rtol=1e-5)
-  _, plain = train.make_train_step(loss_fn, opt, donate=False)(state, batch)
-  assert "layer_grad_norms" not in plain  # off by default: nothing added to the hot path
+  # off by default: nothing added to the hot path (the step's outputs, traced: compiling adds nothing to that)
+  _, plain = jax.eval_shape(train.make_train_step(loss_fn, opt, donate=False), state, batch)
+  assert "layer_grad_norms" not in plain
   result = train.fit(config, data)
   assert all(len(r["layer_grad_norms"]) == 3 for r in result.history)
 

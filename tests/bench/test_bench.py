@@ -1,5 +1,7 @@
 """The benchmark runs end to end at toy sizes and its numbers are self-consistent. No timing asserted."""
 
+import contextlib
+import io
 import json
 
 import jax
@@ -14,12 +16,23 @@ from jaxbp.bench import main
 
 
 @pytest.fixture(scope="module")
-def tiny_results(tmp_path_factory):
+def tiny_run(tmp_path_factory):
+  """One ``jaxbp bench --tiny`` run, through the ``jaxbp`` command, serving every test below that reads a
+  report (a second run compiled every step again: 12 s): its JSON, its Markdown file and what it printed."""
+  from jaxbp import cli  # pylint: disable=import-outside-toplevel
   path = tmp_path_factory.mktemp("bench") / "tiny.json"
   md = path.with_suffix(".md")
-  assert main(["--tiny", "--scale", "--models", "small,deep", "--no-torch", "--no-digits",
-               "--json", str(path), "--markdown", str(md)]) == 0
-  return json.loads(path.read_text()), md.read_text()
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    status = cli.main(["bench", "--tiny", "--scale", "--models", "small,deep", "--no-torch", "--no-digits",
+                       "--json", str(path), "--markdown", str(md)])
+  assert status == 0
+  return json.loads(path.read_text()), md.read_text(), printed.getvalue()
+
+
+@pytest.fixture
+def tiny_results(tiny_run):
+  return tiny_run[:2]
 
 
 def test_tiny_run_reports_every_model_both_ways(tiny_results):
@@ -124,7 +137,6 @@ def test_unknown_model_is_refused_before_anything_runs(capsys):
   assert "unknown model smal" in capsys.readouterr().err
 
 
-def test_jaxbp_bench_command(capsys):
-  from jaxbp import cli
-  assert cli.main(["bench", "--tiny", "--models", "small", "--no-torch", "--no-digits"]) == 0
-  assert "| small: batch 8, 16-32-32-4 | jax.grad |" in capsys.readouterr().out
+def test_jaxbp_bench_command(tiny_run):
+  _, md, printed = tiny_run  # `jaxbp bench` prints the report it writes to --markdown
+  assert "| small: batch 8, 16-32-32-4 | jax.grad |" in printed and printed.strip() == md.strip()

@@ -36,7 +36,7 @@ def test_cnn_shapes_for_same_and_valid_padding():
     assert state == {}
     chex.assert_shape(params["convs"][1]["w"], (3, 3, 3, 4))
     chex.assert_shape(params["dense"][0]["w"], (flat, 5))
-    chex.assert_shape(cnn.cnn_apply(params, jnp.ones((2, 64)), config), (2, 10))
+    chex.assert_shape(jax.jit(cnn.cnn_apply, static_argnums=2)(params, jnp.ones((2, 64)), config), (2, 10))
 
 
 @pytest.mark.parametrize("config, input_shape, message", [

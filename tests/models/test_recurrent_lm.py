@@ -28,7 +28,7 @@ def test_shapes_and_the_open_forget_gate():
   chex.assert_shape([params["embed"], params["layers"][0]["w_x"], params["layers"][1]["w_x"],
                      params["layers"][1]["w_h"], params["out"]["w"]], [(13, 5), (5, 24), (6, 24), (6, 24), (6, 13)])
   np.testing.assert_array_equal(params["layers"][0]["b"][6:12], 1.0)  # f is the second block of four
-  logits = recurrent.recurrent_apply(params, BATCH[0], net)
+  logits = jax.jit(recurrent.recurrent_apply, static_argnums=2)(params, BATCH[0], net)
   chex.assert_shape(logits, BATCH[0].shape + (13,))
 
 
@@ -40,8 +40,8 @@ def test_manual_rules_give_autodiffs_gradients(config):
   def loss(p, o):
     per = o.softmax_cross_entropy(recurrent.recurrent_apply(p, inputs, net, ops=o), targets, reduction="none")
     return jnp.sum(per * mask) / jnp.sum(mask)
-  manual = jax.grad(loss)(params, ops)
-  autodiff = jax.grad(loss)(params, ops.reference)
+  grad = jax.jit(jax.grad(loss), static_argnums=1)  # one compiled program each, not one per primitive
+  manual, autodiff = grad(params, ops), grad(params, ops.reference)
   chex.assert_trees_all_close(manual, autodiff, rtol=2e-4, atol=1e-6)
 
 
@@ -52,7 +52,7 @@ def test_plain_rnn_gradient_vanishes_back_through_time_and_the_lstms_does_not():
   ratios = {}
   for config in (recurrent.RNN(hidden_size=8), recurrent.LSTM(hidden_size=8)):
     params, _, net = _model(config)
-    norms = recurrent.input_grad_norms(params, (inputs, targets, last_only), net)
+    norms = jax.jit(recurrent.input_grad_norms, static_argnums=2)(params, (inputs, targets, last_only), net)
     assert norms.shape == (inputs.shape[1],)
     ratios[net.cell] = float(norms[0] / norms[-1])
   assert ratios["rnn"] < 1e-3 < ratios["lstm"], ratios

@@ -31,7 +31,7 @@ def _loss(params, ids, targets, mask, config, op_namespace):
 def test_manual_rules_give_autodiffs_loss_and_gradients():
   """With layer_norm here; the sharded test below runs rms_norm."""
   config = TransformerConfig(layers=1, width=8, heads=2, mlp_width=16, norm="layer", block_size=4)
-  params = init_transformer(jax.random.key(0), config, vocab_size=13, length=6, num_classes=13)
+  params = jax.jit(init_transformer, static_argnums=(1, 2, 3, 4))(jax.random.key(0), config, 13, 6, 13)
   rng = np.random.default_rng(0)
   ids, targets = (jnp.asarray(rng.integers(0, 13, size=(3, 6)), jnp.int32) for _ in range(2))
   mask = jnp.asarray(np.arange(6) >= 3, jnp.float32) * jnp.ones((3, 1))
@@ -135,7 +135,9 @@ SHARDED = textwrap.dedent("""
 
 
 def test_sharded_step_over_data_and_model_axes_equals_one_device():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
+  # the conftest's XLA_FLAGS (back-end level 0) kept, plus eight host devices
+  flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu",
              PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
   run = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
