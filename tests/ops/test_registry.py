@@ -15,6 +15,7 @@ import pytest
 
 import jaxbp
 from jaxbp.check import CHECKS
+from jaxbp.check import EXTRA_CHECKS
 from jaxbp.check import check_vjp
 from jaxbp.ops import REGISTRY
 
@@ -24,6 +25,11 @@ BRANCHES = [(name, branch) for name in RULES for branch in REGISTRY[name].branch
 # order (what a transform does to a correct rule, not which path it takes) run on the random draws, which
 # are drawn from the same branches. Fixed shapes per branch share the compiled primitives between rules.
 BRANCH_CHECKS = ("forward", "vjp", "finite_differences", "transpose", "jit")
+# The checks beyond the classic ones that share the classic ones' compiled backward (cheap on the same
+# call); the transform matrix (about 3 s a rule) runs over the registry in tests/check with
+# HYPOTHESIS_PROFILE=thorough.
+CHEAP_EXTRAS = ("linearity", "cotangents", "determinism", "residuals")
+assert set(CHEAP_EXTRAS) <= set(EXTRA_CHECKS)
 
 EXPECTED = {
     "add", "multiply", "maximum", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax",
@@ -45,18 +51,32 @@ def test_registry_holds_every_rule_of_the_issue():
 @pytest.mark.parametrize("dtype", [np.float32])
 @hypothesis.given(seed=st.integers(0, 2**32 - 1))
 def test_rule_passes_every_check(name, dtype, seed):
-  """A random draw (any branch) in float32, every check; float64 is proven branch by branch below."""
+  """A random draw (any branch) in float32, every classic check and the cheap new ones (linearity,
+  cotangent types, determinism, the residual audit); float64 is proven branch by branch below."""
   rule = REGISTRY[name]
-  args, kwargs = rule.sample(np.random.default_rng(seed), dtype)
+  args, kwargs = _nonempty_draw(rule, seed, dtype)
   with jax.enable_x64(dtype == np.float64):
-    _passes(rule, args, kwargs, seed)
+    report = _passes(rule, args, kwargs, seed, checks=CHECKS + CHEAP_EXTRAS)
+  assert any(n.startswith("residuals:") for n in report.notes)
+
+
+def _nonempty_draw(rule, seed, dtype):
+  """The first draw from ``seed`` with no empty array: an empty input passes every check trivially (at
+  seed 0, 28 of the 40 rules drew one), and the zero-size branches are proven below."""
+  rng = np.random.default_rng(seed)
+  for _ in range(200):
+    args, kwargs = rule.sample(rng, dtype)
+    if all(np.size(a) for a in jax.tree.leaves(args) if hasattr(a, "shape")):
+      return args, kwargs
+  raise AssertionError(f"{rule.fn.__name__}: 200 draws, each with an empty array")
 
 
 def _passes(rule, args, kwargs, seed, checks=CHECKS):
   report = check_vjp(rule.fn, rule.reference, *args, kwargs=kwargs, checks=checks, seed=seed)
   assert report.passed
   checked = {entry.check for entry in report.entries} | {check for check, _, _ in report.skipped}
-  assert set(checks) <= checked
+  assert set(checks) - {"residuals"} <= checked  # residuals is a note, not an entry
+  return report
 
 
 @pytest.mark.parametrize("name", RULES)
