@@ -199,11 +199,8 @@ _SHARDED = textwrap.dedent("""
 """)
 
 
-def test_data_parallel_step_equals_single_device():
-  # the conftest's XLA_FLAGS (back-end level 0) kept, plus four host devices
-  flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu",
-             TESTS_DIR=os.path.dirname(__file__))
+def test_data_parallel_step_equals_single_device(host_devices_env):
+  env = host_devices_env(4, TESTS_DIR=os.path.dirname(__file__))
   out = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=240,
                        check=False)
   assert out.returncode == 0, out.stderr[-3000:]

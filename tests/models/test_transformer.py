@@ -134,11 +134,8 @@ SHARDED = textwrap.dedent("""
 """)
 
 
-def test_sharded_step_over_data_and_model_axes_equals_one_device():
-  # the conftest's XLA_FLAGS (back-end level 0) kept, plus eight host devices
-  flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu",
-             PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def test_sharded_step_over_data_and_model_axes_equals_one_device(host_devices_env):
+  env = host_devices_env(8, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
   run = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   assert "devices 8" in run.stdout
