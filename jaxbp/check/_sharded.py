@@ -62,8 +62,9 @@ def sharded_entries(fn, ref, spec, u, tol, skipped):
     path = os.path.join(tmp, "job.pkl")
     with open(path, "wb") as f:
       pickle.dump(job, f)
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}",
-               JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}".strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu",  # the user's XLA flags kept, the count added
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.run([sys.executable, "-c", f"from jaxbp.check._sharded import child; child({path!r})"],
                           env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     if proc.returncode:
