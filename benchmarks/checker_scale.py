@@ -53,11 +53,17 @@ def run_one(case, rows, directions):
     print(f"  skipped {check} for {label}: {why}")
 
 
+def _positive(text):
+  if not text.isdigit() or int(text) < 1:
+    raise argparse.ArgumentTypeError(f"must be an integer of at least 1, got {text!r}")
+  return int(text)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--case", choices=CASES)
-  parser.add_argument("--rows", type=int, default=4096)
-  parser.add_argument("--directions", type=int, default=1)
+  parser.add_argument("--rows", type=_positive, default=4096)
+  parser.add_argument("--directions", type=_positive, default=1)
   opts = parser.parse_args(argv)
   if opts.case:
     run_one(opts.case, opts.rows, opts.directions)
