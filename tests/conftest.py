@@ -1,5 +1,6 @@
 """Shared test configuration: a hypothesis profile per environment, and float64 on demand."""
 
+import importlib.metadata
 import os
 
 # Two XLA compile settings for the tests, since nearly every test is compile-bound (small shapes compiled
@@ -10,10 +11,12 @@ import os
 #   registry's branch checks for five rules: 18.9 s -> 9.5 s of back-end compile).
 # The HLO is the same either way; results differ only by float round-off (no fast-math in any of them), which
 # no test may depend on. The cost: the suite does not run the code generator users run by default.
-_TEST_XLA_FLAGS = {"xla_backend_optimization_level": "0", "xla_cpu_use_fusion_emitters": "false"}
-for _flag, _value in _TEST_XLA_FLAGS.items():
-  if _flag not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{_flag}={_value}".strip()
+# XLA aborts on a flag it does not know, so the second is given only to the jaxlib it was measured on or later.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+if ("xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", "")
+    and tuple(int(p) for p in importlib.metadata.version("jaxlib").split(".")[:2]) >= (0, 10)):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false".strip()
 
 import hypothesis
 import jax
