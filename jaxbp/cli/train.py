@@ -147,7 +147,8 @@ def _load(source: dict[str, Any], seed: int) -> Any:
 
 
 def _resume(args: argparse.Namespace, out: str, say: Any) -> tuple[Any, TrainConfig, dict]:
-  """The checkpoint (read once), the config continuing it and the data source; warns of ignored flags."""
+  """The checkpoint (read once), the config continuing it and the data source; warns of ignored flags.
+  "resuming from epoch N" is said once training has accepted the checkpoint (``fit``'s ``on_checked``)."""
   from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
   resumed = train_lib.read_checkpoint(os.path.join(out, train_lib.CHECKPOINT))
   typed = _typed(args)
@@ -156,7 +157,6 @@ def _resume(args: argparse.Namespace, out: str, say: Any) -> tuple[Any, TrainCon
     say(f"resuming with the checkpoint's config; ignoring {', '.join(ignored)}")
   config = train_lib.continue_config(resumed, typed.get("epochs"))
   source = _source(args) if args.data or getattr(args, "task", None) else resumed.data["source"]
-  say(f"resuming from epoch {resumed.epoch} of {config.epochs} ({resumed.path})")
   return resumed, config, source
 
 
@@ -221,6 +221,8 @@ def _train(args: argparse.Namespace, started: float, progress: dict) -> int:
   banner = (f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test, {_describe(train_lib.data_spec(data))};"
             f" {_describe(config.model)} on {rules}, {config.optimizer} lr {config.lr}; {jax.device_count()} device(s)"
             f" [{jax.default_backend()}]")
+  if resume:
+    banner += f"\njaxbp train: resuming from epoch {resume.epoch} of {config.epochs} ({resume.path})"
   hooks = _epoch_hooks(args, config, data) if lead else {}
   try:
     result = train_lib.fit(config, data, out_dir=out, resume=resume, overwrite=args.overwrite, source=source,
