@@ -60,16 +60,6 @@ def jaxbp_cmd(monkeypatch, capsys):
   return run
 
 
-@pytest.fixture
-def host_devices_env():
-  """The environment of a subprocess with ``n`` CPU host devices: this process's, its XLA_FLAGS (the
-  back-end level above) kept and the device count added."""
-  def env(n, **more):
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}".strip()
-    return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", **more)
-  return env
-
-
 _COMPILED: dict = {}
 
 

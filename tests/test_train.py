@@ -16,6 +16,7 @@ import pytest
 
 from jaxbp import checkpoint
 from jaxbp import train
+from jaxbp.check._sharded import host_devices_env
 from jaxbp.data import Dataset
 from jaxbp.models import MLP
 from jaxbp.models import DataSpec
@@ -199,7 +200,7 @@ _SHARDED = textwrap.dedent("""
 """)
 
 
-def test_data_parallel_step_equals_single_device(host_devices_env):
+def test_data_parallel_step_equals_single_device():
   env = host_devices_env(4, TESTS_DIR=os.path.dirname(__file__))
   out = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=240,
                        check=False)

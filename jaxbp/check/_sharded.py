@@ -24,6 +24,13 @@ DEVICES = 8
 TIMEOUT_S = 300
 
 
+def host_devices_env(n: int, **more: str) -> dict[str, str]:
+  """The environment of a subprocess with ``n`` CPU host devices: this process's, with its XLA_FLAGS kept
+  and the device count added (and ``more`` variables set)."""
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}".strip()
+  return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", **more)
+
+
 def _resolve(module, qualname):
   obj = importlib.import_module(module)
   for part in qualname.split("."):
@@ -62,9 +69,7 @@ def sharded_entries(fn, ref, spec, u, tol, skipped):
     path = os.path.join(tmp, "job.pkl")
     with open(path, "wb") as f:
       pickle.dump(job, f)
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}".strip()
-    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu",  # the user's XLA flags kept, the count added
-               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env = host_devices_env(DEVICES, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.run([sys.executable, "-c", f"from jaxbp.check._sharded import child; child({path!r})"],
                           env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     if proc.returncode:

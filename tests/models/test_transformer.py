@@ -16,6 +16,7 @@ import pytest
 from jaxbp import models
 from jaxbp import ops
 from jaxbp import train
+from jaxbp.check._sharded import host_devices_env
 from jaxbp.models.transformer import TransformerConfig
 from jaxbp.models.transformer import init_transformer
 from jaxbp.models.transformer import transformer_apply
@@ -134,7 +135,7 @@ SHARDED = textwrap.dedent("""
 """)
 
 
-def test_sharded_step_over_data_and_model_axes_equals_one_device(host_devices_env):
+def test_sharded_step_over_data_and_model_axes_equals_one_device():
   env = host_devices_env(8, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
   run = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
