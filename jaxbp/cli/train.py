@@ -148,7 +148,7 @@ def _load(source: dict[str, Any], seed: int) -> Any:
 
 def _resume(args: argparse.Namespace, out: str, say: Any) -> tuple[Any, TrainConfig, dict]:
   """The checkpoint (read once), the config continuing it and the data source; warns of ignored flags.
-  "resuming from epoch N" is said once training has accepted the checkpoint (``fit``'s ``on_checked``)."""
+  "resuming from epoch N" is said once ``fit`` has accepted the checkpoint (``_on_checked``)."""
   from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
   resumed = train_lib.read_checkpoint(os.path.join(out, train_lib.CHECKPOINT))
   typed = _typed(args)
@@ -221,21 +221,28 @@ def _train(args: argparse.Namespace, started: float, progress: dict) -> int:
   banner = (f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test, {_describe(train_lib.data_spec(data))};"
             f" {_describe(config.model)} on {rules}, {config.optimizer} lr {config.lr}; {jax.device_count()} device(s)"
             f" [{jax.default_backend()}]")
-  if resume:
-    banner += f"\njaxbp train: resuming from epoch {resume.epoch} of {config.epochs} ({resume.path})"
   hooks = _epoch_hooks(args, config, data) if lead else {}
   try:
     result = train_lib.fit(config, data, out_dir=out, resume=resume, overwrite=args.overwrite, source=source,
                            mesh=mesh, progress=_progress(config.epochs) if lead else None,
                            on_epoch=functools.partial(_on_epoch, progress, hooks),
                            warn=lambda m: _say(f"warning: {m}") if lead else None,
-                           on_checked=lambda: print(banner, file=sys.stderr) if lead else None)
+                           on_checked=_on_checked(banner, resume, config.epochs) if lead else None)
   finally:
     if "tensorboard" in hooks:
       hooks["tensorboard"].close()
   if lead:
     _finish(args, out, config, result, data, mesh, started, hooks.get("time_grad_flow"))
   return 0
+
+
+def _on_checked(banner: str, resume: Any, epochs: int) -> Any:
+  """What ``fit`` has us say once it has accepted everything: the banner, then where a resume starts."""
+  def say() -> None:
+    print(banner, file=sys.stderr)
+    if resume:
+      _say(f"resuming from epoch {resume.epoch} of {epochs} ({resume.path})")
+  return say
 
 
 def _on_epoch(progress: dict, hooks: dict[str, Any], record: dict, state: Any) -> None:
