@@ -21,11 +21,11 @@ import argparse
 import jax
 from jax import lax
 
-from jaxbp.insight import cost
 from jaxbp import ops
 from jaxbp.bench import FULL
 from jaxbp.bench import _models
 from jaxbp.bench import _timing
+from jaxbp.insight import cost
 from jaxbp.ops import linalg
 
 

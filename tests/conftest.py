@@ -70,9 +70,9 @@ def shared_compiles(monkeypatch):
   share): a test that fits one config several times (a run, its interruption, its resume) compiles once.
   Compiling is deterministic in those inputs, so this changes no result; a resume asks for no initialiser
   and takes the step and evaluation of a fresh run's."""
-  from jaxbp import train  # pylint: disable=import-outside-toplevel
-  from jaxbp._step import split_arrays  # pylint: disable=import-outside-toplevel
-  compile_ = train._compile  # pylint: disable=protected-access
+  from jaxbp.train import loop  # pylint: disable=import-outside-toplevel
+  from jaxbp.train.step import split_arrays  # pylint: disable=import-outside-toplevel
+  compile_ = loop._compile  # pylint: disable=protected-access
 
   def memo(config, spec, data, steps, mesh, init):
     shapes = tuple((a.shape, str(a.dtype)) for split in ("train", "test") for a in split_arrays(data, split))
@@ -81,4 +81,4 @@ def shared_compiles(monkeypatch):
     if found is None:
       found = _COMPILED[key, init] = compile_(config, spec, data, steps, mesh, init)
     return found if init else found._replace(init=None)
-  monkeypatch.setattr(train, "_compile", memo)
+  monkeypatch.setattr(loop, "_compile", memo)

@@ -76,8 +76,8 @@ def test_concepts_snippets_print_what_the_page_shows():
 
 def test_training_snippets_use_names_that_exist():
   """Training them takes seconds each (they were run for the page); here: every module.name they use exists."""
-  from jaxbp import data  # pylint: disable=import-outside-toplevel
   from jaxbp import train  # pylint: disable=import-outside-toplevel
+  from jaxbp.train import data  # pylint: disable=import-outside-toplevel
   pairs = RUN.findall((DOCS / "training.md").read_text(encoding="utf-8"))
   assert len(pairs) == 2
   for code, _ in pairs:

@@ -2,7 +2,7 @@
 
 Both sides train the same 64-256-256-10 ReLU MLP from the same He-initialised weights with Adam
 (lr 1e-3, batch 32, the same batch order from ``jaxbp.train.epoch_order``, seed 0) on the same split
-(``jaxbp.data.stratified_split``, 80/20, seed 0; features scaled to [0, 1]) and stop at the first epoch
+(``jaxbp.train.data.stratified_split``, 80/20, seed 0; features scaled to [0, 1]) and stop at the first epoch
 whose test accuracy reaches the target. Start-up is measured in fresh interpreters (importing the
 framework and running one tiny op); compile time is the first step and the first evaluation.
 """
@@ -29,8 +29,8 @@ _STARTUP = {
 
 def load(seed=0):
   """``(x_train, x_test, y_train, y_test)`` of scikit-learn's bundled digits: float32 pixels in [0, 1],
-  int32 labels, split 80/20 by ``jaxbp.data.stratified_split(y, 0.2, seed)``."""
-  from jaxbp import data
+  int32 labels, split 80/20 by ``jaxbp.train.data.stratified_split(y, 0.2, seed)``."""
+  from jaxbp.train import data
   x, y = data.load_digits()
   x, y = (x / 16.0).astype(np.float32), y.astype(np.int32)
   train_idx, test_idx = data.stratified_split(y, test_fraction=0.2, seed=seed)

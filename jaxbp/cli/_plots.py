@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from jaxbp import models
-from jaxbp._tensorboard import layer_name
 from jaxbp.cli import _flags
+from jaxbp.cli.tensorboard import layer_name
 
 _CMAP_RANGE = (0.0, 0.85)  # viridis without its pale yellow end, which vanishes on a white page
 

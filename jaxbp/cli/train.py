@@ -22,9 +22,6 @@ import time
 from typing import Any
 
 from jaxbp import models
-from jaxbp._optimizers import OPTIMIZERS
-from jaxbp._optimizers import SCHEDULES
-from jaxbp._trainconfig import TrainConfig
 from jaxbp.cli import _flags
 from jaxbp.cli._plots import TimeGradFlow
 from jaxbp.cli._plots import curves_title
@@ -33,6 +30,9 @@ from jaxbp.cli._plots import plot_curves
 from jaxbp.cli._plots import plot_grad_flow
 from jaxbp.cli._plots import plot_time_grad_flow
 from jaxbp.models import _registry
+from jaxbp.train.config import TrainConfig
+from jaxbp.train.optim import OPTIMIZERS
+from jaxbp.train.optim import SCHEDULES
 
 HELP = "train a model (an MLP on the digits, or your data) with the manual rules; metrics, plot, checkpoint"
 
@@ -55,10 +55,10 @@ _MODEL_FIELDS: list[str] = []
 
 
 def _tasks() -> Any:
-  """``jaxbp.tasks`` (generated sequence tasks: ``TASKS`` and ``load_task``) if it is there, else None."""
-  if importlib.util.find_spec("jaxbp.tasks") is None:
+  """``jaxbp.train.tasks`` (generated sequence tasks: ``TASKS`` and ``load_task``) if it is there, else None."""
+  if importlib.util.find_spec("jaxbp.train.tasks") is None:
     return None
-  import jaxbp.tasks as tasks  # pylint: disable=import-outside-toplevel
+  import jaxbp.train.tasks as tasks  # pylint: disable=import-outside-toplevel
   return tasks if hasattr(tasks, "TASKS") and hasattr(tasks, "load_task") else None
 
 
@@ -137,11 +137,11 @@ def _source(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(source: dict[str, Any], seed: int) -> Any:
-  from jaxbp import data as data_lib  # pylint: disable=import-outside-toplevel
+  from jaxbp.train import data as data_lib  # pylint: disable=import-outside-toplevel
   if "task" in source:
     tasks = _tasks()
     if tasks is None:
-      raise ValueError(f"this run was trained on the task {source['task']!r}, but jaxbp.tasks is not installed")
+      raise ValueError(f"this run was trained on the task {source['task']!r}, but jaxbp.train.tasks is not installed")
     return tasks.load_task(source["task"], seed=seed)
   return data_lib.load_dataset(source.get("path"), source.get("label_column", "label"))
 
@@ -200,7 +200,7 @@ def _train(args: argparse.Namespace, started: float, progress: dict) -> int:
   if os.path.exists(out) and not os.path.isdir(out):
     raise ValueError(f"--out {out}: is a file, not a directory")
   if args.tensorboard:
-    from jaxbp._tensorboard import check_logdir  # pylint: disable=import-outside-toplevel
+    from jaxbp.cli.tensorboard import check_logdir  # pylint: disable=import-outside-toplevel
     check_logdir(args.tensorboard, args.resume)
   resume: Any = False
   if args.resume:
@@ -255,7 +255,7 @@ def _epoch_hooks(args: argparse.Namespace, config: TrainConfig, data: Any) -> di
   """The ``on_epoch`` callbacks beyond the progress record: TensorBoard's writer, per-time-step norms."""
   hooks: dict[str, Any] = {}
   if args.tensorboard:
-    from jaxbp._tensorboard import TensorBoardWriter  # pylint: disable=import-outside-toplevel
+    from jaxbp.cli.tensorboard import TensorBoardWriter  # pylint: disable=import-outside-toplevel
     hooks["tensorboard"] = TensorBoardWriter(args.tensorboard, config, len(data.y_train) // config.batch_size)
     if not config.grad_flow:
       _say("--tensorboard: this run records no gradient norms (--no-grad-flow, or resumed from a run without"
@@ -313,10 +313,10 @@ def run(args: argparse.Namespace) -> int:
     return 1
   if not args.no_plot:  # import it while XLA compiles (the compiler releases the GIL): ~1 s saved
     threading.Thread(target=import_matplotlib, daemon=True).start()
-  from jaxbp.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
-  from jaxbp.data import DataError  # pylint: disable=import-outside-toplevel
   from jaxbp.train import ConfigError  # pylint: disable=import-outside-toplevel
   from jaxbp.train import NonFiniteError  # pylint: disable=import-outside-toplevel
+  from jaxbp.train.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
+  from jaxbp.train.data import DataError  # pylint: disable=import-outside-toplevel
   progress: dict = {}
   try:
     return _train(args, started, progress)

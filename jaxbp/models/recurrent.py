@@ -1,7 +1,7 @@
 """Character-level recurrent language models, ``rnn_lm`` and ``lstm_lm``, on the manual rules.
 
 The model reads a token sequence left to right and predicts each next token (the tasks of
-:mod:`jaxbp.tasks`):
+:mod:`jaxbp.train.tasks`):
 
     e_t = E[token_t]                       ops.embedding      [N, T, D_e]
     h^ℓ_t = cell(h^ℓ_{t−1}, h^{ℓ−1}_t)      ops.rnn / ops.lstm [N, T, H] per layer ℓ = 1..L (h^0 = e)

@@ -11,12 +11,13 @@ import sys
 import numpy as np
 import pytest
 
-from jaxbp import checkpoint
 from jaxbp import models
 from jaxbp import train
 from jaxbp.cli import train as cli_train
 from jaxbp.models import mlp
 from jaxbp.models._registry import HEADS
+from jaxbp.train import checkpoint
+from jaxbp.train import loop
 
 
 def _jaxbp(*args, cwd=None):
@@ -126,7 +127,7 @@ def test_flag_errors_are_one_line_before_any_compile(tmp_path, monkeypatch, caps
   def no_compile(*args, **kwargs):
     raise AssertionError("compiled before refusing")
 
-  monkeypatch.setattr(train, "_compile", no_compile)
+  monkeypatch.setattr(loop, "_compile", no_compile)
   (tmp_path / "FILE").write_text("")
   flags = [str(tmp_path / "FILE") if f == "FILE" else f for f in flags]
   out = [] if "--out" in flags or "--resume" in flags else ["--out", str(tmp_path / "o")]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from jaxbp import ops
-from jaxbp import tasks
 from jaxbp.models import DataSpec
 from jaxbp.models import recurrent
+from jaxbp.train import tasks
 
 TASK = tasks.make_task("reverse", length=4, num_train=64, num_test=8, seed=0)
 BATCH = tuple(jnp.asarray(a) for a in tasks.language_model_arrays(TASK.train, TASK.prompt_length))

@@ -44,7 +44,7 @@ def test_manual_rules_give_autodiffs_loss_and_gradients():
 
 def _tiny_task(monkeypatch):
   """``jaxbp train --task`` on 256 training sequences of length 3 (the CLI loads the task through this)."""
-  from jaxbp import tasks  # pylint: disable=import-outside-toplevel
+  from jaxbp.train import tasks  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(tasks, "load_task", functools.partial(tasks.load_task, length=3, num_train=256, num_test=64))
 
 
@@ -100,7 +100,8 @@ def test_model_parallel_errors_are_one_line(flags, message, monkeypatch, capsys)
 SHARDED = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optax
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from jaxbp import models, tasks, train
+    from jaxbp import models, train
+    from jaxbp.train import tasks
     from jaxbp.models.transformer import TransformerConfig
     config = train.TrainConfig(model=TransformerConfig(layers=1, width=16, heads=4, mlp_width=32, block_size=4),
                                batch_size=8, model_parallel=4)

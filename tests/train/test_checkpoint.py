@@ -1,4 +1,4 @@
-"""jaxbp.checkpoint: exact round trips (PRNG keys included), atomic writes, clear errors, no pickle."""
+"""jaxbp.train.checkpoint: exact round trips (PRNG keys included), atomic writes, clear errors, no pickle."""
 
 import errno
 import io
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbp import checkpoint
+from jaxbp.train import checkpoint
 
 
 class _Pair(NamedTuple):

@@ -24,8 +24,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxbp._optimizers import make_schedule
-from jaxbp._step import layer_grad_norms
+from jaxbp.train.optim import make_schedule
+from jaxbp.train.step import layer_grad_norms
 
 EVENTS = "events.out.tfevents"  # how every TensorBoard event file's name starts
 

@@ -7,9 +7,10 @@ import numpy as np
 import optax
 from tensorboard.backend.event_processing import event_accumulator  # the test extra has it: TensorBoard's own reader
 
-from jaxbp import data
 from jaxbp import train
 from jaxbp.cli import train as cli_train
+from jaxbp.train import data
+from jaxbp.train import loop
 
 
 def test_events_hold_every_epochs_scalars_norms_and_histograms(tmp_path, monkeypatch, capsys, jaxbp_cmd):
@@ -62,7 +63,7 @@ def test_refusals_are_one_line_before_any_compile(tmp_path, monkeypatch, capsys,
   def no_compile(*args, **kwargs):
     raise AssertionError("compiled before refusing")
 
-  monkeypatch.setattr(train, "_compile", no_compile)
+  monkeypatch.setattr(loop, "_compile", no_compile)
   (tmp_path / "FILE").write_text("mine")
   status, err = jaxbp_cmd("train", "--out", str(tmp_path / "o"), "--tensorboard",
                       str(tmp_path / "FILE"))

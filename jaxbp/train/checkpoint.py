@@ -31,11 +31,11 @@ import zipfile
 
 import numpy as np
 
-from jaxbp._ckptcheck import FORMAT
-from jaxbp._ckptcheck import RECORD_FIELDS
-from jaxbp._ckptcheck import CheckpointError
-from jaxbp._ckptcheck import check_doc
-from jaxbp._ckptcheck import check_run_meta
+from jaxbp.train._ckptcheck import FORMAT
+from jaxbp.train._ckptcheck import RECORD_FIELDS
+from jaxbp.train._ckptcheck import CheckpointError
+from jaxbp.train._ckptcheck import check_doc
+from jaxbp.train._ckptcheck import check_run_meta
 
 __all__ = ["FORMAT", "META_KEY", "RECORD_FIELDS", "TMP_PREFIX", "CheckpointError", "check_doc", "check_run_meta",
            "load", "prepare_dir", "read", "restore", "save", "sweep"]

@@ -7,15 +7,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import SMALL
-from test_train import _dataset
+from test_loop import SMALL
+from test_loop import _dataset
 
-from jaxbp import _resume
-from jaxbp import checkpoint
 from jaxbp import train
 from jaxbp.models import MLP
 from jaxbp.models import DataSpec
 from jaxbp.models import Linear
+from jaxbp.train import checkpoint
+from jaxbp.train import loop
+from jaxbp.train import resume
 
 CONSTANT = SMALL._replace(schedule="constant", epochs=2, model=MLP(hidden=(8,)))
 
@@ -40,11 +41,11 @@ def test_resume_checks_the_recorded_class_names():
   data = _dataset()._replace(classes=("a", "b", "c"))
   resumed = _resumed(CONSTANT, 1)._replace(data=train.data_identity(data))
   assert resumed.data["classes"] == ["a", "b", "c"]
-  _resume.check_continues(CONSTANT, resumed, train.data_identity(data))
+  resume.check_continues(CONSTANT, resumed, train.data_identity(data))
   renamed = train.data_identity(data._replace(classes=("a", "c", "b")))
   assert renamed["sha256"] == resumed.data["sha256"]  # the same arrays; only the names of indices 1, 2 swapped
   with pytest.raises(ValueError, match=r"0..2 stand for \['a', 'b', 'c'\], the data now gives \['a', 'c', 'b'\]"):
-    _resume.check_continues(CONSTANT, resumed, renamed)
+    resume.check_continues(CONSTANT, resumed, renamed)
 
 
 def test_run_records_its_data_and_resume_refuses_other_data(tmp_path):
@@ -88,7 +89,7 @@ def test_settings_that_train_nothing_are_refused_and_dropped_rows_are_said(monke
   def no_compile(*args, **kwargs):
     raise AssertionError("compiled before refusing")
 
-  monkeypatch.setattr(train, "_compile", no_compile)
+  monkeypatch.setattr(loop, "_compile", no_compile)
   with pytest.raises(train.ConfigError, match="accumulate 1000 is more than the 12 micro-batches") as e:
     train.fit(CONSTANT._replace(accumulate=1000), _dataset())
   assert e.value.field == "accumulate"

@@ -3,9 +3,9 @@
 from typing import Any, NamedTuple
 
 from jaxbp import models
-from jaxbp._optimizers import OPTIMIZERS
-from jaxbp._optimizers import SCHEDULES
 from jaxbp.models import _registry
+from jaxbp.train.optim import OPTIMIZERS
+from jaxbp.train.optim import SCHEDULES
 
 MAX_SEED = 2**32 - 1  # jax.random.key(2**32) is key(0): a larger seed would silently repeat a smaller one's run
 

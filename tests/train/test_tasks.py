@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxbp import tasks
+from jaxbp.train import tasks
 
 
 @pytest.mark.parametrize("name", tasks.TASKS)

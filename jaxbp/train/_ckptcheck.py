@@ -1,6 +1,6 @@
 """The checks of a checkpoint's JSON document and of a training run's metadata, field by field.
 
-Split from :mod:`jaxbp.checkpoint`, which re-exports every public name here; nothing in this module reads a
+Split from :mod:`jaxbp.train.checkpoint`, which re-exports every public name here; nothing in this module reads a
 file. Each check raises :class:`CheckpointError` naming the file and the first field that is wrong.
 """
 

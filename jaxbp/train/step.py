@@ -15,9 +15,9 @@ import optax
 
 from jaxbp import models
 from jaxbp import ops as _ops
-from jaxbp._optimizers import weights_mask
-from jaxbp._trainconfig import ConfigError
-from jaxbp._trainconfig import TrainConfig
+from jaxbp.train.config import ConfigError
+from jaxbp.train.config import TrainConfig
+from jaxbp.train.optim import weights_mask
 
 
 class TrainState(NamedTuple):

@@ -20,7 +20,7 @@ so it produces the whole answer; and if greedy decoding produces the answer, eac
 the true prefix. So one parallel forward pass scores it, with no sampling loop.
 
 Held out: the test prompts are drawn without replacement together with the training prompts, so no
-test prompt occurs in the training set (checked by ``tests/test_tasks.py``).
+test prompt occurs in the training set (checked by ``tests/train/test_tasks.py``).
 """
 
 from typing import Any, NamedTuple

@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxbp import checkpoint as ckpt
-from jaxbp._trainconfig import TrainConfig
+from jaxbp.train import checkpoint as ckpt
+from jaxbp.train.config import TrainConfig
 
 CHECKPOINT = "checkpoint.npz"
 

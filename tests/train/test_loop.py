@@ -14,14 +14,14 @@ import numpy as np
 import optax
 import pytest
 
-from jaxbp import checkpoint
 from jaxbp import train
 from jaxbp.check._sharded import host_devices_env
-from jaxbp.data import Dataset
 from jaxbp.models import MLP
 from jaxbp.models import DataSpec
 from jaxbp.models import Linear
 import jaxbp.ops
+from jaxbp.train import checkpoint
+from jaxbp.train.data import Dataset
 
 
 def _dataset(n=96, d=8, classes=3, seed=0):
@@ -183,7 +183,7 @@ _SHARDED = textwrap.dedent("""
     import json, os, sys
     import jax, numpy as np
     sys.path.insert(0, os.environ["TESTS_DIR"])
-    from test_train import SMALL, _dataset
+    from test_loop import SMALL, _dataset
     from jaxbp.models import MLP
     from jaxbp import train
     assert jax.device_count() == 4, jax.devices()

@@ -18,35 +18,35 @@ import warnings
 import jax
 import numpy as np
 
-from jaxbp import checkpoint as ckpt
 from jaxbp import models
-from jaxbp._optimizers import OPTIMIZERS
-from jaxbp._optimizers import SCHEDULES
-from jaxbp._optimizers import make_optimizer
-from jaxbp._optimizers import make_schedule
-from jaxbp._resume import CHECKPOINT
-from jaxbp._resume import Resumed
-from jaxbp._resume import check_continues
-from jaxbp._resume import continue_config
-from jaxbp._resume import data_identity
-from jaxbp._resume import read as read_checkpoint
-from jaxbp._step import TrainState
-from jaxbp._step import check_divisible
-from jaxbp._step import data_spec
-from jaxbp._step import default_donate
-from jaxbp._step import init_state
-from jaxbp._step import layer_grad_norms
-from jaxbp._step import make_eval_fn
-from jaxbp._step import make_loss_fn
-from jaxbp._step import make_mesh
-from jaxbp._step import make_train_step
-from jaxbp._step import place
-from jaxbp._step import shardings
-from jaxbp._step import split_arrays
-from jaxbp._step import state_shardings
-from jaxbp._trainconfig import ConfigError
-from jaxbp._trainconfig import TrainConfig
-from jaxbp._trainconfig import check_config
+from jaxbp.train import checkpoint as ckpt
+from jaxbp.train.config import ConfigError
+from jaxbp.train.config import TrainConfig
+from jaxbp.train.config import check_config
+from jaxbp.train.optim import OPTIMIZERS
+from jaxbp.train.optim import SCHEDULES
+from jaxbp.train.optim import make_optimizer
+from jaxbp.train.optim import make_schedule
+from jaxbp.train.resume import CHECKPOINT
+from jaxbp.train.resume import Resumed
+from jaxbp.train.resume import check_continues
+from jaxbp.train.resume import continue_config
+from jaxbp.train.resume import data_identity
+from jaxbp.train.resume import read as read_checkpoint
+from jaxbp.train.step import TrainState
+from jaxbp.train.step import check_divisible
+from jaxbp.train.step import data_spec
+from jaxbp.train.step import default_donate
+from jaxbp.train.step import init_state
+from jaxbp.train.step import layer_grad_norms
+from jaxbp.train.step import make_eval_fn
+from jaxbp.train.step import make_loss_fn
+from jaxbp.train.step import make_mesh
+from jaxbp.train.step import make_train_step
+from jaxbp.train.step import place
+from jaxbp.train.step import shardings
+from jaxbp.train.step import split_arrays
+from jaxbp.train.step import state_shardings
 
 __all__ = [
     "CHECKPOINT", "OPTIMIZERS", "RUN_FILES", "SCHEDULES", "ConfigError", "FitResult", "NonFiniteError", "Resumed",
@@ -236,7 +236,7 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
 
   Args:
     config: a :class:`TrainConfig`.
-    data: a data set as the model registry describes (a :class:`jaxbp.data.Dataset`, or a sequence task's);
+    data: a data set as the model registry describes (a :class:`jaxbp.train.data.Dataset`, or a sequence task's);
       the test set is evaluated after every epoch.
     out_dir: if given, ``out_dir/checkpoint.npz`` is written (atomically) and a line appended to
       ``out_dir/metrics.jsonl`` after every epoch. A directory holding another run is refused.

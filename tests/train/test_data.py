@@ -1,9 +1,9 @@
-"""jaxbp.data: the bundled digits, the stratified split, standardising, and one-line errors for bad files."""
+"""jaxbp.train.data: the bundled digits, the stratified split, standardising, and one-line errors for bad files."""
 
 import numpy as np
 import pytest
 
-from jaxbp import data
+from jaxbp.train import data
 
 
 def test_digits_read_from_package_data_match_sklearn():
