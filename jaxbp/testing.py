@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxbp.check import Report
 from jaxbp.check import check_vjp
-from jaxbp.ops._registry import uniform
+from jaxbp.ops.sampling import uniform
 
 USER_CHECKS = ("forward", "vjp", "finite_differences", "jacobian", "transpose", "jit", "vmap",
                "linearity", "cotangents", "determinism", "residuals")

@@ -11,7 +11,6 @@ import argparse
 from typing import Any
 
 from jaxbp import models
-from jaxbp.models import _registry
 
 
 def flag(field: str) -> str:
@@ -59,7 +58,7 @@ def add_model_flags(group: Any, reserved: set[str]) -> list[str]:
   for field, families in fields.items():
     if field in reserved:
       raise ValueError(f"model family {families[0].name!r}: field {field!r} would shadow the flag {flag(field)}")
-    tp = _registry.field_types(families[0].config)[field]
+    tp = models.field_types(families[0].config)[field]
     choices = [c for f in families for c in f.choices.get(field, ()) if c]
     text = next((f.help[field] for f in families if field in f.help), field.replace("_", " "))
     defaults = "; ".join(f"{f.name}: {show(f.config._field_defaults[field])}" for f in families)

@@ -73,7 +73,7 @@ def run(args):
 
   from jaxbp.check import ALL_CHECKS  # pylint: disable=import-outside-toplevel
   from jaxbp.check import check_vjp  # pylint: disable=import-outside-toplevel
-  from jaxbp.ops._registry import uniform  # pylint: disable=import-outside-toplevel
+  from jaxbp.ops.sampling import uniform  # pylint: disable=import-outside-toplevel
   try:
     if args.dtype not in DTYPES:
       raise _BadInput(f"--dtype: {args.dtype!r} is not one of {', '.join(DTYPES)}")

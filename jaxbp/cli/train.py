@@ -29,7 +29,6 @@ from jaxbp.cli._plots import import_matplotlib
 from jaxbp.cli._plots import plot_curves
 from jaxbp.cli._plots import plot_grad_flow
 from jaxbp.cli._plots import plot_time_grad_flow
-from jaxbp.models import _registry
 from jaxbp.train.config import TrainConfig
 from jaxbp.train.optim import OPTIMIZERS
 from jaxbp.train.optim import SCHEDULES
@@ -52,6 +51,11 @@ _TRAIN_HELP = {
 }
 _METAVARS = {"weight_decay": "WD", "l2": "LAMBDA", "clip": "NORM", "accumulate": "K", "model_parallel": "N"}
 _MODEL_FIELDS: list[str] = []
+# What this command writes in --out besides fit's checkpoint.npz and metrics.jsonl: fit refuses a directory
+# holding any of them and --overwrite deletes them with its own (a stale grad_flow_time.png stayed, once).
+OUTPUT_FILES = ("metrics.json", "curves.png", "grad_flow.png", "grad_flow_time.png")
+# The flag of each field of fit's errors (ConfigError.field) that is not its own name with dashes.
+_FIELD_FLAGS = {"out_dir": "--out", "mesh": "--devices", "num_devices": "--devices"}
 
 
 def _tasks() -> Any:
@@ -64,7 +68,7 @@ def _tasks() -> Any:
 
 def configure(parser: argparse.ArgumentParser) -> None:
   """Adds the flags of ``jaxbp train`` to ``parser``: TrainConfig's and every model family's fields."""
-  d, hints = TrainConfig()._asdict(), _registry.field_types(TrainConfig)
+  d, hints = TrainConfig()._asdict(), models.field_types(TrainConfig)
   m, o = parser.add_argument_group("model"), parser.add_argument_group("optimisation (optax)")
   io = parser.add_argument_group("data, output, devices")
   losses = list(dict.fromkeys(loss for n in models.names() for loss in models.get(n).losses))
@@ -120,8 +124,13 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
   return TrainConfig(model=_flags.model_from_args(args, family.name, _MODEL_FIELDS), **typed)
 
 
-def _source(args: argparse.Namespace) -> dict[str, Any]:
-  """Where the data comes from, as the flags say; recorded in the checkpoint to resume from."""
+def _source(args: argparse.Namespace, family: models.Family) -> dict[str, Any]:
+  """Where the data comes from, as the flags say; recorded in the checkpoint to resume from. A sequence
+  family with neither --task nor --data trains on the default generated task (``default_task``)."""
+  if not getattr(args, "task", None) and not args.data and family.data == "tokens":
+    tasks = _tasks()
+    if tasks is not None:
+      return {"task": tasks.DEFAULT_TASK}
   if getattr(args, "task", None):
     if args.data:
       raise ValueError("--task and --data both name the data: give one of them")
@@ -141,22 +150,24 @@ def _load(source: dict[str, Any], seed: int) -> Any:
   if "task" in source:
     tasks = _tasks()
     if tasks is None:
-      raise ValueError(f"this run was trained on the task {source['task']!r}, but jaxbp.train.tasks is not installed")
+      raise ValueError(f"this run was trained on the task {source['task']!r}, but jaxbp.train.tasks is not"
+                       " installed")
     return tasks.load_task(source["task"], seed=seed)
   return data_lib.load_dataset(source.get("path"), source.get("label_column", "label"))
 
 
 def _resume(args: argparse.Namespace, out: str, say: Any) -> tuple[Any, TrainConfig, dict]:
   """The checkpoint (read once), the config continuing it and the data source; warns of ignored flags.
-  "resuming from epoch N" is said once ``fit`` has accepted the checkpoint (``_on_checked``)."""
+  ``fit`` checks that the config continues the run; "resuming from epoch N" is said once it has
+  (``_on_checked``)."""
   from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
   resumed = train_lib.read_checkpoint(os.path.join(out, train_lib.CHECKPOINT))
   typed = _typed(args)
   ignored = [_flags.flag(f) for f in [*typed, *(f for f in _MODEL_FIELDS if hasattr(args, f))] if f != "epochs"]
   if ignored:
     say(f"resuming with the checkpoint's config; ignoring {', '.join(ignored)}")
-  config = train_lib.continue_config(resumed, typed.get("epochs"))
-  source = _source(args) if args.data or getattr(args, "task", None) else resumed.data["source"]
+  config = resumed.config._replace(epochs=typed.get("epochs", resumed.config.epochs))
+  source = _source(args, config.family) if args.data or getattr(args, "task", None) else resumed.data["source"]
   return resumed, config, source
 
 
@@ -197,8 +208,6 @@ def _train(args: argparse.Namespace, started: float, progress: dict) -> int:
   if args.resume and not args.out:
     raise ValueError("--resume needs --out DIR, the directory of the run to continue")
   out = progress["out"] = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-  if os.path.exists(out) and not os.path.isdir(out):
-    raise ValueError(f"--out {out}: is a file, not a directory")
   if args.tensorboard:
     from jaxbp.cli.tensorboard import check_logdir  # pylint: disable=import-outside-toplevel
     check_logdir(args.tensorboard, args.resume)
@@ -207,10 +216,10 @@ def _train(args: argparse.Namespace, started: float, progress: dict) -> int:
     resume, config, source = _resume(args, out, _say)
     progress["epoch"] = resume.epoch
   else:
-    config, source = _config_from_args(args), _source(args)
+    config = _config_from_args(args)
+    source = _source(args, config.family)
     if args.tensorboard and not hasattr(args, "grad_flow"):  # the per-layer norms TensorBoard draws
       config = config._replace(grad_flow=True)
-    train_lib.check_config(config)
   _initialize_distributed(args)
   import jax  # pylint: disable=import-outside-toplevel
   parallel = config.model_parallel
@@ -218,13 +227,17 @@ def _train(args: argparse.Namespace, started: float, progress: dict) -> int:
   data = _load(source, config.seed)
   lead = jax.process_index() == 0
   rules = "jax.grad of jaxbp.ops.reference" if config.autodiff else "manual rules (jaxbp.ops)"
-  banner = (f"{data.name}: {len(data.y_train)} train / {len(data.y_test)} test, {_describe(train_lib.data_spec(data))};"
+  chosen = not args.resume and "task" in source and not getattr(args, "task", None)
+  default = f" (the default task of --model {config.family.name}; --task to choose)" if chosen else ""
+  banner = (f"{data.name}{default}: {len(data.y_train)} train / {len(data.y_test)} test,"
+            f" {_describe(train_lib.data_spec(data))};"
             f" {_describe(config.model)} on {rules}, {config.optimizer} lr {config.lr}; {jax.device_count()} device(s)"
             f" [{jax.default_backend()}]")
   hooks = _epoch_hooks(args, config, data) if lead else {}
   try:
-    result = train_lib.fit(config, data, out_dir=out, resume=resume, overwrite=args.overwrite, source=source,
-                           mesh=mesh, progress=_progress(config.epochs) if lead else None,
+    result = train_lib.fit(config, data, out_dir=out, resume=resume, overwrite=args.overwrite,
+                           outputs=OUTPUT_FILES, source=source, mesh=mesh,
+                           progress=_progress(config.epochs) if lead else None,
                            on_epoch=functools.partial(_on_epoch, progress, hooks),
                            warn=lambda m: _say(f"warning: {m}") if lead else None,
                            on_checked=_on_checked(banner, resume, config.epochs) if lead else None)
@@ -320,9 +333,8 @@ def run(args: argparse.Namespace) -> int:
   progress: dict = {}
   try:
     return _train(args, started, progress)
-  except ConfigError as e:
-    text = str(e)
-    _say("error: " + (_flags.flag(e.field) + text[len(e.field):] if text.startswith(e.field) else text))
+  except ConfigError as e:  # fit's field, said as this command's flag
+    _say(f"error: {_FIELD_FLAGS.get(e.field) or _flags.flag(e.field.removeprefix('model.'))} {e.reason}")
   except (DataError, CheckpointError, ValueError) as e:
     _say(f"error: {e}")
   except OSError as e:

@@ -5,12 +5,20 @@ contract a new family follows) by its own module, imported here: ``MLP`` and ``L
 the ``mlp`` and ``linear`` families.
 """
 
+from jaxbp.models._registry import HEADS
+from jaxbp.models._registry import KINDS
+from jaxbp.models._registry import ConfigError
 from jaxbp.models._registry import DataSpec
 from jaxbp.models._registry import Family
+from jaxbp.models._registry import check_config
+from jaxbp.models._registry import check_value
 from jaxbp.models._registry import family_of
+from jaxbp.models._registry import field_types
+from jaxbp.models._registry import from_json
 from jaxbp.models._registry import get
 from jaxbp.models._registry import names
 from jaxbp.models._registry import register
+from jaxbp.models._registry import to_json
 from jaxbp.models.cnn import CNN
 from jaxbp.models.cnn import cnn_apply
 from jaxbp.models.cnn import init_cnn
@@ -34,13 +42,14 @@ from jaxbp.models.recurrent import RNN
 from jaxbp.models.transformer import TransformerConfig
 
 __all__ = [
-    "CNN",
-    "cnn_apply",
-    "init_cnn",
     "ACTIVATIONS",
+    "CNN",
+    "ConfigError",
     "DataSpec",
     "Family",
+    "HEADS",
     "INITS",
+    "KINDS",
     "LSTM",
     "Linear",
     "MLP",
@@ -48,9 +57,15 @@ __all__ = [
     "RNN",
     "TransformerConfig",
     "affine_apply",
+    "check_config",
+    "check_value",
+    "cnn_apply",
     "family_of",
+    "field_types",
+    "from_json",
     "get",
     "init_affine",
+    "init_cnn",
     "init_mlp",
     "init_neuron",
     "init_proportional",
@@ -61,4 +76,5 @@ __all__ = [
     "proportional_apply",
     "quadratic_apply",
     "register",
+    "to_json",
 ]

@@ -101,6 +101,18 @@ class Family(NamedTuple):
   partition_specs: Callable[[Any], Any] | None = None
 
 
+class ConfigError(ValueError):
+  """A config field that cannot be used: ``field`` names it (``"lr"``, ``"model"``, ``"model.dropout"``,
+  or an argument of ``jaxbp.train.fit`` such as ``"out_dir"``), ``reason`` says why, and the message is
+  ``f"{field} {reason}"``. A caller with other names for the fields (``jaxbp train``'s flags) maps
+  ``field`` to its own name and says ``reason`` after it."""
+
+  def __init__(self, field: str, reason: str):
+    super().__init__(f"{field} {reason}")
+    self.field = field
+    self.reason = reason
+
+
 _FAMILIES: dict[str, Family] = {}
 _SCALARS = (bool, int, float, str)
 
@@ -165,7 +177,7 @@ def names() -> tuple[str, ...]:
 def get(name: str) -> Family:
   """The family registered as ``name``; ValueError listing the names otherwise."""
   if name not in _FAMILIES:
-    raise ValueError(f"model must be one of {', '.join(_FAMILIES)}; got {name!r}")
+    raise ConfigError("model", f"must be one of {', '.join(_FAMILIES)}; got {name!r}")
   return _FAMILIES[name]
 
 
@@ -174,33 +186,34 @@ def family_of(config: Any) -> Family:
   for family in _FAMILIES.values():
     if type(config) is family.config:
       return family
-  raise ValueError(f"model must be the config of a registered family ({', '.join(_FAMILIES)}), e.g."
-                   f" jaxbp.models.MLP(); got {type(config).__name__} {config!r}")
+  raise ConfigError("model", f"must be the config of a registered family ({', '.join(_FAMILIES)}), e.g."
+                    f" jaxbp.models.MLP(); got {type(config).__name__} {config!r}")
 
 
 def check_value(field: str, tp: Any, v: Any) -> Any:
-  """``v`` as a value of type ``tp`` (JSON lists become tuples); ValueError naming ``field`` otherwise."""
+  """``v`` as a value of type ``tp`` (JSON lists become tuples); :class:`ConfigError` naming ``field`` otherwise."""
   ok = {bool: lambda: isinstance(v, bool), int: lambda: isinstance(v, int) and not isinstance(v, bool),
         float: lambda: isinstance(v, (int, float)) and not isinstance(v, bool), str: lambda: isinstance(v, str)}
   if tp in ok:
     if not ok[tp]():
-      raise ValueError(f"{field} must be {tp.__name__}, got {v!r}")
+      raise ConfigError(field, f"must be {tp.__name__}, got {v!r}")
     return float(v) if tp is float else v
   if tp == tuple[int, ...]:
     if not isinstance(v, (list, tuple)) or any(not isinstance(w, int) or isinstance(w, bool) for w in v):
-      raise ValueError(f"{field} must be a list of integers, got {v!r}")
+      raise ConfigError(field, f"must be a list of integers, got {v!r}")
     return tuple(v)
   return None if v is None else check_value(field, float, v)
 
 
 def check_config(config: Any) -> Family:
-  """Checks a model config's field types, choices and the family's own ``check``; returns its family."""
+  """Checks a model config's field types and choices (:class:`ConfigError` naming the field), then the
+  family's own ``check`` (ValueError); returns its family."""
   family = family_of(config)
   for field, tp in field_types(family.config).items():
     check_value(field, tp, getattr(config, field))
     allowed = family.choices.get(field)
     if allowed is not None and getattr(config, field) not in allowed:
-      raise ValueError(f"{field} must be one of {', '.join(allowed)}; got {getattr(config, field)!r}")
+      raise ConfigError(field, f"must be one of {', '.join(allowed)}; got {getattr(config, field)!r}")
   if family.check is not None:
     family.check(config)
   return family

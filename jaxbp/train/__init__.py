@@ -10,7 +10,7 @@ continue it), ``checkpoint`` (the file format), ``data`` (the digits, ``.npz``/`
 from jaxbp.train.config import ConfigError
 from jaxbp.train.config import TrainConfig
 from jaxbp.train.config import check_config
-from jaxbp.train.loop import RUN_FILES
+from jaxbp.train.loop import FIT_FILES
 from jaxbp.train.loop import FitResult
 from jaxbp.train.loop import NonFiniteError
 from jaxbp.train.loop import epoch_order
@@ -25,6 +25,9 @@ from jaxbp.train.resume import Resumed
 from jaxbp.train.resume import continue_config
 from jaxbp.train.resume import data_identity
 from jaxbp.train.resume import read as read_checkpoint
+from jaxbp.train.sharding import make_mesh
+from jaxbp.train.sharding import place
+from jaxbp.train.sharding import state_shardings
 from jaxbp.train.step import TrainState
 from jaxbp.train.step import data_spec
 from jaxbp.train.step import default_donate
@@ -32,17 +35,14 @@ from jaxbp.train.step import init_state
 from jaxbp.train.step import layer_grad_norms
 from jaxbp.train.step import make_eval_fn
 from jaxbp.train.step import make_loss_fn
-from jaxbp.train.step import make_mesh
 from jaxbp.train.step import make_train_step
-from jaxbp.train.step import place
-from jaxbp.train.step import state_shardings
 
 __all__ = [
     "CHECKPOINT",
     "OPTIMIZERS",
-    "RUN_FILES",
     "SCHEDULES",
     "ConfigError",
+    "FIT_FILES",
     "FitResult",
     "NonFiniteError",
     "Resumed",

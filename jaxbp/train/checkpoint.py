@@ -15,8 +15,8 @@ Loading needs a *template*: a pytree of the same structure (freshly initialised 
 state), whose tree structure is filled in with the stored leaves after the paths, shapes and dtypes are
 checked. Nothing about the structure is ever executed from the file. Every way a file can be damaged ends in
 :class:`CheckpointError`, one line naming the file and what is wrong: the zip's CRC-32 guards every byte of
-every entry, and the JSON document's structure is checked field by field (:func:`check_run_meta` for a
-training run's metadata) before anything reads it.
+every entry, and the JSON document's structure is checked field by field (:func:`check_doc`) before anything
+reads it; a training run's metadata inside it is checked by ``jaxbp.train.resume.read``.
 """
 
 import contextlib
@@ -31,20 +31,54 @@ import zipfile
 
 import numpy as np
 
-from jaxbp.train._ckptcheck import FORMAT
-from jaxbp.train._ckptcheck import RECORD_FIELDS
-from jaxbp.train._ckptcheck import CheckpointError
-from jaxbp.train._ckptcheck import check_doc
-from jaxbp.train._ckptcheck import check_run_meta
-
-__all__ = ["FORMAT", "META_KEY", "RECORD_FIELDS", "TMP_PREFIX", "CheckpointError", "check_doc", "check_run_meta",
-           "load", "prepare_dir", "read", "restore", "save", "sweep"]
+__all__ = ["FORMAT", "META_KEY", "TMP_PREFIX", "CheckpointError", "check_doc", "load", "read", "restore", "save",
+           "sweep"]
 
 META_KEY = "__meta__"
 TMP_PREFIX = ".jaxbp-tmp-"
 _TMP_NAME = re.compile(r"\.jaxbp-tmp-(\d+)-[A-Za-z0-9_]+\.npz")
 _LEGACY_TMP_NAME = re.compile(r"\.tmp-[a-z0-9_]{8}\.npz")  # what jaxbp wrote before, without a pid
 _IN_FLIGHT: set[str] = set()  # temporary files this process is writing right now
+
+FORMAT = "jaxbp-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that is missing, truncated, corrupted, unwritable, or written for a different model."""
+
+
+def check_doc(path: str, doc: Any) -> None:
+  """Checks the structure of a checkpoint's JSON document: every field :func:`read` and :func:`load` use.
+
+  Raises:
+    CheckpointError: naming ``path`` and the first field that is missing or of the wrong type.
+  """
+  if not isinstance(doc, dict):
+    raise CheckpointError(f"checkpoint {path}: its document is {_json_type(doc)}, expected an object")
+  if doc.get("format") != FORMAT:
+    raise CheckpointError(f"checkpoint {path}: format {doc.get('format')!r}, expected {FORMAT!r}")
+  paths = doc.get("paths", _MISSING)
+  if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+    raise CheckpointError(f"checkpoint {path}: 'paths' is {_json_type(paths)}, expected a list of strings")
+  keys = doc.get("keys", _MISSING)
+  if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+    raise CheckpointError(f"checkpoint {path}: 'keys' is {_json_type(keys)}, expected an object of strings")
+  for k in keys:
+    if not (k.isdigit() and str(int(k)) == k and int(k) < len(paths)):
+      raise CheckpointError(f"checkpoint {path}: 'keys' names leaf {k!r}, not one of the {len(paths)} leaves")
+  if not isinstance(doc.get("meta"), dict):
+    raise CheckpointError(f"checkpoint {path}: 'meta' is {_json_type(doc.get('meta', _MISSING))},"
+                          " expected an object")
+
+
+_MISSING = object()
+_TYPE_NAMES = {dict: "an object", list: "a list", tuple: "a list", str: "a string", bool: "a boolean",
+               int: "an integer", float: "a number", type(None): "null"}
+
+
+def _json_type(v):
+  """``a list``, ``missing``: what a JSON value is, for messages."""
+  return "missing" if v is _MISSING else _TYPE_NAMES.get(type(v), type(v).__name__)
 
 
 def _flatten(tree):
@@ -59,21 +93,6 @@ def _is_key(x):
 
 
 # --- writing ---------------------------------------------------------------------------------------------
-
-def prepare_dir(out_dir: str) -> str:
-  """Creates the folder of a run (and its parents) if needed and returns it.
-
-  Raises:
-    CheckpointError: ``out_dir`` (or a folder above it) is an existing file, or it cannot be created.
-  """
-  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise CheckpointError(f"{out_dir} is a file, not a folder; choose another --out")
-  try:
-    os.makedirs(out_dir, exist_ok=True)
-  except OSError as e:
-    raise CheckpointError(f"cannot create the folder {out_dir}: {_cause(e)}") from None
-  return out_dir
-
 
 def save(path: str, tree: Any, meta: dict[str, Any] | None = None) -> None:
   """Writes ``tree`` (any pytree of arrays, PRNG keys included) and JSON ``meta`` to ``path`` atomically.
@@ -200,13 +219,11 @@ def _looks_like_partial_checkpoint(full):
 
 # --- reading ---------------------------------------------------------------------------------------------
 
-def read(path: str, *, config_type: type | None = None) -> tuple[dict[str, Any], list[np.ndarray]]:
+def read(path: str) -> tuple[dict[str, Any], list[np.ndarray]]:
   """Reads a checkpoint without a template: ``(doc, arrays)``, the JSON document and the leaf arrays.
 
   Args:
     path: the checkpoint file.
-    config_type: if given, ``doc["meta"]`` must be a training run's metadata whose ``config`` has this
-      ``NamedTuple``'s fields (see :func:`check_run_meta`).
 
   Raises:
     CheckpointError: the file is missing, truncated, corrupted or not a jaxbp checkpoint.
@@ -232,8 +249,6 @@ def read(path: str, *, config_type: type | None = None) -> tuple[dict[str, Any],
     reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
     raise CheckpointError(f"checkpoint {path} is truncated or corrupted ({reason});"
                           " delete it or restore a copy") from None
-  if config_type is not None:
-    check_run_meta(path, doc["meta"], config_type)
   return doc, arrays
 
 
@@ -243,14 +258,13 @@ def _read_array(zf, name):
   return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
 
 
-def load(path: str, template: Any, *, config_type: type | None = None) -> tuple[Any, dict[str, Any]]:
+def load(path: str, template: Any) -> tuple[Any, dict[str, Any]]:
   """Restores a pytree saved by :func:`save` into the structure of ``template``.
 
   Args:
     path: the checkpoint file.
     template: a pytree with the same structure, shapes and dtypes (its values are ignored; a
       ``jax.eval_shape`` result will do).
-    config_type: if given, the metadata is checked as a training run's (:func:`check_run_meta`).
 
   Returns:
     ``(tree, meta)``: the restored pytree (leaves as ``jax.Array``, keys re-wrapped) and the metadata.
@@ -258,7 +272,7 @@ def load(path: str, template: Any, *, config_type: type | None = None) -> tuple[
   Raises:
     CheckpointError: unreadable file, or a structure, shape or dtype that does not match ``template``.
   """
-  doc, arrays = read(path, config_type=config_type)
+  doc, arrays = read(path)
   return restore(path, doc, arrays, template), doc["meta"]
 
 

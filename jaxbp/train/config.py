@@ -3,19 +3,13 @@
 from typing import Any, NamedTuple
 
 from jaxbp import models
-from jaxbp.models import _registry
+from jaxbp.models import ConfigError
 from jaxbp.train.optim import OPTIMIZERS
 from jaxbp.train.optim import SCHEDULES
 
+__all__ = ["MAX_SEED", "ConfigError", "TrainConfig", "check_config"]
+
 MAX_SEED = 2**32 - 1  # jax.random.key(2**32) is key(0): a larger seed would silently repeat a smaller one's run
-
-
-class ConfigError(ValueError):
-  """A :class:`TrainConfig` field (``field``) that cannot be used; the message names it."""
-
-  def __init__(self, field: str, message: str):
-    super().__init__(message)
-    self.field = field
 
 
 class TrainConfig(NamedTuple):
@@ -24,7 +18,7 @@ class TrainConfig(NamedTuple):
   Attributes:
     model: the model, as the config of a registered family (``jaxbp.models.names()``): ``models.MLP(...)``
       (hidden layers), ``models.Linear()`` (softmax regression, or a linear SVM with ``loss="hinge"``,
-      note 001), or another family's; its fields are the family's (``jaxbp.models._registry``).
+      note 001), or another family's; its fields are the family's (``jaxbp.models.register``).
     loss: a head the family supports: ``"cross-entropy"`` (``ops.softmax_cross_entropy``) or ``"hinge"``
       (``ops.multiclass_hinge``), over scored positions for sequence models.
     optimizer: one of ``OPTIMIZERS`` (optax; momentum 0.9 for momentum/nesterov).
@@ -71,7 +65,7 @@ class TrainConfig(NamedTuple):
 
   def to_json(self) -> dict[str, Any]:
     """The config as JSON: the model as ``{"name", "config"}``, tuples as lists."""
-    return {**self._asdict(), "model": _registry.to_json(self.model)}
+    return {**self._asdict(), "model": models.to_json(self.model)}
 
   @classmethod
   def from_json(cls, doc: Any) -> "TrainConfig":
@@ -84,9 +78,9 @@ class TrainConfig(NamedTuple):
     if unknown or missing:
       wrong = [f"unknown field(s) {unknown}"] * bool(unknown) + [f"missing field(s) {missing}"] * bool(missing)
       raise ValueError(f"config: {', '.join(wrong)}")
-    hints = _registry.field_types(cls)
-    values = {k: _registry.check_value(k, hints[k], v) for k, v in doc.items() if k != "model"}
-    return cls(model=_registry.from_json(doc["model"]), **values)
+    hints = models.field_types(cls)
+    values = {k: models.check_value(k, hints[k], v) for k, v in doc.items() if k != "model"}
+    return cls(model=models.from_json(doc["model"]), **values)
 
 
 _ADDED = {"model_parallel": 1}  # fields newer than some saved configs, with the value older runs had
@@ -95,36 +89,34 @@ _ADDED = {"model_parallel": 1}  # fields newer than some saved configs, with the
 def check_config(config: TrainConfig) -> models.Family:
   """Raises :class:`ConfigError` naming the field when ``config`` is not usable; returns the model's family.
 
-  Checks the types of every field, the choices, the ranges, and the model's config (its family's checks).
+  Checks the types of every field, the choices, the ranges, and the model's config: a field of it is named
+  ``model.<field>`` (``model.dropout``), a failure of its family's own check ``model``.
   """
+  family = models.family_of(config.model)
   try:
-    family = models.family_of(config.model)
-    _registry.check_config(config.model)
+    models.check_config(config.model)
+  except ConfigError as e:
+    raise ConfigError(f"model.{e.field}", e.reason) from None
   except ValueError as e:
-    known = type(config.model) in [models.get(n).config for n in models.names()]
-    raise ConfigError("model", f"model {family.name}: {e}" if known else str(e)) from None
-  hints = _registry.field_types(TrainConfig)
+    raise ConfigError("model", f"{family.name}: {e}") from None
+  hints = models.field_types(TrainConfig)
   for field in TrainConfig._fields[1:]:
-    try:
-      _registry.check_value(field, hints[field], getattr(config, field))
-    except ValueError as e:
-      raise ConfigError(field, str(e)) from None
+    models.check_value(field, hints[field], getattr(config, field))
   choices = {"loss": family.losses, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
   for field, allowed in choices.items():
     if getattr(config, field) not in allowed:
-      raise ConfigError(field, f"{field} must be one of {', '.join(allowed)}"
+      raise ConfigError(field, f"must be one of {', '.join(allowed)}"
                         f"{' for model ' + family.name if field == 'loss' else ''}; got {getattr(config, field)!r}")
   for field in ("lr", "epochs", "batch_size", "accumulate", "model_parallel"):
     if not getattr(config, field) > 0:
-      raise ConfigError(field, f"{field} must be positive, got {getattr(config, field)}")
+      raise ConfigError(field, f"must be positive, got {getattr(config, field)}")
   for field in ("l2", "clip", "weight_decay"):
     v = getattr(config, field)
     if v is not None and not v >= 0:
-      raise ConfigError(field, f"{field} must be >= 0, got {v}")
+      raise ConfigError(field, f"must be >= 0, got {v}")
   if config.model_parallel > 1 and family.partition_specs is None:
-    raise ConfigError("model_parallel", f"model_parallel {config.model_parallel} needs a model family that splits"
-                      f" its parameters (partition_specs); {family.name} has none, so it trains data parallel"
-                      " only (--devices)")
+    raise ConfigError("model_parallel", f"{config.model_parallel} needs a model family that splits its parameters"
+                      f" (partition_specs); {family.name} has none, so it trains data parallel only")
   if not 0 <= config.seed <= MAX_SEED:
-    raise ConfigError("seed", f"seed must be between 0 and {MAX_SEED} (2**32 - 1), got {config.seed}")
+    raise ConfigError("seed", f"must be between 0 and {MAX_SEED} (2**32 - 1), got {config.seed}")
   return family

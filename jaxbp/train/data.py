@@ -75,7 +75,7 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits as sk_load_digits  # pylint: disable=import-outside-toplevel
   except ImportError:
     raise DataError('the default digits data set needs scikit-learn: pip install "jaxbp[train]"'
-                    " (or pass --data FILE)") from None
+                    " (or give a data file)") from None
   bunch = sk_load_digits()
   return bunch.data.astype(np.float32), bunch.target.astype(np.int64)
 
@@ -154,7 +154,7 @@ def _label_index(path: str, header: list[str], label_column: str) -> int:
   at = [i for i, h in enumerate(header) if h == label_column]
   if not at:
     raise DataError(f"{path}: no column named {label_column!r} (columns: {', '.join(header)});"
-                    " choose the label column with --label-column")
+                    " choose the label column with label_column")
   if len(at) > 1:
     raise DataError(f"{path}: {len(at)} columns are named {label_column!r} (columns"
                     f" {', '.join(str(i + 1) for i in at)}); the labels must be one column: rename the others")

@@ -7,7 +7,7 @@ state is a :class:`TrainState`; it runs unchanged on one device or many (data pa
 family's config (``TrainConfig.model``), reached through ``jaxbp.models``' registry.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import concurrent.futures
 import json
 import os
@@ -23,39 +23,27 @@ from jaxbp.train import checkpoint as ckpt
 from jaxbp.train.config import ConfigError
 from jaxbp.train.config import TrainConfig
 from jaxbp.train.config import check_config
-from jaxbp.train.optim import OPTIMIZERS
-from jaxbp.train.optim import SCHEDULES
 from jaxbp.train.optim import make_optimizer
-from jaxbp.train.optim import make_schedule
 from jaxbp.train.resume import CHECKPOINT
 from jaxbp.train.resume import Resumed
 from jaxbp.train.resume import check_continues
-from jaxbp.train.resume import continue_config
 from jaxbp.train.resume import data_identity
 from jaxbp.train.resume import read as read_checkpoint
+from jaxbp.train.sharding import check_mesh
+from jaxbp.train.sharding import place
+from jaxbp.train.sharding import shardings
+from jaxbp.train.sharding import state_shardings
 from jaxbp.train.step import TrainState
-from jaxbp.train.step import check_divisible
 from jaxbp.train.step import data_spec
-from jaxbp.train.step import default_donate
 from jaxbp.train.step import init_state
-from jaxbp.train.step import layer_grad_norms
 from jaxbp.train.step import make_eval_fn
 from jaxbp.train.step import make_loss_fn
-from jaxbp.train.step import make_mesh
 from jaxbp.train.step import make_train_step
-from jaxbp.train.step import place
-from jaxbp.train.step import shardings
 from jaxbp.train.step import split_arrays
-from jaxbp.train.step import state_shardings
 
-__all__ = [
-    "CHECKPOINT", "OPTIMIZERS", "RUN_FILES", "SCHEDULES", "ConfigError", "FitResult", "NonFiniteError", "Resumed",
-    "TrainConfig", "TrainState", "check_config", "continue_config", "data_identity", "data_spec", "default_donate",
-    "epoch_order", "fit", "init_state", "layer_grad_norms", "make_eval_fn", "make_loss_fn", "make_mesh",
-    "make_optimizer", "make_schedule", "make_train_step", "read_checkpoint", "state_shardings", "write_metrics",
-]
+__all__ = ["FIT_FILES", "FitResult", "NonFiniteError", "epoch_order", "fit", "write_metrics"]
 
-RUN_FILES = (CHECKPOINT, "metrics.json", "metrics.jsonl", "curves.png", "grad_flow.png")  # what a run writes
+FIT_FILES = (CHECKPOINT, "metrics.jsonl")  # what fit writes in out_dir; a caller names its own (outputs)
 
 
 class NonFiniteError(RuntimeError):
@@ -96,14 +84,14 @@ def _check_sizes(config: TrainConfig, n: int, mesh: Any, warn: Callable[[str], N
   """Micro-batches per epoch; ValueError where the settings cannot train, a warning for what is dropped."""
   batch = config.batch_size
   if batch > n:
-    raise ConfigError("batch_size", f"batch_size {batch} is larger than the {n} training examples")
+    raise ConfigError("batch_size", f"{batch} is larger than the {n} training examples")
   if mesh is not None and batch % mesh.shape["data"]:
-    raise ConfigError("batch_size", f"batch_size {batch} must be divisible by the number of devices"
+    raise ConfigError("batch_size", f"{batch} must be divisible by the number of devices"
                       f" ({mesh.shape['data']}{' along the data axis' if mesh.size != mesh.shape['data'] else ''})")
   steps = n // batch
   total = steps * config.epochs
   if config.accumulate > total:
-    raise ConfigError("accumulate", f"accumulate {config.accumulate} is more than the {total} micro-batches of the"
+    raise ConfigError("accumulate", f"{config.accumulate} is more than the {total} micro-batches of the"
                       f" whole run ({steps} per epoch × {config.epochs} epochs): the parameters would never be"
                       " updated")
   if n % batch:
@@ -115,50 +103,40 @@ def _check_sizes(config: TrainConfig, n: int, mesh: Any, warn: Callable[[str], N
   return steps
 
 
-def _prepare_out_dir(out_dir: str, resume: bool, overwrite: bool) -> None:
-  """Refuses to write a run over another unless ``overwrite`` (which deletes that run's files first)."""
+def _prepare_out_dir(out_dir: str, resume: bool, overwrite: bool, outputs: Sequence[str]) -> None:
+  """Refuses to write a run over another unless ``overwrite``, which deletes that run's files first: fit's
+  own (``FIT_FILES``) and the caller's ``outputs``."""
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise ValueError(f"--out {out_dir}: is a file, not a directory")
+    raise ConfigError("out_dir", f"{out_dir} is a file, not a directory")
   if resume:
     return
-  found = [f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))]
+  found = sorted(f for f in {*FIT_FILES, *outputs} if os.path.exists(os.path.join(out_dir, f)))
   if found and not overwrite:
-    raise ValueError(f"--out {out_dir} already holds a run ({', '.join(found)}); continue it with --resume,"
-                     " replace it with --overwrite, or choose another --out")
+    raise ConfigError("out_dir", f"{out_dir} already holds a run ({', '.join(found)}); resume it, overwrite it,"
+                      " or choose another directory")
   if jax.process_index() == 0:
     for f in found:
       os.remove(os.path.join(out_dir, f))
     os.makedirs(out_dir, exist_ok=True)
 
 
-def _check_mesh(config: TrainConfig, spec: models.DataSpec, mesh: Any) -> None:
-  """The mesh has the ``"model"`` axis that ``model_parallel`` asks for, and it divides what it splits."""
-  n, axis = config.model_parallel, dict(mesh.shape).get("model", 1) if mesh is not None else 1
-  if n != axis:
-    raise ConfigError("model_parallel", f"model_parallel {n} needs a mesh whose 'model' axis has {n} devices"
-                      f" (make_mesh(devices, {n})); this one has {axis}")
-  if n > 1:
-    family = config.family
-    params = jax.eval_shape(lambda k: family.init(k, config.model, spec)[0], jax.random.key(0))
-    check_divisible(mesh, params, family)
-
-
 def _plan(config: TrainConfig, data: Any, out_dir: str | None, resume: bool | Resumed, overwrite: bool,
-          source: dict | None, mesh: Any, warn: Callable[[str], None]) -> _Plan:
+          outputs: Sequence[str], source: dict | None, mesh: Any, warn: Callable[[str], None]) -> _Plan:
+  """Every check of ``fit``'s arguments, once, before anything compiles; what it decided."""
   check_config(config)
   if resume and overwrite:
-    raise ValueError("--resume continues a run and --overwrite replaces it: give one of them")
+    raise ConfigError("overwrite", "replaces the run in out_dir, resume continues it: give one of them")
   if resume and out_dir is None:
-    raise ValueError("--resume needs --out DIR, the directory of the run to continue")
+    raise ConfigError("resume", "needs out_dir, the directory of the run to continue")
   steps = _check_sizes(config, data.x_train.shape[0], mesh, warn)
-  _check_mesh(config, data_spec(data), mesh)
+  check_mesh(config, data_spec(data), mesh)
   path = os.path.join(out_dir, CHECKPOINT) if out_dir else None
   resumed = resume if isinstance(resume, Resumed) else (read_checkpoint(path) if resume and path else None)
   data_id = data_identity(data, resumed.data["source"] if resumed is not None and source is None else source)
   if resumed is not None:
     check_continues(config, resumed, data_id)
   if out_dir:
-    _prepare_out_dir(out_dir, resumed is not None, overwrite)
+    _prepare_out_dir(out_dir, resumed is not None, overwrite, outputs)
   return _Plan(data_spec(data), steps, path, resumed, data_id)
 
 
@@ -205,7 +183,7 @@ def _summarise(metrics: list, first_step: int, epoch: int, path: str | None, las
     where = (f"the last checkpoint, {path} (after epoch {last_saved}), holds finite parameters" if last_saved
              else "no checkpoint was written before it")
     raise NonFiniteError(f"non-finite loss, gradient or update at step {bad} (epoch {epoch}); the parameters"
-                         f" were not updated with it; {where}. Try a lower --lr or --clip 1.0")
+                         f" were not updated with it; {where}. Try a lower lr, or clip=1.0")
   means = {k: float(np.mean([s[k] for s in m])) for k in ("loss", "accuracy", "token_accuracy") if k in m[0]}
   if "layer_grad_norms" in m[0]:
     means["layer_grad_norms"] = np.mean([s["layer_grad_norms"] for s in m], axis=0).tolist()
@@ -229,7 +207,8 @@ def _write_lines(path: str, records: list, mode: str) -> None:
 
 
 def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: bool | Resumed = False,
-        overwrite: bool = False, source: dict | None = None, mesh: jax.sharding.Mesh | None = None,
+        overwrite: bool = False, outputs: Sequence[str] = (), source: dict | None = None,
+        mesh: jax.sharding.Mesh | None = None,
         progress: Callable[[int, int], Any] | None = None, on_epoch: Callable[[dict, TrainState], None] | None = None,
         warn: Callable[[str], None] | None = None, on_checked: Callable[[], None] | None = None) -> FitResult:
   """Trains ``config.model`` on ``data`` as ``config`` says; everything is checked before anything compiles.
@@ -242,8 +221,10 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
       ``out_dir/metrics.jsonl`` after every epoch. A directory holding another run is refused.
     resume: continue from ``out_dir/checkpoint.npz`` (``True``), or from a checkpoint already read with
       :func:`read_checkpoint`. Same config and data (checked by content hash); ``epochs`` may change with
-      a constant schedule (:func:`continue_config`). The result equals an uninterrupted run's.
+      a constant schedule (``continue_config``). The result equals an uninterrupted run's.
     overwrite: replace the run in ``out_dir`` (its files are deleted first).
+    outputs: names of the caller's own files in ``out_dir`` (``jaxbp train``'s plots and summary): a
+      directory holding one of them holds a run, and ``overwrite`` deletes them with ``fit``'s own.
     source: where the data came from (e.g. ``{"path": ..., "label_column": ...}``), saved with its hash.
     mesh: a ``Mesh`` from :func:`make_mesh` (``("data",)``, or ``("data", "model")`` for
       ``config.model_parallel`` > 1), or ``None`` for the default device.
@@ -255,9 +236,15 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
     on_checked: called once everything is checked, before compiling.
 
   Returns:
-    A :class:`FitResult`. Raises :class:`NonFiniteError` on a NaN/inf loss, gradient or update.
+    A :class:`FitResult`.
+
+  Raises:
+    ConfigError: an argument or a config field that cannot be used, named by ``field`` (``"lr"``,
+      ``"model.dropout"``, ``"out_dir"``, ...); the only check of them: callers need not check first.
+    CheckpointError, ValueError: a checkpoint that cannot be read or continued with this config and data.
+    NonFiniteError: a NaN/inf loss, gradient or update.
   """
-  plan = _plan(config, data, out_dir, resume, overwrite, source, mesh,
+  plan = _plan(config, data, out_dir, resume, overwrite, outputs, source, mesh,
                warn or (lambda m: warnings.warn(m, UserWarning, stacklevel=5)))
   if on_checked is not None:
     on_checked()

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jaxbp.train import checkpoint as ckpt
+from jaxbp.train.config import ConfigError
 from jaxbp.train.config import TrainConfig
 
 CHECKPOINT = "checkpoint.npz"
@@ -52,26 +53,51 @@ def _meta_error(path: str, what: str) -> ckpt.CheckpointError:
 
 
 def read(path: str) -> Resumed:
-  """Reads the checkpoint at ``path`` once and validates its metadata; :class:`CheckpointError` otherwise."""
+  """Reads the checkpoint at ``path`` once and validates its metadata, the one check of a run's metadata:
+  :class:`CheckpointError` naming the file and the first field that is wrong (``checkpoint.read`` checks
+  the file and its document's structure; the run's config, epochs, history and data are checked here)."""
   doc, arrays = ckpt.read(path)
-  meta = doc.get("meta")
-  if not isinstance(meta, dict):
-    raise _meta_error(path, f"its metadata is {type(meta).__name__}, not an object")
+  meta = doc["meta"]
   try:
     config = TrainConfig.from_json(meta.get("config"))
   except ValueError as e:
     raise _meta_error(path, f"its config is unusable ({e})") from None
   epoch, history, data = meta.get("epoch"), meta.get("history"), meta.get("data")
-  if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 < epoch <= config.epochs:
+  if not _is_int(epoch) or not 0 < epoch <= config.epochs:
     raise _meta_error(path, f"epoch {epoch!r} is not a whole number in 1..{config.epochs}")
-  if not isinstance(history, list) or len(history) != epoch or not all(isinstance(r, dict) for r in history):
+  if not isinstance(history, list) or len(history) != epoch:
     raise _meta_error(path, f"its history does not hold one record for each of its {epoch} epochs")
+  for i, record in enumerate(history):
+    _check_record(path, i, record)
   if not isinstance(data, dict) or not isinstance(data.get("sha256"), str) or not isinstance(data.get("source"), dict):
     raise _meta_error(path, "it records no data identity (written before jaxbp recorded one?)")
   classes = data.get("classes", [])
   if not isinstance(classes, list) or not all(isinstance(c, str | int) and not isinstance(c, bool) for c in classes):
     raise _meta_error(path, "its data's 'classes' is not a list of class names or integers")
   return Resumed(path, config, epoch, history, data, doc, arrays)
+
+
+RECORD_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds")  # every record's
+
+
+def _check_record(path: str, i: int, record: Any) -> None:
+  """``history[i]`` is epoch i + 1's record: ``RECORD_FIELDS`` numbers, other entries numbers or lists of them."""
+  if not isinstance(record, dict) or record.get("epoch") != i + 1 or not _is_int(record["epoch"]):
+    raise _meta_error(path, f"history[{i}] is not the record of epoch {i + 1}")
+  missing = [k for k in RECORD_FIELDS if k not in record]
+  if missing:
+    raise _meta_error(path, f"history[{i}] lacks {', '.join(missing)}")
+  for k, v in record.items():
+    if not (_is_number(v) or (k not in RECORD_FIELDS and isinstance(v, list) and all(map(_is_number, v)))):
+      raise _meta_error(path, f"history[{i}][{k!r}] is {type(v).__name__}, not a number")
+
+
+def _is_int(v: Any) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+  return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 _WHY = {
@@ -86,18 +112,20 @@ def continue_config(resumed: Resumed, epochs: int | None = None) -> TrainConfig:
 
   A constant learning rate may run for more (or fewer, but not fewer than done) epochs; a schedule that
   depends on the run's length cannot change it, since that would change the rate of the epochs already
-  trained: ValueError saying why and what to do. A finished run is refused: there is nothing to continue.
+  trained: :class:`ConfigError` naming ``epochs``, saying why and what to do. A finished run is refused:
+  there is nothing to continue. ``fit`` checks this itself (``check_continues``); call it for the config
+  to show before ``fit`` runs.
   """
   saved, done = resumed.config, resumed.epoch
   epochs = saved.epochs if epochs is None else epochs
   if epochs != saved.epochs and saved.schedule != "constant":
-    raise ValueError(f"cannot resume {resumed.path} with --epochs {epochs}: its {saved.schedule} schedule was built"
-                     f" for {saved.epochs} epochs and {_WHY[saved.schedule]}, so another length would change the"
-                     f" rate of the {done} epochs already trained; start a new run with --epochs {epochs} (or"
-                     " train with --schedule constant to extend a run later)")
+    raise ConfigError("epochs", f"{epochs} cannot resume {resumed.path}: its {saved.schedule} schedule was built"
+                      f" for {saved.epochs} epochs and {_WHY[saved.schedule]}, so another length would change the"
+                      f" rate of the {done} epochs already trained; start a new run of {epochs} epochs (or train"
+                      " with the constant schedule to extend a run later)")
   if epochs <= done:
-    more = f"; pass --epochs N with N > {done} to train on" if saved.schedule == "constant" else ""
-    raise ValueError(f"cannot resume {resumed.path} for {epochs} epochs: it has already trained {done}{more}")
+    more = f"; give more than {done} epochs to train on" if saved.schedule == "constant" else ""
+    raise ConfigError("epochs", f"{epochs} cannot resume {resumed.path}: it has already trained {done}{more}")
   return saved._replace(epochs=epochs)
 
 

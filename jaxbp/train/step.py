@@ -1,7 +1,7 @@
-"""The jitted pieces of training, generic over the registered models: the loss, the step, the evaluation,
-the initial state, and data parallelism over a ``Mesh``.
+"""The jitted pieces of training, generic over the registered models: the loss, the step, the evaluation
+and the initial state (meshes and placement are ``sharding``'s).
 
-Batches, heads and metrics are as the model registry's contract says (``jaxbp.models._registry``): a
+Batches, heads and metrics are as the model registry's contract says (``jaxbp.models.register``): a
 batch is ``(inputs, targets)`` or ``(inputs, targets, mask)``; the loss is the mean over scored positions;
 ``accuracy`` is per example, or exact match over each sequence's scored positions.
 """
@@ -15,9 +15,9 @@ import optax
 
 from jaxbp import models
 from jaxbp import ops as _ops
-from jaxbp.train.config import ConfigError
 from jaxbp.train.config import TrainConfig
 from jaxbp.train.optim import weights_mask
+from jaxbp.train.sharding import shardings
 
 
 class TrainState(NamedTuple):
@@ -182,79 +182,3 @@ def make_train_step(loss_fn: Any, optimizer: optax.GradientTransformation, *, do
     held = replicated if state_sharding is None else state_sharding
     kwargs.update(in_shardings=(held, sharded), out_shardings=(held, replicated))
   return jax.jit(step, **kwargs)
-
-
-def make_mesh(num_devices: int, model_parallel: int = 1) -> jax.sharding.Mesh:
-  """A ``Mesh`` over the first ``num_devices`` devices (all processes' devices): 1-D ``("data",)``, or with
-  ``model_parallel`` N > 1 of shape (num_devices / N, N) with axes ``("data", "model")``.
-
-  Raises :class:`ConfigError` when the devices are not there or N does not divide them.
-  """
-  devices = jax.devices()
-  if not 1 <= num_devices <= len(devices):
-    hint = ("; on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N gives N devices"
-            if jax.default_backend() == "cpu" else "")
-    raise ValueError(f"devices must be between 1 and {len(devices)} (the devices JAX sees), got {num_devices}"
-                     + hint)
-  if model_parallel < 1 or num_devices % model_parallel:
-    raise ConfigError("model_parallel", f"model_parallel {model_parallel} must divide --devices {num_devices}"
-                      " (the mesh is devices/N × N)")
-  if model_parallel == 1:
-    return jax.sharding.Mesh(np.array(devices[:num_devices]), ("data",))
-  grid = np.array(devices[:num_devices]).reshape(num_devices // model_parallel, model_parallel)
-  return jax.sharding.Mesh(grid, ("data", "model"))
-
-
-def shardings(mesh: jax.sharding.Mesh) -> tuple[jax.sharding.NamedSharding, jax.sharding.NamedSharding]:
-  """``(replicated, sharded along "data")``."""
-  P = jax.sharding.PartitionSpec
-  return jax.sharding.NamedSharding(mesh, P()), jax.sharding.NamedSharding(mesh, P("data"))
-
-
-def state_shardings(mesh: jax.sharding.Mesh, state: Any, family: models.Family) -> Any:
-  """A ``NamedSharding`` per leaf of a :class:`TrainState` (arrays or their shapes): replicated, except,
-  on a mesh with a ``"model"`` axis, the parameters and every optimiser-state subtree shaped like them
-  (Adam's moments, accumulated gradients) as the family's ``partition_specs`` say."""
-  P = jax.sharding.PartitionSpec
-  replicated = jax.sharding.NamedSharding(mesh, P())
-  everywhere = lambda tree: jax.tree.map(lambda _: replicated, tree)
-  if "model" not in mesh.axis_names or family.partition_specs is None:
-    return everywhere(state)
-  named = jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, spec), family.partition_specs(state.params),
-                       is_leaf=lambda x: isinstance(x, P))
-  structure = jax.tree.structure(state.params)
-  like_params = lambda x: bool(jax.tree.structure(x) == structure)  # type: ignore[operator]
-  opt = jax.tree.map(lambda x: named if like_params(x) else replicated, state.opt_state, is_leaf=like_params)
-  return TrainState(named, everywhere(state.model_state), opt, replicated, replicated)  # type: ignore[arg-type]
-
-
-def check_divisible(mesh: jax.sharding.Mesh, params: Any, family: models.Family) -> None:
-  """ConfigError naming ``model_parallel`` when a parameter's axis that ``family.partition_specs`` splits
-  over the mesh is not a multiple of the mesh axes' size (``NamedSharding`` splits evenly). ``params`` may
-  be shapes (``jax.eval_shape``)."""
-  if "model" not in mesh.axis_names or family.partition_specs is None:
-    return
-  specs = jax.tree.leaves(family.partition_specs(params), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-  for (path, leaf), spec in zip(jax.tree_util.tree_flatten_with_path(params)[0], specs):
-    for axis, names in enumerate(spec):
-      parts = int(np.prod([mesh.shape[n] for n in ((names,) if isinstance(names, str) else names or ())]))
-      if leaf.shape[axis] % parts:
-        raise ConfigError("model_parallel", f"model_parallel {mesh.shape['model']} must divide axis {axis} of"
-                          f" the parameter {jax.tree_util.keystr(path)} (size {leaf.shape[axis]})")
-
-
-def place(tree: Any, sharding: Any) -> Any:
-  """Puts host arrays on devices with ``sharding`` (one ``Sharding``, or a pytree of them shaped like
-  ``tree``); every process must hold the same global values."""
-  if sharding is None:
-    return jax.device_put(tree)
-  if jax.process_count() == 1:
-    return jax.device_put(tree, sharding)
-  def one(x, s):
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      return jax.random.wrap_key_data(one(jax.random.key_data(x), s), impl=jax.random.key_impl(x))
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
-  if isinstance(sharding, jax.sharding.Sharding):
-    return jax.tree.map(lambda x: one(x, sharding), tree)
-  return jax.tree.map(one, tree, sharding)

@@ -2,6 +2,7 @@
 resume, one-line errors and the missing-extra message."""
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -121,7 +122,7 @@ def test_info_lists_versions_and_devices(capsys):
     (["--model", "linear", "--hidden", "8"], "--hidden does not apply to --model linear (its flags: --init)"),
     (["--loss", "hinge", "--dropout", "1.5"], "--model mlp: MLPConfig.dropout must be in [0, 1), got 1.5"),
     (["--accumulate", "1000", "--epochs", "2"], "--accumulate 1000 is more than the 44 micro-batches"),
-    (["--out", "FILE"], ": is a file, not a directory"),
+    (["--out", "FILE"], "--out FILE is a file, not a directory"),
 ])
 def test_flag_errors_are_one_line_before_any_compile(tmp_path, monkeypatch, capsys, flags, fragment, jaxbp_cmd):
   def no_compile(*args, **kwargs):
@@ -130,6 +131,7 @@ def test_flag_errors_are_one_line_before_any_compile(tmp_path, monkeypatch, caps
   monkeypatch.setattr(loop, "_compile", no_compile)
   (tmp_path / "FILE").write_text("")
   flags = [str(tmp_path / "FILE") if f == "FILE" else f for f in flags]
+  fragment = fragment.replace("FILE", str(tmp_path / "FILE"))
   out = [] if "--out" in flags or "--resume" in flags else ["--out", str(tmp_path / "o")]
   status, err = jaxbp_cmd("train", "--no-plot", *out, *flags)
   assert status == 2 and len([line for line in err if "warning" not in line]) == 1, err
@@ -157,6 +159,44 @@ def test_resume_takes_typed_flags_the_recorded_data_and_refuses_other_data(tmp_p
   metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
   assert len(metrics["history"]) == 40 and metrics["data"]["source"] == {"path": str(tmp_path / "d.npz")}
   assert metrics["data"]["name"] == str(tmp_path / "d.npz")  # the recorded data, not the digits
+
+
+def test_overwrite_deletes_every_output_of_the_run_it_replaces(tmp_path, jaxbp_cmd):
+  """--overwrite removes what the command wrote before, all of it: grad_flow_time.png was left behind once (the
+  list of a run's files lacked it), so a run without --grad-flow showed the last run's plot beside its own."""
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 2, 40)
+  np.savez(tmp_path / "d.npz", x=rng.normal(size=(40, 3)) + y[:, None], y=y)
+  run = ["train", "--data", str(tmp_path / "d.npz"), "--hidden", "4", "--batch-size", "20", "--epochs", "1",
+         "--no-plot", "--out", str(tmp_path / "r")]
+  (tmp_path / "r").mkdir()
+  (tmp_path / "r" / "grad_flow_time.png").write_bytes(b"an earlier run's plot")
+  status, err = jaxbp_cmd(*run)
+  assert status == 2 and "already holds a run (grad_flow_time.png)" in err[-1]
+  assert jaxbp_cmd(*run, "--overwrite")[0] == 0
+  assert sorted(os.listdir(tmp_path / "r")) == ["checkpoint.npz", "metrics.json", "metrics.jsonl"]
+  assert set(cli_train.OUTPUT_FILES) >= {"metrics.json", "curves.png", "grad_flow.png", "grad_flow_time.png"}
+
+
+@pytest.mark.parametrize("model", ["lstm", "rnn", "transformer"])
+def test_a_sequence_model_alone_trains_its_default_task_and_says_so(model, tmp_path, monkeypatch, jaxbp_cmd):
+  from jaxbp.train import tasks  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(tasks, "load_task", functools.partial(tasks.load_task, length=3, num_train=128, num_test=16))
+
+  def stop(*args, **kwargs):  # everything is checked and the banner said; no need to compile
+    raise KeyboardInterrupt
+  monkeypatch.setattr(loop, "_compile", stop)
+  status, err = jaxbp_cmd("train", "--model", model, "--no-plot", "--out", str(tmp_path / "r"))
+  assert status == 130, err
+  assert f"task {tasks.DEFAULT_TASK} (length 3, seed 0) (the default task of --model {model}; --task to choose)" \
+      in err[0], err
+
+
+def test_a_sequence_model_on_a_features_file_is_refused(tmp_path, jaxbp_cmd):
+  np.savez(tmp_path / "d.npz", x=np.zeros((40, 3)), y=np.arange(40) % 2)
+  status, err = jaxbp_cmd("train", "--model", "lstm", "--data", str(tmp_path / "d.npz"), "--batch-size", "8",
+                          "--no-plot", "--out", str(tmp_path / "r"))
+  assert status == 2 and "lstm: needs token sequences (--task), got features data" in err[-1], err
 
 
 def test_interrupted_says_what_is_true():

@@ -1,6 +1,7 @@
 """Runs, checkpoints and resume: nothing lost, nothing silently different (issue 9, section 2)."""
 
 import json
+import os
 
 import chex
 import jax
@@ -33,7 +34,7 @@ def test_constant_schedule_extends_a_decaying_one_is_refused_with_what_to_do():
   for schedule in ("cosine", "warmup", "warmup-cosine"):
     with pytest.raises(ValueError, match=rf"its {schedule} schedule was built for 5 epochs.*start a new run"):
       train.continue_config(_resumed(CONSTANT._replace(schedule=schedule, epochs=5), 5), 7)
-  with pytest.raises(ValueError, match="already trained 2; pass --epochs N with N > 2"):
+  with pytest.raises(train.ConfigError, match="already trained 2; give more than 2 epochs to train on"):
     train.continue_config(_resumed(CONSTANT, 2))  # a finished run: nothing to continue
 
 
@@ -73,16 +74,19 @@ def test_run_records_its_data_and_resume_refuses_other_data(tmp_path):
 def test_out_onto_a_run_is_refused_unless_overwrite(tmp_path):
   out = tmp_path / "run"
   out.mkdir()
-  (out / "curves.png").write_bytes(b"old")
-  with pytest.raises(ValueError, match=r"already holds a run \(curves.png\).*--resume.*--overwrite"):
-    train.fit(CONSTANT, _dataset(), out_dir=str(out))
-  train.fit(CONSTANT._replace(epochs=1), _dataset(), out_dir=str(out), overwrite=True)
-  assert not (out / "curves.png").exists() and (out / "checkpoint.npz").exists()
+  (out / "curves.png").write_bytes(b"old")  # the caller's output (outputs=): part of the run in out_dir
+  with pytest.raises(train.ConfigError, match=r"already holds a run \(curves.png\); resume it, overwrite it") as e:
+    train.fit(CONSTANT, _dataset(), out_dir=str(out), outputs=("curves.png",))
+  assert e.value.field == "out_dir"
+  train.fit(CONSTANT._replace(epochs=1), _dataset(), out_dir=str(out), outputs=("curves.png",), overwrite=True)
+  assert not (out / "curves.png").exists() and sorted(os.listdir(out)) == sorted(train.FIT_FILES)
   (tmp_path / "file").write_text("x")
-  with pytest.raises(ValueError, match="is a file, not a directory"):
+  with pytest.raises(train.ConfigError, match="is a file, not a directory") as e:
     train.fit(CONSTANT, _dataset(), out_dir=str(tmp_path / "file"))
-  with pytest.raises(ValueError, match="give one of them"):
+  assert e.value.field == "out_dir"
+  with pytest.raises(train.ConfigError, match="give one of them") as e:
     train.fit(CONSTANT, _dataset(), out_dir=str(out), resume=True, overwrite=True)
+  assert e.value.field == "overwrite"
 
 
 def test_settings_that_train_nothing_are_refused_and_dropped_rows_are_said(monkeypatch):
@@ -92,7 +96,7 @@ def test_settings_that_train_nothing_are_refused_and_dropped_rows_are_said(monke
   monkeypatch.setattr(loop, "_compile", no_compile)
   with pytest.raises(train.ConfigError, match="accumulate 1000 is more than the 12 micro-batches") as e:
     train.fit(CONSTANT._replace(accumulate=1000), _dataset())
-  assert e.value.field == "accumulate"
+  assert e.value.field == "accumulate" and e.value.reason.startswith("1000 is more than")
   said = []
   with pytest.raises(AssertionError, match="compiled"):
     train.fit(CONSTANT._replace(accumulate=4), _dataset(n=120), warn=said.append)
@@ -121,15 +125,31 @@ def test_an_update_that_overflows_is_not_applied():
 @pytest.mark.parametrize("meta,fragment", [
     ([1, 2], "is a list, expected an object"),
     ({"config": {"lr": "x"}, "epoch": 1, "history": [{}]}, "config is unusable"),
+    ({"epoch": 1, "history": []}, "config is unusable"),
     ("config-with-string-lr", "lr must be float"),
+    ("config-with-bool-epochs", "epochs must be int"),
     ("epoch-past-history", "history does not hold one record"),
+    ("string-epoch", "epoch '1' is not a whole number"),
+    ("record-out-of-order", r"history\[0\] is not the record of epoch 1"),
+    ("record-value", r"history\[0\]\['seconds'\] is str, not a number"),
+    ("record-lacking", r"history\[0\] lacks test_loss"),
     ("no-data", "records no data identity"),
+    ("data-a-list", "records no data identity"),
     ("classes-not-a-list", "'classes' is not a list"),
 ])
 def test_checkpoint_metadata_that_is_not_a_run_is_one_checkpoint_error(tmp_path, meta, fragment):
-  good = {"config": CONSTANT.to_json(), "epoch": 1, "history": [{"epoch": 1}],
+  record = {"epoch": 1, "train_loss": 0.5, "train_accuracy": 0.75, "test_loss": 0.6, "test_accuracy": 0.5,
+            "seconds": 1.0}
+  good = {"config": CONSTANT.to_json(), "epoch": 1, "history": [record],
           "data": {"name": "d", "sha256": "0" * 64, "source": {}}}
-  if meta == "config-with-string-lr":
+  changed = {"config-with-string-lr": {"config": dict(good["config"], lr="0.1")},
+             "config-with-bool-epochs": {"config": dict(good["config"], epochs=True)},
+             "string-epoch": {"epoch": "1"}, "record-out-of-order": {"history": [dict(record, epoch=2)]},
+             "record-value": {"history": [dict(record, seconds="1")]}, "data-a-list": {"data": ["d.csv"]},
+             "record-lacking": {"history": [{k: v for k, v in record.items() if k != "test_loss"}]}}
+  if isinstance(meta, str) and meta in changed:
+    meta = dict(good, **changed[meta])
+  elif meta == "config-with-string-lr":
     meta = dict(good, config=dict(good["config"], lr="0.1"))
   elif meta == "epoch-past-history":
     meta = dict(good, epoch=2)
