@@ -3,9 +3,6 @@
 import json
 import os
 
-import chex
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_loop import SMALL
@@ -13,8 +10,6 @@ from test_loop import _dataset
 
 from jaxbp import train
 from jaxbp.models import MLP
-from jaxbp.models import DataSpec
-from jaxbp.models import Linear
 from jaxbp.train import checkpoint
 from jaxbp.train import loop
 from jaxbp.train import resume
@@ -106,20 +101,6 @@ def test_settings_that_train_nothing_are_refused_and_dropped_rows_are_said(monke
     with pytest.raises(train.ConfigError) as e:
       train.check_config(CONSTANT._replace(**{field: value}))
     assert e.value.field == field and str(e.value).startswith(field)
-
-
-def test_an_update_that_overflows_is_not_applied():
-  config = CONSTANT._replace(model=Linear(), optimizer="sgd", lr=3e38)
-  spec = DataSpec("features", (8,), 3)
-  opt = train.make_optimizer(config, 10)
-  state = train.init_state(config, spec, opt)
-  big = jax.tree_util.tree_map_with_path(lambda k, p: jnp.full_like(p, 3e38 if "b" in str(k) else 0.0), state.params)
-  state = state._replace(params=big)  # logits 3e38 in every class: a finite loss; b − lr·db overflows
-  step = train.make_train_step(train.make_loss_fn(config, spec), opt, donate=False)
-  x = np.ones((16, 8), np.float32)
-  new, metrics = step(state, (x, np.zeros(16, np.int32)))
-  assert np.isfinite(float(metrics["loss"])) and not bool(metrics["finite"])  # the loss was fine, the update not
-  chex.assert_trees_all_equal(new.params, state.params)
 
 
 @pytest.mark.parametrize("meta,fragment", [
