@@ -63,3 +63,10 @@ def test_every_file_is_short():
   long = {str(p.relative_to(ROOT.parent)): n for p in ROOT.rglob("*.py") if (n := len(p.read_text().splitlines()))
           > MAX_LINES}
   assert not long, f"files over {MAX_LINES} lines (split them by topic): {long}"
+
+
+@pytest.mark.parametrize("name", ["jaxbp.models", "jaxbp.train"])
+def test_a_public_namespace_lists_its_names_sorted(name):
+  import importlib  # pylint: disable=import-outside-toplevel
+  names = importlib.import_module(name).__all__
+  assert names == sorted(names)

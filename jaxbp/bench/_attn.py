@@ -20,7 +20,7 @@ from jaxbp.bench._compare import AUTODIFF
 from jaxbp.bench._compare import MANUAL
 from jaxbp.bench._compare import manual_vs_autodiff
 from jaxbp.insight import tables
-from jaxbp.models.transformer import TransformerConfig
+from jaxbp.models.transformer import Transformer
 from jaxbp.models.transformer import init_transformer
 from jaxbp.models.transformer import transformer_apply
 from jaxbp.models.transformer import transformer_head
@@ -73,7 +73,7 @@ def _case(family: str, sizes: tuple, variant: Any, rng: np.random.Generator) -> 
 
 def _transformer_case(sizes, variant, rng):
   batch, t, width, mlp, layers = sizes
-  config = TransformerConfig(layers=layers, width=width, heads=4, mlp_width=mlp)
+  config = Transformer(layers=layers, width=width, heads=4, mlp_width=mlp)
   params = init_transformer(jax.random.key(0), config, vocab_size=13, length=t, num_classes=13)
   ids, targets = (jnp.asarray(rng.integers(0, 13, size=(batch, t)), jnp.int32) for _ in range(2))
 

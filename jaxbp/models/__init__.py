@@ -1,8 +1,10 @@
 """jaxbp.models: pure-function models over plain pytrees, built from an op namespace (``ops=``).
 
-Every family ``jaxbp train`` can train is registered in :mod:`jaxbp.models._registry` (whose docstring is the
-contract a new family follows) by its own module, imported here: ``MLP`` and ``Linear`` are the configs of
-the ``mlp`` and ``linear`` families.
+Every family ``jaxbp train`` can train is registered by its own module through :func:`register`, whose
+contract is the docstring of ``jaxbp/models/_registry.py``: one config class per family, named as the
+family is (``MLP``, ``Linear``, ``CNN``, ``RNN``, ``LSTM``, ``Transformer``), one validation hook
+``check``, and one meaning of weight (:func:`is_weight`). ``MLPConfig`` and ``RecurrentConfig`` are the
+lower-level architectures that ``init_mlp``/``mlp_apply`` and the recurrent functions take.
 """
 
 from jaxbp.models._registry import HEADS
@@ -16,9 +18,11 @@ from jaxbp.models._registry import family_of
 from jaxbp.models._registry import field_types
 from jaxbp.models._registry import from_json
 from jaxbp.models._registry import get
+from jaxbp.models._registry import is_weight
 from jaxbp.models._registry import names
 from jaxbp.models._registry import register
 from jaxbp.models._registry import to_json
+from jaxbp.models._registry import weights_mask
 from jaxbp.models.cnn import CNN
 from jaxbp.models.cnn import cnn_apply
 from jaxbp.models.cnn import init_cnn
@@ -39,6 +43,7 @@ from jaxbp.models.notes import proportional_apply
 from jaxbp.models.notes import quadratic_apply
 from jaxbp.models.recurrent import LSTM
 from jaxbp.models.recurrent import RNN
+from jaxbp.models.transformer import Transformer
 from jaxbp.models.transformer import TransformerConfig
 
 __all__ = [
@@ -55,6 +60,7 @@ __all__ = [
     "MLP",
     "MLPConfig",
     "RNN",
+    "Transformer",
     "TransformerConfig",
     "affine_apply",
     "check_config",
@@ -70,6 +76,7 @@ __all__ = [
     "init_neuron",
     "init_proportional",
     "init_quadratic",
+    "is_weight",
     "mlp_apply",
     "names",
     "neuron_apply",
@@ -77,4 +84,5 @@ __all__ = [
     "quadratic_apply",
     "register",
     "to_json",
+    "weights_mask",
 ]

@@ -4,6 +4,19 @@ A family is registered once, in its own module (``jaxbp/models/<family>.py``), b
 module is imported by ``jaxbp/models/__init__.py``, so ``import jaxbp.models`` registers every family.
 Nothing in ``jaxbp.train`` or ``jaxbp.cli`` names a model: both go through :func:`get`.
 
+A new family, in one file ``jaxbp/models/<family>.py`` and one import line in ``jaxbp/models/__init__.py``:
+
+- ``class <Family>(NamedTuple)``: its one config class, named as the family is (``MLP``, ``Linear``,
+  ``CNN``, ``RNN``, ``LSTM``, ``Transformer``; a ``llama`` family's is ``Llama``), exported by
+  ``jaxbp.models``. What ``init``/``apply`` build from it and the data may be a lower-level architecture
+  of the family's own (``MLPConfig``, ``RecurrentConfig``: with the data's widths), made by one
+  ``network(config, spec)`` in the family's file; it is not registered and no flag reaches it.
+- ``def check(config) -> None``: the validation hook, always named ``check``, passed as ``check=check``;
+  it raises ``ValueError`` naming the field (a lower-level architecture's own validator is ``check_network``).
+- ``_init``, ``_apply`` (and ``_head``, ``partition_specs``, ...) as the contract below says, then
+  ``register("<family>", <Family>, _init, _apply, ..., check=check, help=_HELP, summary=...)`` at the end
+  of the file. ``tests/models/test_<family>.py`` tests it; every registry-wide test then covers it.
+
 The contract (what a family provides; ``train`` calls nothing else)
 --------------------------------------------------------------------
 ``config``: a ``NamedTuple`` class of the family's hyperparameters, every field with a default; the
@@ -15,10 +28,11 @@ The contract (what a family provides; ``train`` calls nothing else)
   the same type (the flag is shared: ``--dropout`` of the MLP and of the transformer). The config is
   hashable, so it can be a static argument of ``jax.jit``, and it is saved as JSON in every checkpoint.
 ``init(key, config, spec) -> (params, state)``: ``key`` a typed PRNG key; ``spec`` a :class:`DataSpec`.
-  ``params`` is a pytree of float arrays, dict-keyed: leaves whose dict key starts with ``"w"`` are weights
-  (weight decay and ``--l2`` act on them only; biases, norm scales and embeddings are left alone; name an
-  embedding ``"embed"`` unless you want it decayed), and every leaf with two or more axes is listed by
-  ``--grad-flow``. ``state`` is the non-trained state (batch-norm running statistics), ``{}`` if none.
+  ``params`` is a pytree of float arrays. A *weight* is a leaf with two or more axes (a matrix, a kernel,
+  an embedding table; :func:`is_weight`), and nothing else: weight decay and ``l2`` act on the weights
+  only, and ``grad_flow`` lists their gradient norms; biases and norm scales (one axis) are never
+  weights, whatever their names. ``state`` is the non-trained state (batch-norm running statistics),
+  ``{}`` if none.
 ``apply(params, state, inputs, config, spec, *, train, key, ops) -> (outputs, state)``:
   ``train`` (bool, static): training mode (dropout, batch statistics). ``key``: a fresh PRNG key every
   training step, ``None`` in evaluation. ``ops``: the op namespace, ``jaxbp.ops`` (the hand-written rules)
@@ -99,6 +113,17 @@ class Family(NamedTuple):
   train_defaults: Mapping[str, Any] = types.MappingProxyType({})
   time_grad_norms: Callable[..., Any] | None = None
   partition_specs: Callable[[Any], Any] | None = None
+
+
+def is_weight(leaf: Any) -> bool:
+  """Whether a parameter leaf is a weight: two or more axes (the one meaning of "weight"; module docstring)."""
+  return len(getattr(leaf, "shape", ())) >= 2
+
+
+def weights_mask(params: Any) -> Any:
+  """``params``' structure with ``True`` at the weights (:func:`is_weight`), ``False`` elsewhere (an optax mask)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.tree.map(is_weight, params)
 
 
 class ConfigError(ValueError):

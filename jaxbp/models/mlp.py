@@ -55,7 +55,7 @@ class MLPConfig(NamedTuple):
   bn_eps: float = 1e-5
 
 
-def check_config(config):
+def check_network(config: MLPConfig) -> None:
   """Raises ValueError naming the field if ``config`` cannot build a network."""
   sizes = tuple(config.sizes)
   if len(sizes) < 2 or any(not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1 for n in sizes):
@@ -77,7 +77,7 @@ def _init_weight(key, fan_in, fan_out, init, dtype):
   return jax.random.uniform(key, (fan_in, fan_out), dtype, -limit, limit)
 
 
-def init_mlp(key, config, *, dtype=jnp.float32):
+def init_mlp(key: jax.Array, config: MLPConfig, *, dtype: Any = jnp.float32) -> tuple[dict, dict]:
   """Draws the parameters and the (batch-norm) state of an MLP.
 
   Args:
@@ -88,7 +88,7 @@ def init_mlp(key, config, *, dtype=jnp.float32):
   Returns:
     ``(params, state)`` as described in the module docstring.
   """
-  check_config(config)
+  check_network(config)
   return _init_mlp(key, config._replace(sizes=tuple(config.sizes)), jnp.dtype(dtype))
 
 
@@ -122,7 +122,8 @@ def _batch_norm(ops, config, layer, stats, z, train):
   return ops.add(ops.multiply(z_hat, layer["gamma"]), layer["beta"]), stats
 
 
-def mlp_apply(params, x, config, *, state=None, train=False, key=None, ops=_ops):
+def mlp_apply(params: dict, x: jax.Array, config: MLPConfig, *, state: Any = None, train: bool = False,
+              key: Any = None, ops: Any = _ops) -> tuple[jax.Array, dict]:
   """Runs the MLP on a batch.
 
   Args:
@@ -208,10 +209,11 @@ def _apply(params: Any, state: Any, inputs: jax.Array, config: "MLP | Linear", s
   return mlp_apply(params, inputs, network(config, spec), state=state, train=train, key=key, ops=ops)
 
 
-def _check_mlp(config: MLP) -> None:
+def check(config: MLP) -> None:
+  """The ``mlp`` family's check: a hidden layer, and a network it can build."""
   if not config.hidden:
     raise ValueError("hidden must name at least one width for model 'mlp' (or use model 'linear')")
-  check_config(network(config, DataSpec("features", (1,), 2)))
+  check_network(network(config, DataSpec("features", (1,), 2)))
 
 
 _HELP = {
@@ -222,7 +224,7 @@ _HELP = {
     "dropout": "hidden dropout rate in [0, 1)", "bn_momentum": "batch-norm running-statistics momentum",
     "bn_eps": "batch-norm epsilon",
 }
-register("mlp", MLP, _init, _apply, losses=HEADS, check=_check_mlp, help=_HELP,
+register("mlp", MLP, _init, _apply, losses=HEADS, check=check, help=_HELP,
          choices={"activation": ACTIVATIONS, "init": INITS}, summary="multilayer perceptron (note 004)")
 register("linear", Linear, _init, _apply, losses=HEADS, help=_HELP, choices={"init": INITS},
          summary="no hidden layer: softmax regression, or a linear SVM with --loss hinge")

@@ -21,7 +21,7 @@ scan per layer), ``jaxbp.ops.reference`` the plain-JAX references that ``jax.gra
 
 import math
 import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +52,7 @@ class RecurrentConfig(NamedTuple):
   embed: int = 32
 
 
-def check_config(config: RecurrentConfig) -> None:
+def check_network(config: RecurrentConfig) -> None:
   """Raises ValueError naming the field if ``config`` cannot build a model."""
   if config.cell not in CELLS:
     raise ValueError(f"RecurrentConfig.cell must be one of {CELLS}, got {config.cell!r}")
@@ -62,9 +62,9 @@ def check_config(config: RecurrentConfig) -> None:
       raise ValueError(f"RecurrentConfig.{field} must be a positive integer, got {v!r}")
 
 
-def init_recurrent(key: jax.Array, config: RecurrentConfig, *, dtype=jnp.float32) -> dict:
+def init_recurrent(key: jax.Array, config: RecurrentConfig, *, dtype: Any = jnp.float32) -> dict:
   """Draws the parameters of the model ``config`` describes (see the module docstring)."""
-  check_config(config)
+  check_network(config)
   k, h, c = (4 if config.cell == "lstm" else 1), config.hidden, config.num_classes
   keys = jax.random.split(key, 2 + config.layers)
   bound = 1 / math.sqrt(h)
@@ -81,7 +81,7 @@ def init_recurrent(key: jax.Array, config: RecurrentConfig, *, dtype=jnp.float32
           "out": {"w": uniform(keys[1], (h, c), math.sqrt(6 / (h + c))), "b": jnp.zeros((c,), dtype)}}
 
 
-def recurrent_states(params: dict, inputs: jax.Array, config: RecurrentConfig, *, ops=_ops) -> list:
+def recurrent_states(params: dict, inputs: jax.Array, config: RecurrentConfig, *, ops: Any = _ops) -> list:
   """The hidden states of every layer, ``[h^1, ..., h^L]``, each ``[N, T, H]``.
 
   ``inputs`` are the layer-1 inputs: int token ids ``[N, T]`` (embedded here) or already embedded
@@ -100,7 +100,7 @@ def recurrent_states(params: dict, inputs: jax.Array, config: RecurrentConfig, *
   return states
 
 
-def recurrent_apply(params: dict, inputs: jax.Array, config: RecurrentConfig, *, ops=_ops) -> jax.Array:
+def recurrent_apply(params: dict, inputs: jax.Array, config: RecurrentConfig, *, ops: Any = _ops) -> jax.Array:
   """Next-token logits ``[N, T, C]`` for token ids ``inputs`` int ``[N, T]`` (or embedded ``[N, T, D_e]``).
 
   Args:
@@ -115,7 +115,7 @@ def recurrent_apply(params: dict, inputs: jax.Array, config: RecurrentConfig, *,
   return ops.linear(top, params["out"]["w"], params["out"]["b"])
 
 
-def input_grad_norms(params: dict, batch: tuple, config: RecurrentConfig, *, ops=_ops) -> jax.Array:
+def input_grad_norms(params: dict, batch: tuple, config: RecurrentConfig, *, ops: Any = _ops) -> jax.Array:
   """‖∂L/∂x_t‖ for every step t, ``[T]``: how much gradient reaches the input at step t (note 004).
 
   ``batch`` is ``(inputs, targets, mask)`` as the model registry defines it and L the mean
@@ -179,8 +179,9 @@ def _time_grad_norms(params, state, batch, config, spec, ops):
   return input_grad_norms(params, batch, network(config, spec), ops=ops)
 
 
-def _check(config):
-  check_config(RecurrentConfig(hidden=config.hidden_size, layers=config.num_layers, embed=config.embed_size))
+def check(config: "RNN | LSTM") -> None:
+  """The ``rnn`` and ``lstm`` families' check: a network it can build."""
+  check_network(RecurrentConfig(hidden=config.hidden_size, layers=config.num_layers, embed=config.embed_size))
 
 
 _HELP = {"hidden_size": "state width H of every recurrent layer", "num_layers": "stacked recurrent layers",
@@ -188,9 +189,9 @@ _HELP = {"hidden_size": "state width H of every recurrent layer", "num_layers": 
 # Note 004: clip the global gradient norm of a recurrent model (exploding gradients); and a run sized
 # for the generated tasks (20,000 sequences an epoch) rather than for the digits.
 TRAIN_DEFAULTS = {"clip": 1.0, "lr": 1e-2, "epochs": 4, "batch_size": 64}
-register("rnn", RNN, _init, _apply, losses=("cross-entropy",), data="tokens", check=_check, help=_HELP,
+register("rnn", RNN, _init, _apply, losses=("cross-entropy",), data="tokens", check=check, help=_HELP,
          summary="tanh RNN language model (rnn_lm) for --task", train_defaults=TRAIN_DEFAULTS,
          time_grad_norms=_time_grad_norms)
-register("lstm", LSTM, _init, _apply, losses=("cross-entropy",), data="tokens", check=_check, help=_HELP,
+register("lstm", LSTM, _init, _apply, losses=("cross-entropy",), data="tokens", check=check, help=_HELP,
          summary="LSTM language model (lstm_lm) for --task", train_defaults=TRAIN_DEFAULTS,
          time_grad_norms=_time_grad_norms)

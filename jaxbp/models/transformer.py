@@ -26,7 +26,7 @@ from jaxbp.models._registry import register
 NORMS = ("rms", "layer")
 
 
-class TransformerConfig(NamedTuple):
+class Transformer(NamedTuple):
   """Hyperparameters of :func:`transformer_apply`; the vocabulary and the length come from the data.
 
   Attributes:
@@ -45,7 +45,10 @@ class TransformerConfig(NamedTuple):
   block_size: int = 512
 
 
-def check_transformer(config: TransformerConfig) -> None:
+TransformerConfig = Transformer  # its name before the families' configs were named alike (MLP, CNN, LSTM)
+
+
+def check(config: Transformer) -> None:
   """Raises ValueError naming the field that makes no model."""
   for field in ("layers", "width", "heads", "mlp_width", "block_size"):
     if getattr(config, field) < 1:
@@ -67,14 +70,14 @@ def _dense(key, fan_in, fan_out, scale=1.0):
   return jax.random.normal(key, (fan_in, fan_out), jnp.float32) * (scale / jnp.sqrt(fan_in))
 
 
-def init_transformer(key: jax.Array, config: TransformerConfig, vocab_size: int, length: int,
+def init_transformer(key: jax.Array, config: Transformer, vocab_size: int, length: int,
                      num_classes: int) -> dict[str, Any]:
   """Parameters for ids in [0, vocab_size), sequences of at most ``length``, ``num_classes`` outputs.
 
   W_qkv is [D, heads·3·Dh] with the columns ordered (head, q/k/v, dim), so splitting its columns over
   devices splits whole heads. The residual branches' output weights are scaled by 1/√(2·layers).
   """
-  check_transformer(config)
+  check(config)
   d, f = config.width, config.mlp_width
   keys = jax.random.split(key, 3 + config.layers)
   depth = 1.0 / (2.0 * config.layers) ** 0.5
@@ -110,7 +113,7 @@ def _block(x, p, config, ops):
   return ops.add(x, ops.linear(hidden, p["w2"], p["b2"]))
 
 
-def transformer_apply(params: dict[str, Any], ids: jax.Array, config: TransformerConfig, *, ops: Any) -> jax.Array:
+def transformer_apply(params: dict[str, Any], ids: jax.Array, config: Transformer, *, ops: Any) -> jax.Array:
   """The last hidden states h = norm(x_L) [N, T, width] for int ids [N, T] (T ≤ the initialised length)."""
   t = ids.shape[1]
   if t > params["embed_pos"].shape[0]:
@@ -155,13 +158,13 @@ def partition_specs(params: dict[str, Any]) -> Any:
 
 # ------------------------------------------------------------------------------ the model registry
 
-def _init(key: jax.Array, config: TransformerConfig, spec: DataSpec) -> tuple[Any, Any]:
+def _init(key: jax.Array, config: Transformer, spec: DataSpec) -> tuple[Any, Any]:
   if spec.kind != "tokens":
     raise ValueError(f"transformer: needs token sequences (--task), got {spec.kind} data")
   return init_transformer(key, config, spec.vocab_size, spec.input_shape[0], spec.num_classes), {}
 
 
-def _apply(params: Any, state: Any, inputs: jax.Array, config: TransformerConfig, spec: DataSpec, *, train: bool,
+def _apply(params: Any, state: Any, inputs: jax.Array, config: Transformer, spec: DataSpec, *, train: bool,
            key: jax.Array | None, ops: Any) -> tuple[jax.Array, Any]:
   del spec, train, key  # no dropout, no batch statistics
   return transformer_apply(params, inputs, config, ops=ops), state
@@ -178,7 +181,7 @@ _HELP = {"layers": "transformer blocks", "width": "model width D (the residual s
 # Sized on this 2-core CPU so that `jaxbp train --model transformer --task reverse` reaches >= 99% exact
 # match in under 2 minutes (docs/training.md): the 20,000 sequences of a task, constant-then-decaying lr.
 TRAIN_DEFAULTS = {"lr": 3e-3, "epochs": 3, "batch_size": 64, "schedule": "warmup-cosine", "clip": 1.0}
-register("transformer", TransformerConfig, _init, _apply, losses=("cross-entropy",), data="tokens", head=_head,
-         check=check_transformer, choices={"norm": NORMS}, help=_HELP, train_defaults=TRAIN_DEFAULTS,
+register("transformer", Transformer, _init, _apply, losses=("cross-entropy",), data="tokens", head=_head,
+         check=check, choices={"norm": NORMS}, help=_HELP, train_defaults=TRAIN_DEFAULTS,
          summary="decoder-only transformer (causal attention, GELU MLP, fused linear cross-entropy) for --task",
          partition_specs=partition_specs)

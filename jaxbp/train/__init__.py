@@ -39,13 +39,13 @@ from jaxbp.train.step import make_train_step
 
 __all__ = [
     "CHECKPOINT",
-    "OPTIMIZERS",
-    "SCHEDULES",
     "ConfigError",
     "FIT_FILES",
     "FitResult",
     "NonFiniteError",
+    "OPTIMIZERS",
     "Resumed",
+    "SCHEDULES",
     "TrainConfig",
     "TrainState",
     "check_config",

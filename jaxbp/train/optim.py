@@ -3,21 +3,12 @@ global-norm clipping, gradient accumulation and learning-rate schedules. No upda
 ``jaxbp.train`` re-exports these names. What each option means is documented on ``TrainConfig``.
 """
 
-import jax
 import optax
+
+from jaxbp import models
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "warmup", "warmup-cosine")
-
-
-def _is_weight(path, _):
-  last = path[-1]
-  return isinstance(last, jax.tree_util.DictKey) and str(last.key).startswith("w")
-
-
-def weights_mask(params):
-  """True at weight matrices (dict keys starting with ``w``), False at biases and batch-norm γ/β."""
-  return jax.tree_util.tree_map_with_path(_is_weight, params)
 
 
 def make_schedule(config, num_updates):
@@ -42,7 +33,7 @@ def make_optimizer(config, num_steps):
       "momentum": lambda: optax.sgd(lr, momentum=0.9),
       "nesterov": lambda: optax.sgd(lr, momentum=0.9, nesterov=True),
       "adam": lambda: optax.adam(lr),
-      "adamw": lambda: optax.adamw(lr, weight_decay=1e-4 if wd is None else wd, mask=weights_mask),
+      "adamw": lambda: optax.adamw(lr, weight_decay=1e-4 if wd is None else wd, mask=models.weights_mask),
       "rmsprop": lambda: optax.rmsprop(lr),
       "adagrad": lambda: optax.adagrad(lr),
   }[name]()
@@ -50,6 +41,6 @@ def make_optimizer(config, num_steps):
   if config.clip > 0:
     parts.append(optax.clip_by_global_norm(config.clip))
   if name != "adamw" and wd:
-    parts.append(optax.add_decayed_weights(wd, mask=weights_mask))
+    parts.append(optax.add_decayed_weights(wd, mask=models.weights_mask))
   opt = optax.chain(*parts, base) if parts else base
   return optax.MultiSteps(opt, every_k_schedule=config.accumulate) if config.accumulate > 1 else opt

@@ -16,7 +16,6 @@ import optax
 from jaxbp import models
 from jaxbp import ops as _ops
 from jaxbp.train.config import TrainConfig
-from jaxbp.train.optim import weights_mask
 from jaxbp.train.sharding import shardings
 
 
@@ -92,7 +91,7 @@ def make_loss_fn(config: TrainConfig, spec: models.DataSpec, *, ops: Any = None)
     loss, metrics = score(family, config.loss, params, outputs, batch[1], batch[2] if len(batch) > 2 else None,
                           ops)
     if config.l2 > 0:
-      weights = [w for w, is_w in zip(jax.tree.leaves(params), jax.tree.leaves(weights_mask(params))) if is_w]
+      weights = [w for w in jax.tree.leaves(params) if models.is_weight(w)]
       loss = loss + ops.l2_penalty(weights, config.l2)
     return loss, (model_state, metrics)
   return loss_fn
@@ -134,11 +133,11 @@ def layer_grad_norms(grads: Any) -> dict[str, jax.Array]:
     grads: a gradient pytree shaped like the parameters (e.g. ``{"layers": [{"w", "b"}, ...]}``).
 
   Returns:
-    ``{path: norm}`` in pytree order for every leaf with two or more axes (the weights; biases and
-    normalisation scales are left out), where ``path`` is the leaf's key path, e.g. ``['layers'][3]['w']``.
+    ``{path: norm}`` in pytree order for every weight (``jaxbp.models.is_weight``: two or more axes;
+    biases and normalisation scales are left out), where ``path`` is the leaf's key path, e.g. ``['layers'][3]['w']``.
   """
   leaves = jax.tree_util.tree_flatten_with_path(grads)[0]
-  return {jax.tree_util.keystr(path): jnp.linalg.norm(leaf) for path, leaf in leaves if jnp.ndim(leaf) >= 2}
+  return {jax.tree_util.keystr(path): jnp.linalg.norm(leaf) for path, leaf in leaves if models.is_weight(leaf)}
 
 
 def make_train_step(loss_fn: Any, optimizer: optax.GradientTransformation, *, donate: bool | None = None,

@@ -62,7 +62,7 @@ def test_the_family_refuses_feature_data_and_bad_sizes():
   with pytest.raises(ValueError, match="lstm: needs token sequences"):
     recurrent.network(recurrent.LSTM(), DataSpec("features", (64,), 10))
   with pytest.raises(ValueError, match="RecurrentConfig.hidden must be a positive integer"):
-    recurrent._check(recurrent.RNN(hidden_size=0))  # pylint: disable=protected-access
+    recurrent.check(recurrent.RNN(hidden_size=0))
 
 
 def test_grad_flow_order_runs_from_the_embedding_to_the_output_layer():

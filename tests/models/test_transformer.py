@@ -17,7 +17,7 @@ from jaxbp import models
 from jaxbp import ops
 from jaxbp import train
 from jaxbp.check._sharded import host_devices_env
-from jaxbp.models.transformer import TransformerConfig
+from jaxbp.models.transformer import Transformer
 from jaxbp.models.transformer import init_transformer
 from jaxbp.models.transformer import transformer_apply
 from jaxbp.models.transformer import transformer_head
@@ -31,7 +31,7 @@ def _loss(params, ids, targets, mask, config, op_namespace):
 
 def test_manual_rules_give_autodiffs_loss_and_gradients():
   """With layer_norm here; the sharded test below runs rms_norm."""
-  config = TransformerConfig(layers=1, width=8, heads=2, mlp_width=16, norm="layer", block_size=4)
+  config = Transformer(layers=1, width=8, heads=2, mlp_width=16, norm="layer", block_size=4)
   params = jax.jit(init_transformer, static_argnums=(1, 2, 3, 4))(jax.random.key(0), config, 13, 6, 13)
   rng = np.random.default_rng(0)
   ids, targets = (jnp.asarray(rng.integers(0, 13, size=(3, 6)), jnp.int32) for _ in range(2))
@@ -69,7 +69,7 @@ def test_trains_through_the_cli_and_autodiff_gives_the_same_curve(tmp_path, monk
 
 
 def test_first_step_loss_and_gradients_of_the_registered_family_equal_autodiffs():
-  config = train.TrainConfig(model=TransformerConfig(layers=1, width=8, heads=2, mlp_width=16, block_size=4))
+  config = train.TrainConfig(model=Transformer(layers=1, width=8, heads=2, mlp_width=16, block_size=4))
   spec = models.DataSpec("tokens", (6,), 13, 13)
   params, state = models.get("transformer").init(jax.random.key(0), config.model, spec)
   rng = np.random.default_rng(2)
@@ -102,8 +102,8 @@ SHARDED = textwrap.dedent("""
     from jax.sharding import NamedSharding, PartitionSpec as P
     from jaxbp import models, train
     from jaxbp.train import tasks
-    from jaxbp.models.transformer import TransformerConfig
-    config = train.TrainConfig(model=TransformerConfig(layers=1, width=16, heads=4, mlp_width=32, block_size=4),
+    from jaxbp.models.transformer import Transformer
+    config = train.TrainConfig(model=Transformer(layers=1, width=16, heads=4, mlp_width=32, block_size=4),
                                batch_size=8, model_parallel=4)
     spec = models.DataSpec("tokens", (8,), 13, 13)
     rng = np.random.default_rng(1)

@@ -9,6 +9,7 @@ import optax
 import pytest
 from test_loop import SMALL
 
+from jaxbp import models
 from jaxbp import train
 
 
@@ -87,8 +88,13 @@ def test_a_schedule_counts_updates_not_micro_batches():
   assert applied[-1] < 0.01
 
 
-def test_weights_are_the_leaves_the_registry_calls_weights():
-  params = {"layers": [{"w": jnp.ones((2, 2)), "b": jnp.ones(2)}], "embed": jnp.ones((3, 2)), "w_out": jnp.ones((2, 3)),
-            "norm": {"gamma": jnp.ones(2)}}
-  mask = train.optim.weights_mask(params)
-  assert mask == {"layers": [{"w": True, "b": False}], "embed": False, "w_out": True, "norm": {"gamma": False}}
+def test_weights_are_the_leaves_with_two_or_more_axes_and_only_they_decay():
+  """One meaning of "weight" (jaxbp.models.is_weight): decay reaches matrices and embeddings, whatever their
+  names, and never a bias or a norm scale, even one named w."""
+  params = {"embed": jnp.full((3, 2), 2.0), "w_out": jnp.full((2, 3), 2.0), "b": jnp.full((3,), 2.0),
+            "norm": {"w": jnp.full((2,), 2.0)}}
+  assert models.weights_mask(params) == {"embed": True, "w_out": True, "b": False, "norm": {"w": False}}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  u = _one_update(SMALL._replace(optimizer="sgd", lr=1.0, weight_decay=0.1), zeros, params)
+  assert {k: float(jnp.max(jnp.abs(v))) for k, v in {**u, "norm": u["norm"]["w"]}.items()} == pytest.approx(
+      {"embed": 0.2, "w_out": 0.2, "b": 0.0, "norm": 0.0})

@@ -55,7 +55,7 @@ def _model_mesh():
 
 
 def test_state_shardings_split_the_parameters_and_their_moments_as_the_family_says():
-  config = train.TrainConfig(model=models.TransformerConfig(layers=1, width=8, heads=2, mlp_width=16, block_size=4))
+  config = train.TrainConfig(model=models.Transformer(layers=1, width=8, heads=2, mlp_width=16, block_size=4))
   spec = models.DataSpec("tokens", (6,), 13, 13)
   opt = train.make_optimizer(config, 10)
   state = jax.eval_shape(lambda: train.init_state(config, spec, opt))
@@ -71,7 +71,7 @@ def test_state_shardings_split_the_parameters_and_their_moments_as_the_family_sa
 
 
 def test_a_mesh_without_the_model_axis_that_model_parallel_asks_for_is_refused():
-  config = SMALL._replace(model=models.TransformerConfig(), model_parallel=2)
+  config = SMALL._replace(model=models.Transformer(), model_parallel=2)
   spec = models.DataSpec("tokens", (6,), 13, 13)
   with pytest.raises(train.ConfigError, match="2 needs a mesh whose 'model' axis has 2 devices") as e:
     sharding.check_mesh(config, spec, None)
