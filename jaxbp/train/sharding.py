@@ -26,7 +26,9 @@ def make_mesh(num_devices: int, model_parallel: int = 1) -> jax.sharding.Mesh:
             if jax.default_backend() == "cpu" else "")
     raise ValueError(f"devices must be between 1 and {len(devices)} (the devices JAX sees), got {num_devices}"
                      + hint)
-  if model_parallel < 1 or num_devices % model_parallel:
+  if model_parallel < 1:
+    raise ConfigError("model_parallel", f"must be positive, got {model_parallel}")
+  if num_devices % model_parallel:
     raise ConfigError("model_parallel", f"{model_parallel} must divide the {num_devices} devices (the mesh is"
                       " devices/N × N)")
   if model_parallel == 1:

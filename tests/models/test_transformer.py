@@ -82,9 +82,9 @@ def test_first_step_loss_and_gradients_of_the_registered_family_equal_autodiffs(
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--model-parallel", "3"], "--model-parallel 3 must divide --devices 1 (the mesh is devices/N × N)"),
-    (["--model", "mlp", "--model-parallel", "2"], "--model-parallel 2 needs a model family that splits its"
-     " parameters (partition_specs); mlp has none, so it trains data parallel only (--devices)"),
+    (["--model-parallel", "3"], "--model-parallel 3 must divide the 1 devices (the mesh is devices/N × N)"),
+    (["--model", "mlp", "--model-parallel", "1", "--batch-size", "5000"],  # fit's checks, after the mesh's
+     "--batch-size 5000 is larger than the 1438 training examples"),
     (["--model-parallel", "0"], "--model-parallel must be positive, got 0"),
 ])
 def test_model_parallel_errors_are_one_line(flags, message, monkeypatch, capsys):
