@@ -94,7 +94,9 @@ def _svg(trace, edges, totals, decimals, filled=None):
   height = (max(ys) - y0 + 1.0) * _SCALE
   nodes = {n.name: n for n in trace.nodes}
   values = trace.values()
-  parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}">',
+  # The viewBox lets the picture scale down to its container (max-width 100%) and keep its aspect.
+  parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+           f'viewBox="0 0 {width:.0f} {height:.0f}" style="max-width:100%;height:auto">',
            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
            'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z"/></marker></defs>']
   r = draw.RADIUS * _SCALE

@@ -55,3 +55,23 @@ def test_stepping_shows_each_gradient_only_after_its_step(tmp_path):
     page.click("#play")
     page.wait_for_function("document.body.innerText.includes('step 5 of 5')", timeout=5000)
     browser.close()
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_the_graph_fits_the_window(tmp_path, width):
+  """The whole picture, L's node and its value included, lies inside a 1280- and an 800-pixel window: the
+  SVG scales to its container (before, the page at 1280 pixels cut off the right of the graph)."""
+  sync_api = _browser()
+  t = trace(lambda w0, x0, w1, x1, w2: ops.sigmoid(w0 * x0 + w1 * x1 + w2),
+            w0=2.0, x0=-1.0, w1=-3.0, x1=-2.0, w2=-3.0)
+  page_file = tmp_path / "page.html"
+  page_file.write_text(t.to_html("sigmoid(w0*x0 + w1*x1 + w2)"), encoding="utf-8")
+  with sync_api.sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": width, "height": 720})
+    page.goto(page_file.as_uri())
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    right = page.evaluate("Math.max(...[...document.querySelectorAll('svg text')]"
+                          ".map(e => e.getBoundingClientRect().right))")
+    assert 0.6 * width < right <= width, right  # fills the window without spilling over
+    browser.close()
