@@ -20,14 +20,22 @@ Example::
 import html
 import json
 
+import numpy as np
+
 from jaxbp.insight import draw
 from jaxbp.insight.tables import fmt
 
 _SCALE = 110  # pixels per layout unit (one row)
 
 
-def to_html(trace, title: str = "", decimals: int = 2) -> str:
-  """The page for ``trace`` as one string; ``title`` (e.g. the expression) heads it."""
+def to_html(trace, title: str = "", decimals: int = 2, check: bool = True) -> str:
+  """The page for ``trace`` as one string; ``title`` (e.g. the expression) heads it.
+
+  A trace with an array among its inputs gets the tensor page (``jaxbp.insight.tensor_page``), which
+  runs ``check_vjp`` for each rule unless ``check`` is False."""
+  if any(np.ndim(x) for x in trace.inputs.values()):
+    from jaxbp.insight import tensor_page
+    return tensor_page.to_html(trace, title, decimals + 2, check)
   steps, edges, totals = _steps(trace, decimals)
   svg = _svg(trace, edges, totals, decimals)
   data = json.dumps({"steps": steps, "totals": totals, "loss": fmt(trace.output, decimals)})

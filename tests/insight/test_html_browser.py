@@ -75,3 +75,65 @@ def test_the_graph_fits_the_window(tmp_path, width):
                           ".map(e => e.getBoundingClientRect().right))")
     assert 0.6 * width < right <= width, right  # fills the window without spilling over
     browser.close()
+
+
+def _two_two_one_page(path):
+  """examples/08_two_two_one.py's page of note 004's network as matrices (without its checks: time)."""
+  import importlib.util
+  import pathlib
+
+  import jax
+  script = pathlib.Path(__file__).parents[2] / "examples" / "08_two_two_one.py"
+  spec = importlib.util.spec_from_file_location("two_two_one", script)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  with jax.enable_x64(True):
+    t = trace(module.loss, **module.PARAMS, x=module.X, t=module.T)
+    module.write_page(t, path, check=False)
+
+
+def _errors(page):
+  """The console errors and uncaught exceptions of ``page``, as they come."""
+  errors = []
+  page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+  page.on("pageerror", lambda e: errors.append(str(e)))
+  return errors
+
+
+def _step_to_end(page, last):
+  """Steps the page to its end, half by the button and half by the arrow key; the text of every step."""
+  texts = [page.inner_text("body")]
+  for k in range(1, last + 1):
+    page.keyboard.press("ArrowRight") if k % 2 else page.click("#next")
+    texts.append(page.inner_text("body"))
+    assert f"step {k} of {last}" in texts[-1]
+  return texts
+
+
+def test_tensor_pages_step_to_the_end_with_shapes_formulas_and_bytes(tmp_path):
+  import jax.numpy as jnp
+  sync_api = _browser()
+  matmul_page, net_page = tmp_path / "matmul.html", tmp_path / "net.html"
+  x, w, y = jnp.ones((2, 3)), jnp.ones((3, 4)) / 4, jnp.zeros((2, 4))
+  matmul_page.write_text(trace(lambda x, w, y: ops.mse(ops.matmul(x, w), y), x=x, w=w, y=y).to_html(),
+                         encoding="utf-8")
+  _two_two_one_page(net_page)
+  with sync_api.sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    for width in (1280, 800):
+      page = browser.new_page(viewport={"width": width, "height": 720})
+      errors = _errors(page)
+      page.goto(matmul_page.as_uri())
+      texts = _step_to_end(page, 3)
+      assert "dX = dY·Wᵀ" in texts[2] and "dW = Xᵀ·dY" in texts[2]  # the matmul's step
+      assert "∂L/∂w float32[3, 4] = the shape of w" in texts[2]
+      assert "the rule 72 bytes" in texts[2] and "✓ check_vjp passed" in texts[2]
+      page.goto(net_page.as_uri())
+      texts = _step_to_end(page, 6)
+      assert "δ1 = (δ2·W2ᵀ) ⊙ σ′(z1)" in texts[4] and "δ1 = [0.013355, 0.015003]" in texts[4]
+      assert "∂L/∂w1 float64[2, 2] = the shape of w1" in texts[5] and "the rule 64 bytes" in texts[5]
+      assert "0.000668" in texts[5]  # ∂E/∂w11, the note's figure
+      assert page.evaluate("document.documentElement.scrollWidth") <= width
+      assert not errors, errors
+      page.close()
+    browser.close()
