@@ -50,9 +50,25 @@ def to_html(trace, title: str = "", decimals: int = 4, check: bool = True, capti
   chips = "".join(f'<span class="chip{" rule" if n.manual else ""}" id="chip-{i}">{html.escape(n.name)} = '
                   f"{html.escape(n.op)} {_shape(n.value)}</span>" for i, n in enumerate(order, 1))
   heading = html.escape(title or "L")
-  return (_PAGE.replace("{{title}}", heading).replace("{{chips}}", chips)
-          .replace("{{sections}}", "\n".join(sections)).replace("{{n}}", str(len(order) + 1))
-          .replace("{{loss}}", fmt(trace.output, decimals)))
+  intro = (f'L = {fmt(trace.output, decimals)}. Each step reaches one node, from L back to the inputs: its '
+           '<span class="up">upstream</span> gradient ∂L/∂z has z\'s shape, and the <span class="down">downstream'
+           "</span> gradient ∂L/∂x it sends to each input has that input's shape (note 001).")
+  return step_page(f"backprop of {title or 'L'}", f"Backpropagation, tensor by tensor: L = <code>{heading}</code>",
+                   intro, sections, chips)
+
+
+def section(k: int, heading: str, body: str) -> str:
+  """Step ``k`` of a ``step_page`` (HTML ``heading`` and ``body``); step 0 is shown first."""
+  return f'<section class="step" data-step="{k}"{" hidden" if k else ""}><h2>{heading}</h2>{body}</section>'
+
+
+def step_page(title: str, heading: str, intro: str, sections, chips: str = "") -> str:
+  """A self-contained page showing one of ``sections`` (made by ``section``, numbered 0, 1, …) at a time,
+  stepped by Previous/Next and the arrow keys; ``chips`` (elements with ids ``chip-1``, …) mark the steps
+  reached. ``title`` is plain text; ``heading`` and ``intro`` are HTML."""
+  return (_PAGE.replace("{{title}}", html.escape(title)).replace("{{heading}}", heading)
+          .replace("{{intro}}", intro).replace("{{chips}}", chips)
+          .replace("{{sections}}", "\n".join(sections)).replace("{{n}}", str(len(sections) - 1)))
 
 
 def _shape(x) -> str:
@@ -104,16 +120,16 @@ def _card(label, x, decimals, note=""):
 
 def _forward_section(trace, decimals):
   cards = "".join(_card(f"input <b>{html.escape(name)}</b>", x, decimals) for name, x in trace.inputs.items())
-  return (f'<section class="step" data-step="0"><h2>The forward pass: L = {fmt(trace.output, decimals)}</h2>'
-          "<p>The inputs, with their shapes and values. Press <b>Next</b> (or →) to start the backward pass "
-          f"with ∂L/∂L = 1.</p><div class=\"cards\">{cards}</div></section>")
+  return section(0, f"The forward pass: L = {fmt(trace.output, decimals)}",
+                 "<p>The inputs, with their shapes and values. Press <b>Next</b> (or →) to start the backward pass "
+                 f'with ∂L/∂L = 1.</p><div class="cards">{cards}</div>')
 
 
 def _node_section(node, k, n, facts, decimals, caption):
   who = "a hand-written rule (jaxbp.ops)" if node.manual else "JAX's own rule (a primitive)"
   reads = ", ".join(html.escape(x) for x in node.inputs)
-  head = (f'<section class="step" data-step="{k}" hidden><h2>Step {k} of {n + 1}: node {html.escape(node.name)} = '
-          f"{html.escape(node.op)}({reads})</h2><p>Its backward is {who}.</p>")
+  heading = f"Step {k} of {n + 1}: node {html.escape(node.name)} = {html.escape(node.op)}({reads})"
+  head = f"<p>Its backward is {who}.</p>"
   if caption:
     head += f'<p class="caption">{caption}</p>'
   parts = [head, _facts_html(facts) if facts is not None else "", '<div class="cards">',
@@ -127,8 +143,8 @@ def _node_section(node, k, n, facts, decimals, caption):
             f"{html.escape(name)}</span>")
     parts.append(_card(f"input <b>{html.escape(name)}</b>", x, decimals))
     parts.append(_card(f'<span class="down">downstream ∂L/∂{html.escape(name)}</span>', down, decimals, note))
-  parts.append("</div></section>")
-  return "".join(parts)
+  parts.append("</div>")
+  return section(k, heading, "".join(parts))
 
 
 def _facts_html(facts):
@@ -155,15 +171,15 @@ def _done_section(trace, k, decimals):
     rows.append(f"<tr><td>∂L/∂{html.escape(name)}</td><td><code>{_shape(grad)}</code></td>"
                 f"<td><code>{_shape(trace.inputs[name])}</code></td><td>{diff:.1e}</td></tr>")
   cards = [_card(f"∂L/∂<b>{html.escape(n)}</b>", g, decimals) for n, g in trace.grads.items()]
-  return (f'<section class="step" data-step="{k}" hidden><h2>The backward pass is done</h2>'
-          "<p>Every input's gradient has the input's shape and equals jax.grad's:</p>"
-          '<table class="grads"><tr><th>gradient</th><th>shape</th><th>input\'s shape</th>'
-          f"<th>max |trace − jax.grad|</th></tr>{''.join(rows)}</table>"
-          f'<div class="cards">{"".join(cards)}</div></section>')
+  return section(k, "The backward pass is done",
+                 "<p>Every input's gradient has the input's shape and equals jax.grad's:</p>"
+                 '<table class="grads"><tr><th>gradient</th><th>shape</th><th>input\'s shape</th>'
+                 f"<th>max |trace − jax.grad|</th></tr>{''.join(rows)}</table>"
+                 f'<div class="cards">{"".join(cards)}</div>')
 
 
 _PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>jaxbp: backprop of {{title}}</title>
+<html lang="en"><head><meta charset="utf-8"><title>jaxbp: {{title}}</title>
 <style>
 body { font-family: system-ui, sans-serif; margin: 1.2em; color: #222; max-width: 100%; }
 h1 { font-size: 1.3em; } h2 { font-size: 1.1em; } code { background: #f4f6f7; padding: 0 .25em; }
@@ -184,10 +200,8 @@ table.grads td, table.grads th { padding: 2px 10px; text-align: left; }
 pre { white-space: pre-wrap; font-size: .75em; } button { font-size: 1em; margin-right: .5em; padding: .3em 1em; }
 </style></head>
 <body>
-<h1>Backpropagation, tensor by tensor: L = <code>{{title}}</code></h1>
-<p>L = {{loss}}. Each step reaches one node, from L back to the inputs: its <span class="up">upstream</span>
-gradient ∂L/∂z has z's shape, and the <span class="down">downstream</span> gradient ∂L/∂x it sends to each input
-has that input's shape (note 001).</p>
+<h1>{{heading}}</h1>
+<p>{{intro}}</p>
 <div><button id="prev" title="← key">◀ Previous</button><button id="next" title="→ key">Next ▶</button>
 <span id="counter"></span></div>
 <div id="chips">{{chips}}</div>
@@ -201,7 +215,7 @@ has that input's shape (note 001).</p>
     steps.forEach((s) => { s.hidden = Number(s.dataset.step) !== k; });
     for (let i = 1; i < n; i++) {
       const c = document.getElementById("chip-" + i);
-      c.classList.toggle("current", i === k); c.classList.toggle("done", i < k);
+      if (c) { c.classList.toggle("current", i === k); c.classList.toggle("done", i < k); }
     }
     document.getElementById("counter").textContent = " step " + k + " of " + n;
   }

@@ -77,16 +77,20 @@ def test_the_graph_fits_the_window(tmp_path, width):
     browser.close()
 
 
-def _two_two_one_page(path):
-  """examples/08_two_two_one.py's page of note 004's network as matrices (without its checks: time)."""
+def _example(name):
   import importlib.util
   import pathlib
-
-  import jax
-  script = pathlib.Path(__file__).parents[2] / "examples" / "08_two_two_one.py"
-  spec = importlib.util.spec_from_file_location("two_two_one", script)
+  script = pathlib.Path(__file__).parents[2] / "examples" / name
+  spec = importlib.util.spec_from_file_location(script.stem, script)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def _two_two_one_page(path):
+  """examples/08_two_two_one.py's page of note 004's network as matrices (without its checks: time)."""
+  import jax
+  module = _example("08_two_two_one.py")
   with jax.enable_x64(True):
     t = trace(module.loss, **module.PARAMS, x=module.X, t=module.T)
     module.write_page(t, path, check=False)
@@ -118,6 +122,8 @@ def test_tensor_pages_step_to_the_end_with_shapes_formulas_and_bytes(tmp_path):
   matmul_page.write_text(trace(lambda x, w, y: ops.mse(ops.matmul(x, w), y), x=x, w=w, y=y).to_html(),
                          encoding="utf-8")
   _two_two_one_page(net_page)
+  flash_page = tmp_path / "flash.html"
+  assert _example("15_flash_attention.py").main(["--html", str(flash_page)]) == 0
   with sync_api.sync_playwright() as p:
     browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
     for width in (1280, 800):
@@ -133,6 +139,11 @@ def test_tensor_pages_step_to_the_end_with_shapes_formulas_and_bytes(tmp_path):
       assert "δ1 = (δ2·W2ᵀ) ⊙ σ′(z1)" in texts[4] and "δ1 = [0.013355, 0.015003]" in texts[4]
       assert "∂L/∂w1 float64[2, 2] = the shape of w1" in texts[5] and "the rule 64 bytes" in texts[5]
       assert "0.000668" in texts[5]  # ∂E/∂w11, the note's figure
+      page.goto(flash_page.as_uri())
+      texts = _step_to_end(page, 22)
+      assert "Forward, block (1, 0)" in texts[2] and "rescale [2]" in texts[2]
+      assert "Backward, block (3, 0)" in texts[15] and "P = exp(S − lse)" in texts[15]
+      assert "the rule 24 floats (O and lse)" in texts[22] and "dV [8, 2]" in texts[22]
       assert page.evaluate("document.documentElement.scrollWidth") <= width
       assert not errors, errors
       page.close()
