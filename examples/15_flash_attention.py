@@ -178,9 +178,10 @@ def _forward_step(k, st):
 
 
 def _saved(k, out, lse, d):
+  text = ("<p>The backward starts from the saved O [8, 2] and lse [8] (24 floats), and D = rowsum(dO ∘ O) "
+          "(D_i = Σ_j P_ij·dP_ij, the softmax Jacobian's correction).</p>")
   return tensor_page.section(k, "The forward is done: O = A/ℓ, and lse = m + log ℓ is all it keeps",
-                             "<p>The backward starts from the saved O and lse (8 floats), and D = rowsum(dO ∘ O) "
-                             "(D_i = Σ_j P_ij·dP_ij, the softmax Jacobian's correction).</p>" + _cards(O=out, lse=lse, D=d))
+                             text + _cards(O=out, lse=lse, D=d))
 
 
 def _backward_step(k, st):
@@ -198,7 +199,8 @@ def _end(k, replay, auto, kept):
                              f'<table class="grads"><tr><th>gradient</th><th>max |blockwise − jax.grad|</th></tr>'
                              f"{rows}</table><p class=\"bytes\">Kept for the backward beyond Q, K, V: the rule "
                              f'<b class="rule-floats">{kept[0]} floats</b> (O and lse), autodiff of the reference '
-                             f'<b class="auto-floats">{kept[1]} floats</b> (bytes ÷ 8: it holds the [8, 8] probabilities).</p>'
+                             f'<b class="auto-floats">{kept[1]} floats</b> (bytes ÷ 8: it holds the [8, 8] '
+                             "probabilities).</p>"
                              + _cards(dQ=replay[0], dK=replay[1], dV=replay[2]))
 
 
