@@ -28,7 +28,8 @@ _TABLE_MAX = 8  # rows and columns of a value written out as a table
 _HEAT_MAX = 48  # rows and columns of a heat map; larger arrays show their first _HEAT_MAX
 
 
-def to_html(trace, title: str = "", decimals: int = 4, check: bool = True, captions=None) -> str:
+def to_html(trace, title: str = "", decimals: int = 4, check: bool = True, captions=None, *,
+            nodes=None, end: str = "") -> str:
   """The page for a ``Trace`` of a function of arrays.
 
   Args:
@@ -37,8 +38,11 @@ def to_html(trace, title: str = "", decimals: int = 4, check: bool = True, capti
     decimals: decimals of the numbers in tables.
     check: run ``check_vjp`` for every rule at its inputs (once per rule and input shapes).
     captions: {node name: text (HTML)} written under that node's heading, e.g. a note's notation for it.
+    nodes: the nodes to step through, in the order of the backward pass; default every node L depends
+      on (a model's page gives its rule calls only, ``model_step.rule_calls``).
+    end: HTML added to the last step (a model's memory chart).
   """
-  order = [n for n in reversed(trace.nodes) if n.upstream is not None]
+  order = list(nodes) if nodes is not None else [n for n in reversed(trace.nodes) if n.upstream is not None]
   known = {}
   sections = [_forward_section(trace, decimals)]
   for k, node in enumerate(order, 1):
@@ -46,9 +50,9 @@ def to_html(trace, title: str = "", decimals: int = 4, check: bool = True, capti
     if node.manual and key not in known:  # one check per rule and input shapes
       known[key] = rule_facts.facts(node, check)
     sections.append(_node_section(node, k, len(order), known.get(key), decimals, (captions or {}).get(node.name)))
-  sections.append(_done_section(trace, len(order) + 1, decimals))
+  sections.append(_done_section(trace, len(order) + 1, decimals, end))
   chips = "".join(f'<span class="chip{" rule" if n.manual else ""}" id="chip-{i}">{html.escape(n.name)} = '
-                  f"{html.escape(n.op)} {_shape(n.value)}</span>" for i, n in enumerate(order, 1))
+                  f"{html.escape(n.op)} {shape_text(n.value)}</span>" for i, n in enumerate(order, 1))
   heading = html.escape(title or "L")
   intro = (f'L = {fmt(trace.output, decimals)}. Each step reaches one node, from L back to the inputs: its '
            '<span class="up">upstream</span> gradient ∂L/∂z has z\'s shape, and the <span class="down">downstream'
@@ -71,8 +75,10 @@ def step_page(title: str, heading: str, intro: str, sections, chips: str = "") -
           .replace("{{sections}}", "\n".join(sections)).replace("{{n}}", str(len(sections) - 1)))
 
 
-def _shape(x) -> str:
-  """``float32[2, 3]``: the dtype and shape, as a tensor's type reads."""
+def shape_text(x) -> str:
+  """``float32[2, 3]``: the dtype and shape, as a tensor's type reads (several, for a tuple)."""
+  if isinstance(x, (tuple, list)):
+    return ", ".join(shape_text(v) for v in x)
   a = np.asarray(x)
   return f"{a.dtype}{list(a.shape)}"
 
@@ -114,7 +120,7 @@ def _heat_map(m, decimals):
 
 
 def _card(label, x, decimals, note=""):
-  return (f'<div class="card"><div class="what">{label} <code class="shape">{_shape(x) if x is not None else ""}'
+  return (f'<div class="card"><div class="what">{label} <code class="shape">{shape_text(x) if x is not None else ""}'
           f"</code>{note}</div>{array_html(x, decimals)}</div>")
 
 
@@ -132,9 +138,13 @@ def _node_section(node, k, n, facts, decimals, caption):
   head = f"<p>Its backward is {who}.</p>"
   if caption:
     head += f'<p class="caption">{caption}</p>'
-  parts = [head, _facts_html(facts) if facts is not None else "", '<div class="cards">',
-           _card(f"forward value <b>{html.escape(node.name)}</b>", node.value, decimals),
-           _card(f'<span class="up">upstream ∂L/∂{html.escape(node.name)}</span>', node.upstream, decimals)]
+  parts = [head, _facts_html(facts) if facts is not None else "", '<div class="cards">']
+  several = len(node.outputs) > 1
+  for name, value, up in zip(node.outputs, node.value if several else (node.value,),
+                             node.upstream if several else (node.upstream,)):
+    parts.append(_card(f"forward value <b>{html.escape(name)}</b>", value, decimals))
+    parts.append(_card(f'<span class="up">upstream ∂L/∂{html.escape(name)}</span>', up, decimals,
+                       "" if up is not None else " (L does not read it)"))
   for name, x, down in zip(node.inputs, node.args, node.downstream):
     if down is None:
       continue
@@ -143,8 +153,29 @@ def _node_section(node, k, n, facts, decimals, caption):
             f"{html.escape(name)}</span>")
     parts.append(_card(f"input <b>{html.escape(name)}</b>", x, decimals))
     parts.append(_card(f'<span class="down">downstream ∂L/∂{html.escape(name)}</span>', down, decimals, note))
-  parts.append("</div>")
+  parts.append("</div>" + _time_steps(node, decimals))
   return section(k, heading, "".join(parts))
+
+
+# Nodes that loop over time, and the axis of their first output that is time.
+_LOOPS = {"scan": 0, "rnn": 1, "lstm": 1}
+
+
+def _time_steps(node, decimals):
+  """For a loop (a ``lax.scan``, an RNN or LSTM rule): its steps inside, one expandable line each."""
+  axis = _LOOPS.get(node.op)
+  out = node.value[0] if isinstance(node.value, tuple) else node.value
+  up = node.upstream[0] if isinstance(node.upstream, tuple) else node.upstream
+  if axis is None or np.ndim(out) <= axis:
+    return ""
+  steps = []
+  for t in range(np.shape(out)[axis]):
+    pick = lambda a, t=t: None if a is None else np.take(np.asarray(a), t, axis=axis)
+    steps.append(f"<details><summary>step t = {t}</summary><div class=\"cards\">"
+                 f"{_card(f'output at t = {t}', pick(out), decimals)}"
+                 f"{_card(f'<span class=up>upstream at t = {t}</span>', pick(up), decimals)}</div></details>")
+  return (f'<details class="loop"><summary>its {len(steps)} steps inside (one node for the whole loop; '
+          f"the backward runs them from the last to the first)</summary>{''.join(steps)}</details>")
 
 
 def _facts_html(facts):
@@ -163,19 +194,19 @@ def _facts_html(facts):
   return "".join(out)
 
 
-def _done_section(trace, k, decimals):
+def _done_section(trace, k, decimals, end=""):
   rows = []
   for name, grad in trace.grads.items():
     auto = np.asarray(trace.autodiff[name])
     diff = float(np.max(np.abs(np.asarray(grad, np.float64) - auto), initial=0.0))
-    rows.append(f"<tr><td>∂L/∂{html.escape(name)}</td><td><code>{_shape(grad)}</code></td>"
-                f"<td><code>{_shape(trace.inputs[name])}</code></td><td>{diff:.1e}</td></tr>")
+    rows.append(f"<tr><td>∂L/∂{html.escape(name)}</td><td><code>{shape_text(grad)}</code></td>"
+                f"<td><code>{shape_text(trace.inputs[name])}</code></td><td>{diff:.1e}</td></tr>")
   cards = [_card(f"∂L/∂<b>{html.escape(n)}</b>", g, decimals) for n, g in trace.grads.items()]
   return section(k, "The backward pass is done",
                  "<p>Every input's gradient has the input's shape and equals jax.grad's:</p>"
                  '<table class="grads"><tr><th>gradient</th><th>shape</th><th>input\'s shape</th>'
                  f"<th>max |trace − jax.grad|</th></tr>{''.join(rows)}</table>"
-                 f'<div class="cards">{"".join(cards)}</div>')
+                 f'{end}<div class="cards">{"".join(cards)}</div>')
 
 
 _PAGE = """<!DOCTYPE html>
