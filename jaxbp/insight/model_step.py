@@ -92,7 +92,7 @@ def trace_model(name: str, config: Any = None, *, task: str | None = None, batch
   family = models.get(name)
   config = family.config() if config is None else config
   batch, spec, described = _batch(family, task, batch_size, seed)
-  params, state = family.init(jax.random.key(seed), config, spec)
+  params, state = jax.jit(family.init, static_argnums=(1, 2))(jax.random.key(seed), config, spec)
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   names = _names([p for p, _ in leaves])
   batch = tuple(jnp.asarray(b) for b in batch)

@@ -186,7 +186,8 @@ def grad_by_name(f, /, **inputs):
   if not floats:
     return {}
   by_position = lambda *xs: f(**{**args, **dict(zip(floats, xs))})
-  return dict(zip(floats, jax.grad(by_position, argnums=tuple(range(len(floats))))(
+  # jitted: one compiled program, not one per primitive (a model's step has hundreds)
+  return dict(zip(floats, jax.jit(jax.grad(by_position, argnums=tuple(range(len(floats)))))(
       *(args[name] for name in floats))))
 
 

@@ -122,7 +122,11 @@ def test_tensor_pages_step_to_the_end_with_shapes_formulas_and_bytes(tmp_path):
   matmul_page.write_text(trace(lambda x, w, y: ops.mse(ops.matmul(x, w), y), x=x, w=w, y=y).to_html(),
                          encoding="utf-8")
   _two_two_one_page(net_page)
-  flash_page = tmp_path / "flash.html"
+  flash_page, model_page = tmp_path / "flash.html", tmp_path / "model.html"
+  from jaxbp import models
+  from jaxbp.insight import model_step
+  step = model_step.trace_model("mlp", models.MLP(hidden=(4,), dropout=0.0), batch_size=2)
+  model_page.write_text(model_step.model_html(step, check=False), encoding="utf-8")
   assert _example("15_flash_attention.py").main(["--html", str(flash_page)]) == 0
   with sync_api.sync_playwright() as p:
     browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -144,6 +148,10 @@ def test_tensor_pages_step_to_the_end_with_shapes_formulas_and_bytes(tmp_path):
       assert "Forward, block (1, 0)" in texts[2] and "rescale [2]" in texts[2]
       assert "Backward, block (3, 0)" in texts[15] and "P = exp(S − lse)" in texts[15]
       assert "the rule 24 floats (O and lse)" in texts[22] and "dV [8, 2]" in texts[22]
+      page.goto(model_page.as_uri())
+      texts = _step_to_end(page, 5)  # softmax_cross_entropy, linear, relu, linear, then the memory
+      assert "∂L/∂layers_0_w float32[64, 4] = the shape of layers_0_w" in texts[4] and "dW = Xᵀ·dY" in texts[4]
+      assert f"{step.memory['residuals'][0]:,} bytes" in texts[5] and "jax.grad" in texts[5]
       assert page.evaluate("document.documentElement.scrollWidth") <= width
       assert not errors, errors
       page.close()
