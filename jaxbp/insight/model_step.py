@@ -61,7 +61,7 @@ def _batch(family, task, batch_size, seed):
 
 def _names(paths):
   """Identifiers for the parameter leaves (``layers_0_w``), none read as a trace label (s0, L)."""
-  out = []
+  out: list[str] = []
   for path in paths:
     name = "_".join(re.sub(r"\W", "", str(getattr(k, "key", getattr(k, "idx", k)))) for k in path) or "param"
     name = name if name[0].isalpha() and not _LABEL.fullmatch(name) else f"p_{name}"
