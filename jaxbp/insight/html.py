@@ -46,8 +46,12 @@ def to_html(trace, title: str = "", decimals: int = 2, check: bool = True) -> st
 
 def static_html(trace, decimals: int = 4) -> str:
   """A trace as notebooks show it (``Trace._repr_html_``): L, the graph with every gradient filled in,
-  and the node and gradient tables as HTML tables."""
+  and the node and gradient tables as HTML tables; for a function of arrays, the tensor page in a frame."""
   from jaxbp.insight import tables
+  if any(np.ndim(x) for x in trace.inputs.values()):  # arrays: the tensor page, in a frame, without checks
+    from jaxbp.insight import tensor_page
+    page = html.escape(tensor_page.to_html(trace, "L", decimals, check=False))
+    return f'<iframe srcdoc="{page}" width="100%" height="560" style="border:1px solid #d5dbdb"></iframe>'
   steps, edges, totals = _steps(trace, 2)
   svg = _svg(trace, edges, totals, 2, filled=steps)
   nodes = tables.html_table(tables.NODE_HEADERS, tables.node_rows(trace, decimals, False))
