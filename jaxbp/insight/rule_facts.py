@@ -65,11 +65,9 @@ def residual_bytes(fn, args) -> int | None:
   """Bytes ``jax.vjp(fn)`` keeps for the backward, differentiating every float argument; None if it cannot."""
   floats = [i for i, a in enumerate(args) if _is_float(a)]
 
-  def of_floats(*xs):
-    vals = list(args)
-    for i, x in zip(floats, xs):
-      vals[i] = x
-    return fn(*vals)
+  def of_floats(*xs):  # the other arguments (integer ids, labels) held fixed
+    given = dict(zip(floats, xs))
+    return fn(*(given.get(i, a) for i, a in enumerate(args)))
 
   try:
     pull = jax.eval_shape(lambda *xs: jax.vjp(of_floats, *xs)[1], *[args[i] for i in floats])
