@@ -179,7 +179,7 @@ def _time_steps(node, decimals):
 
 
 def _facts_html(facts):
-  text = re.sub(r"^VJP(\s+is\b|:)?\s*", "", facts.formula).replace("``", "")
+  text = re.sub(r"^VJP(\s+is\b|:|,)?\s*", "", facts.formula).replace("``", "")
   out = [f'<p class="formula">VJP: <code>{html.escape(text)}</code></p>']
   if facts.rule_bytes is not None:
     auto = f"{facts.autodiff_bytes:,} bytes" if facts.autodiff_bytes is not None else "—"
