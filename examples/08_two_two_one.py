@@ -11,7 +11,10 @@ redone from the note's own rounded figures (within one unit of the figure's last
 slipped); the exact
 value; and how far the figure is from it. The one slip: σ(0.39) = 0.5963, which the note writes as 0.598.
 
-Run: python examples/08_two_two_one.py [--full]
+With ``--html page.html`` it also writes a page that steps the backward pass as matrices: W1 [2, 2],
+W2 [2, 1], the δ vectors δ2 = (o − t) ⊙ σ′(z2) and δ1 = (δ2·W2ᵀ) ⊙ σ′(z1), and ∂E/∂W = aᵀ·δ in W's shape.
+
+Run: python examples/08_two_two_one.py [--full] [--html page.html]
 """
 
 import argparse
@@ -104,18 +107,51 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
   parser.add_argument("--full", action="store_true",
                       help="print every element of the node table (4-D local Jacobians included)")
+  parser.add_argument("--html", metavar="FILE", help="write the page that steps the backward pass as matrices")
   opts = parser.parse_args(sys.argv[1:] if argv is None else argv)
   with jax.enable_x64(True):
-    return _run(opts.full)
+    return _run(opts.full, opts.html)
 
 
-def _run(full):
+def captions(t):
+  """Note 004's notation for each node of the trace of ``loss``: the δ vectors and where ⊙σ′ enters."""
+  by_op = {}
+  for node in t.nodes:
+    by_op.setdefault(node.op, []).append(node)
+  (lin1, lin2), (sig1, sig2), (err,) = by_op["linear"], by_op["sigmoid"], by_op["squared_error"]
+  o, h = np.asarray(sig2.value), np.asarray(sig1.value)
+  d2, d1 = np.asarray(sig2.downstream[0]), np.asarray(sig1.downstream[0])
+  v = lambda a: ", ".join(f"{x:.6f}" for x in np.ravel(a))
+  return {
+      err.name: f"E = ½(t − o)², so ∂E/∂o = o − t = {v(o - np.asarray(T))}.",
+      sig2.name: f"δ2 = ∂E/∂z2 = (o − t) ⊙ σ′(z2), with σ′(z2) = o(1 − o) = {v(o * (1 - o))}: δ2 = {v(d2)}.",
+      lin2.name: (f"z2 = h·W2 + b2. ∂E/∂W2 = hᵀ·δ2 = [{v(lin2.downstream[1])}], W2's shape [2, 1]; "
+                  f"∂E/∂b2 = δ2; ∂E/∂h = δ2·W2ᵀ = [{v(lin2.downstream[0])}]."),
+      sig1.name: (f"δ1 = (δ2·W2ᵀ) ⊙ σ′(z1) (note 004's δ(l) = (W(l+1)ᵀ δ(l+1)) ⊙ σ′(z(l))), with σ′(z1) = "
+                  f"h(1 − h) = [{v(h * (1 - h))}]: δ1 = [{v(d1)}]."),
+      lin1.name: (f"z1 = x·W1 + b1. ∂E/∂W1 = xᵀ·δ1, a [2, 1]·[1, 2] product in W1's shape [2, 2]: "
+                  f"[{v(lin1.downstream[1])}]; ∂E/∂b1 = δ1."),
+  }
+
+
+def write_page(t, path, check=True):
+  """The page of the 2-2-1 network's backward pass as matrices (``jaxbp.insight.tensor_page``)."""
+  from jaxbp.insight import tensor_page
+  page = tensor_page.to_html(t, "½(t − σ(σ(x·W1 + b1)·W2 + b2))²  (note 004)", 6, check, captions(t))
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(page)
+  print(f"wrote {path}")
+
+
+def _run(full, html=None):
   p = {k: jnp.asarray(v) for k, v in PARAMS.items()}
   args = dict(x=jnp.asarray(X), t=jnp.asarray(T))
   print("The network, node by node (jaxbp.trace over the manual rules; arrays of more than two elements\n"
         "and the local Jacobians ∂z/∂x, of shape z.shape + x.shape, as shape and norm: --full prints them):")
   t = trace(loss, **p, **args)
   print(t.table(decimals=5, full=full), "\n")  # five decimals: the table fits in 120 columns
+  if html:
+    write_page(t, html)
   g = {k: t.grads[k] for k in p}
   exact, new = exact_values(p, g)
   check = NoteCheck("Note 004: the 2-2-1 network")

@@ -1,5 +1,6 @@
 """examples/notebooks/backprop.ipynb runs top to bottom in a fresh kernel and shows the notes' numbers:
-note 001's circuit (0.73; -0.20, 0.39, -0.39, -0.59, 0.20) and note 004's 2-2-1 network, so it cannot rot."""
+note 001's circuit (0.73; -0.20, 0.39, -0.39, -0.59, 0.20) and note 004's 2-2-1 network, so it cannot rot;
+tensors.ipynb, the same on arrays (note 001's matrices, note 004's δ vectors, attention, a model's step)."""
 
 import json
 import os
@@ -14,7 +15,7 @@ nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (pi
 pytest.importorskip("ipykernel", reason="ipykernel is not installed (pip install 'jaxbp[test]')")
 import nbformat  # noqa: E402  (installed with nbclient)
 
-NOTEBOOK = pathlib.Path(__file__).parent.parent / "examples" / "notebooks" / "backprop.ipynb"
+NOTEBOOKS = pathlib.Path(__file__).parent.parent / "examples" / "notebooks"
 KERNEL = "jaxbp-test"
 
 
@@ -41,18 +42,27 @@ def _outputs(cell):
   return "".join(parts)
 
 
-@pytest.fixture(scope="module")
-def executed(tmp_path_factory):
+def _execute(name, tmp_path_factory):
   folder = tmp_path_factory.mktemp("jupyter")
   _kernel_spec(folder)
   work = folder / "cwd"
   work.mkdir()
-  nb = nbformat.read(NOTEBOOK, as_version=4)
+  nb = nbformat.read(NOTEBOOKS / name, as_version=4)
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv("JUPYTER_PATH", str(folder))
     nbclient.NotebookClient(nb, timeout=180, kernel_name=KERNEL, resources={"metadata": {"path": str(work)}}).execute()
   assert not list(work.iterdir()), "the notebook wrote into its folder"
   return nb
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+  return _execute("backprop.ipynb", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tensors(tmp_path_factory):
+  return _execute("tensors.ipynb", tmp_path_factory)
 
 
 def _cell(nb, start):
@@ -61,8 +71,9 @@ def _cell(nb, start):
   return found[0]
 
 
-def test_every_cell_ran_without_a_warning(executed):
-  for cell in executed.cells:
+@pytest.mark.parametrize("notebook", ["executed", "tensors"])
+def test_every_cell_ran_without_a_warning(notebook, request):
+  for cell in request.getfixturevalue(notebook).cells:
     if cell.cell_type == "code":
       assert cell.execution_count is not None
       errors = [o for o in cell.outputs if o["output_type"] == "error" or o.get("name") == "stderr"]
@@ -101,3 +112,17 @@ def test_check_vjp_report_shows_as_a_table_of_passed_checks(executed):
   report = _outputs(_cell(executed, "def reference_network"))
   assert "check_vjp(network vs reference_network): all" in report and "checks passed" in report
   assert '<span class="ok">ok</span>' in report and "FAIL" not in report
+
+
+def test_tensors_notebook_shows_shapes_deltas_attention_and_memory(tensors):
+  shapes = _outputs(_cell(tensors, "matmul = next("))
+  assert "w: (3, 4)  ∂L/∂w: (3, 4)  same shape: True" in shapes and "dW = Xᵀ·dY: True" in shapes
+  assert "<iframe srcdoc=" in _outputs(_cell(tensors, "x = jnp.arange"))  # a tensor trace displays as its page
+  checked = _outputs(_cell(tensors, "framed(t.to_html("))
+  assert "✓ check_vjp passed" in checked and "check_vjp FAILED" not in checked
+  deltas = _outputs(_cell(tensors, "with jax.enable_x64(True):\n  params"))
+  assert "δ2 = [0.138491]" in deltas and "δ1 = [0.013355 0.015003]" in deltas
+  flash = _outputs(_cell(tensors, "with jax.enable_x64(True):\n  rng"))
+  assert "jax.grad of the plain attention: True" in flash and "the rule 24 (O and lse)" in flash
+  model = _outputs(_cell(tensors, "step = model_step"))
+  assert "['softmax_cross_entropy', 'linear', 'relu', 'linear']" in model and "residuals: manual rules" in model

@@ -4,6 +4,10 @@ Example (note 001's circuit):
 
   jaxbp trace "sigmoid(w0*x0 + w1*x1 + w2)" w0=2 x0=-1 w1=-3 x1=-2 w2=-3 --png circuit.png
 
+and one training step of a registered model family, rule call by rule call (see jaxbp.cli._trace_model):
+
+  jaxbp trace --model lstm --task reverse --hidden-size 16 --html lstm.html
+
 prints one row per node and input: the forward value z, the upstream gradient ∂L/∂z, the local
 gradient ∂z/∂x and the downstream gradient ∂L/∂x; then every input's gradient from the trace, from
 jax.grad, and from jax.grad of the same expression on the plain-jnp references. The expression
@@ -25,7 +29,7 @@ def configure(parser):
   # with "-", except what matches its negative-number pattern. Every flag here is "--name" (and -h), so
   # any other argument opening with "-" ("-x", "--x": two unary minuses) is the expression or a value.
   parser._negative_number_matcher = re.compile(r"^-(?!-[A-Za-z]|-$|h$)")  # pylint: disable=protected-access
-  parser.add_argument("expression", help='e.g. "sigmoid(w0*x0 + w1*x1 + w2)"')
+  parser.add_argument("expression", nargs="?", help='e.g. "sigmoid(w0*x0 + w1*x1 + w2)"')
   parser.add_argument("inputs", nargs="*", metavar="NAME=VALUE", help="a value for every input")
   parser.add_argument("--decimals", type=int, default=2,
                       help="decimals printed (default 2, as the notes' figures)")
@@ -36,6 +40,8 @@ def configure(parser):
   parser.add_argument("--html", metavar="FILE",
                       help="write one self-contained page that steps through the backward pass node by node")
   parser.add_argument("--x64", action="store_true", help="compute in float64")
+  from jaxbp.cli import _trace_model
+  _trace_model.configure(parser)
 
 
 def parse_inputs(items):
@@ -79,6 +85,9 @@ def run(args):
   from jaxbp.insight.expr import ExprError
   from jaxbp.insight.expr import parse
 
+  if args.model is not None or args.expression is None:
+    from jaxbp.cli import _trace_model
+    return _trace_model.run(args)
   if (args.png or args.svg) and importlib.util.find_spec("matplotlib") is None:
     print("jaxbp trace: error: --png/--svg draw with matplotlib, which is not installed: "
           'pip install "jaxbp[train]" (or pip install matplotlib)', file=sys.stderr)

@@ -20,14 +20,22 @@ Example::
 import html
 import json
 
+import numpy as np
+
 from jaxbp.insight import draw
 from jaxbp.insight.tables import fmt
 
 _SCALE = 110  # pixels per layout unit (one row)
 
 
-def to_html(trace, title: str = "", decimals: int = 2) -> str:
-  """The page for ``trace`` as one string; ``title`` (e.g. the expression) heads it."""
+def to_html(trace, title: str = "", decimals: int = 2, check: bool = True) -> str:
+  """The page for ``trace`` as one string; ``title`` (e.g. the expression) heads it.
+
+  A trace with an array among its inputs gets the tensor page (``jaxbp.insight.tensor_page``), which
+  runs ``check_vjp`` for each rule unless ``check`` is False."""
+  if any(np.ndim(x) for x in trace.inputs.values()):
+    from jaxbp.insight import tensor_page
+    return tensor_page.to_html(trace, title, decimals + 2, check)
   steps, edges, totals = _steps(trace, decimals)
   svg = _svg(trace, edges, totals, decimals)
   data = json.dumps({"steps": steps, "totals": totals, "loss": fmt(trace.output, decimals)})
@@ -38,8 +46,12 @@ def to_html(trace, title: str = "", decimals: int = 2) -> str:
 
 def static_html(trace, decimals: int = 4) -> str:
   """A trace as notebooks show it (``Trace._repr_html_``): L, the graph with every gradient filled in,
-  and the node and gradient tables as HTML tables."""
+  and the node and gradient tables as HTML tables; for a function of arrays, the tensor page in a frame."""
   from jaxbp.insight import tables
+  if any(np.ndim(x) for x in trace.inputs.values()):  # arrays: the tensor page, in a frame, without checks
+    from jaxbp.insight import tensor_page
+    page = html.escape(tensor_page.to_html(trace, "L", decimals, check=False))
+    return f'<iframe srcdoc="{page}" width="100%" height="560" style="border:1px solid #d5dbdb"></iframe>'
   steps, edges, totals = _steps(trace, 2)
   svg = _svg(trace, edges, totals, 2, filled=steps)
   nodes = tables.html_table(tables.NODE_HEADERS, tables.node_rows(trace, decimals, False))
@@ -94,7 +106,9 @@ def _svg(trace, edges, totals, decimals, filled=None):
   height = (max(ys) - y0 + 1.0) * _SCALE
   nodes = {n.name: n for n in trace.nodes}
   values = trace.values()
-  parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}">',
+  # The viewBox lets the picture scale down to its container (max-width 100%) and keep its aspect.
+  parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+           f'viewBox="0 0 {width:.0f} {height:.0f}" style="max-width:100%;height:auto">',
            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
            'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z"/></marker></defs>']
   r = draw.RADIUS * _SCALE

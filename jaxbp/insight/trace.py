@@ -50,6 +50,11 @@ class Node(NamedTuple):
       scalars); None for an input without a gradient or when z has more than 64 elements.
     downstream: per input, ∂L/∂x = (∂z/∂x)ᵀ·∂L/∂z, the gradient the node sends back; None for an input
       without a gradient (integer labels, PRNG keys).
+    args: the values of its inputs, constants included, in the order of ``inputs``.
+    fn: the node as a function of ``args`` returning the list of its outputs: the rule itself (with
+      its hand-written backward) for a manual node.
+    plain: for a manual node, the rule's forward code as plain jnp (its backward then is autodiff's);
+      None for a JAX primitive.
   """
   name: str
   outputs: tuple
@@ -60,6 +65,9 @@ class Node(NamedTuple):
   upstream: Any
   local: tuple
   downstream: tuple
+  args: tuple = ()
+  fn: Any = None
+  plain: Any = None
 
 
 class Trace(NamedTuple):
@@ -111,10 +119,13 @@ class Trace(NamedTuple):
     from jaxbp.insight import draw
     return draw.to_dot(self, decimals)
 
-  def to_html(self, title: str = "", decimals: int = 2) -> str:
-    """One self-contained HTML page that steps through the backward pass; see ``jaxbp.insight.html``."""
+  def to_html(self, title: str = "", decimals: int = 2, check: bool = True) -> str:
+    """One self-contained HTML page that steps through the backward pass; see ``jaxbp.insight.html``.
+
+    A function of arrays gets the tensor page (``jaxbp.insight.tensor_page``): shapes, values, each
+    rule's VJP formula and residual bytes, and, unless ``check`` is False, a ``check_vjp`` badge per rule."""
     from jaxbp.insight import html
-    return html.to_html(self, title, decimals)
+    return html.to_html(self, title, decimals, check=check)
 
   def draw(self, path=None, decimals=2, title=""):
     """Draws the graph to ``path`` (``.png`` or ``.svg``) with matplotlib and returns the path; without
@@ -175,7 +186,8 @@ def grad_by_name(f, /, **inputs):
   if not floats:
     return {}
   by_position = lambda *xs: f(**{**args, **dict(zip(floats, xs))})
-  return dict(zip(floats, jax.grad(by_position, argnums=tuple(range(len(floats))))(
+  # jitted: one compiled program, not one per primitive (a model's step has hundreds)
+  return dict(zip(floats, jax.jit(jax.grad(by_position, argnums=tuple(range(len(floats)))))(
       *(args[name] for name in floats))))
 
 
@@ -280,7 +292,8 @@ class _Graph:
       value = _single([self.values[v] for v in step.outvars])
       outputs = tuple(self.labels[v] for v in step.outvars)
       nodes.append(Node(", ".join(outputs), outputs, step.op, step.manual,
-                        tuple(self.label(v) for v in step.invars), value, up, local, down))
+                        tuple(self.label(v) for v in step.invars), value, up, local, down,
+                        tuple(self.read(v) for v in step.invars), _bind(step), _plain(step)))
     return tuple(nodes)
 
   def label(self, atom):
@@ -358,6 +371,14 @@ def _bind(step):
     return list(out) if step.primitive.multiple_results else [out]
 
   return fn
+
+
+def _plain(step):
+  """A custom_vjp equation's forward as a function of its inputs with no rule attached (None otherwise)."""
+  closed = step.params.get("call_jaxpr") if step.manual else None
+  if closed is None:
+    return None
+  return jax.extend.core.jaxpr_as_fun(closed)
 
 
 def _local_jacobian(vjp, z, n_inputs):
