@@ -56,7 +56,7 @@ def _trace(args, config):
   from jaxbp.insight import rule_facts
   from jaxbp.insight import tensor_page
   from jaxbp.insight.tables import render
-  from jaxbp.tasks import TaskError
+  from jaxbp.train.tasks import TaskError
   try:
     step = model_step.trace_model(args.model, config, task=args.task, batch_size=args.batch_size)
   except (ValueError, TaskError) as e:

@@ -46,14 +46,14 @@ def _batch(family, task, batch_size, seed):
   """(inputs, targets[, mask]) of the family's data, its DataSpec and a description."""
   from jaxbp import models
   if family.data == "tokens":
-    from jaxbp.tasks import DEFAULT_TASK
-    from jaxbp.tasks import load_task
+    from jaxbp.train.tasks import DEFAULT_TASK
+    from jaxbp.train.tasks import load_task
     data = load_task(task or DEFAULT_TASK, seed=seed, num_train=batch_size, num_test=1)
     return ((data.x_train[:batch_size], data.y_train[:batch_size], data.mask_train[:batch_size]), data.spec,
             data.name)
   if task:
     raise ValueError(f"task: model {family.name!r} trains on features (the digits), not on a task ({task!r})")
-  from jaxbp.data import load_digits
+  from jaxbp.train.data import load_digits
   x, y = load_digits()
   spec = models.DataSpec("features", (x.shape[1],), int(np.max(y)) + 1)
   return (x[:batch_size], y[:batch_size].astype(np.int32)), spec, f"the digits, {batch_size} examples"
