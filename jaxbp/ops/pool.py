@@ -199,7 +199,7 @@ def _views_fwd(x, geo):
 def _views_bwd(geo, won, g):
   shape = (g.shape[0], *geo.in_hw, g.shape[3])
   zero = np.zeros((), g.dtype)
-  dxp = 0
+  dxp = jnp.zeros((shape[0], *(n + lo + hi for n, (lo, hi) in zip(geo.in_hw, geo.pads)), shape[3]), g.dtype)
   for k, _, place, _ in _window_views(geo, *shape[::3]):
     dxp = dxp + lax.pad(jnp.where(won == k, g, zero), zero, place)  # windows sharing a winner add up
   (lo_h, _), (lo_w, _) = geo.pads
@@ -236,16 +236,16 @@ def _reduce_bwd(geo, won, g):
   return dx.reshape(shape)  # an input that wins several windows sums their g
 
 
-_PATHS = {"tiles": (_tiled_fwd, _tiled_bwd), "views": (_views_fwd, _views_bwd),
-          "reduce": (_reduce_fwd, _reduce_bwd)}
-
-
-def _max_pool2d_fwd(x, geo):
-  return _PATHS[geo.path][0](x, geo)  # y, and the residual: each window's winner
+def _max_pool2d_fwd(x, geo):  # y, and the residual: each window's winner
+  if geo.path == "tiles":
+    return _tiled_fwd(x, geo)
+  return _views_fwd(x, geo) if geo.path == "views" else _reduce_fwd(x, geo)
 
 
 def _max_pool2d_bwd(geo, won, g):
-  return (_PATHS[geo.path][1](geo, won, g),)
+  if geo.path == "tiles":
+    return (_tiled_bwd(geo, won, g),)
+  return (_views_bwd(geo, won, g) if geo.path == "views" else _reduce_bwd(geo, won, g),)
 
 
 def _max_pool2d_ref(x, window=2, stride=None, padding="VALID"):
