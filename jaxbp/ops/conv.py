@@ -97,11 +97,16 @@ def _conv_geometry(x, w, b, stride, padding, dilation):
   return _Geometry(stride, pads, dilation)
 
 
+class _ConvResiduals(NamedTuple):
+  x: jax.Array         # [N, H, W, C]: dw is the correlation of x with g (the input, no new buffer)
+  w: jax.Array         # [KH, KW, C, O]: dx is the transposed convolution of g with w (a parameter)
+  b: jax.Array | None  # [O], only for db's dtype (None stays None: no bias, no gradient)
+
+
 def _conv2d_fwd(x, w, b, geo):
   y = lax.conv_general_dilated(x, w, geo.stride, geo.pads, rhs_dilation=geo.dilation,
                                dimension_numbers=_NHWC)
-  # x and w: dx needs w, dw needs x. b only for its dtype (None stays None).
-  return (y if b is None else y + b), (x, w, b)
+  return (y if b is None else y + b), _ConvResiduals(x, w, b)
 
 
 def _conv2d_bwd(geo, res, g):
