@@ -10,7 +10,7 @@ from jaxbp.insight.trace import Trace
 from jaxbp.insight.trace import trace
 from jaxbp.train import layer_grad_norms
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "Node",

@@ -25,7 +25,7 @@ from jaxbp.insight import tables
 
 class Case(NamedTuple):
   op: str
-  size: str        # "small" or "realistic"
+  size: str        # "small", "realistic", or a pool's window: "overlapping" (3×3, stride 2), "global"
   shapes: tuple    # input shapes: x (and w, b for conv2d)
   kwargs: dict
 
@@ -35,11 +35,14 @@ FULL = (
     Case("conv2d", "realistic", ((32, 32, 32, 32), (3, 3, 32, 64), (64,)), {"padding": "SAME"}),
     Case("max_pool2d", "small", ((64, 8, 8, 32),), {"window": 2}),
     Case("max_pool2d", "realistic", ((32, 32, 32, 64),), {"window": 2}),
+    Case("max_pool2d", "overlapping", ((32, 32, 32, 64),), {"window": 3, "stride": 2}),
+    Case("max_pool2d", "global", ((32, 16, 16, 128),), {"window": 16}),
     Case("avg_pool2d", "small", ((64, 8, 8, 32),), {"window": 2}),
     Case("avg_pool2d", "realistic", ((32, 32, 32, 64),), {"window": 2}),
 )
-TINY = tuple(c._replace(shapes=tuple((2, 4, 4, s[3]) if len(s) == 4 and s[0] != 3 else s for s in c.shapes))
-             for c in FULL if c.size == "small")
+TINY = tuple(c._replace(shapes=tuple((2, 4, 4, s[3]) if len(s) == 4 and s[0] != 3 else s for s in c.shapes),
+                        kwargs={**c.kwargs, "window": 4} if c.size == "global" else c.kwargs)
+             for c in FULL if c.size in ("small", "global"))
 TORCH = "torch eager"
 
 
@@ -78,7 +81,7 @@ def _torch_block(case: Case):
     x = torch.randn(nchw(case.shapes[0]), generator=gen, requires_grad=True)
     pool = F.max_pool2d if case.op == "max_pool2d" else F.avg_pool2d
     leaves = (x,)
-    fn = lambda: pool(x, case.kwargs["window"])
+    fn = lambda: pool(x, case.kwargs["window"], case.kwargs.get("stride"))
   ct = torch.randn(fn().shape, generator=gen)
 
   def block(reps):
@@ -106,6 +109,14 @@ def measure(tiny: bool, rounds: int, target_s: float, with_torch: bool | None = 
   return [measure_case(case, rounds, target_s, with_torch) for case in (TINY if tiny else FULL)]
 
 
+def _window_text(kwargs: dict) -> str:
+  """A pool's window (and stride, when not the window) as the table writes it: ", 3×3 stride 2"."""
+  if "window" not in kwargs:
+    return ""
+  k, stride = kwargs["window"], kwargs.get("stride")
+  return f", {k}×{k}" + ("" if stride is None else f" stride {stride}")
+
+
 def render(rows: list) -> str:
   """The rows as one Markdown table: ms per variant, temporary memory, and manual / jax.grad ratios."""
   variants = [MANUAL, AUTODIFF] + ([TORCH] if any(TORCH in r["ms"] for r in rows) else [])
@@ -113,7 +124,8 @@ def render(rows: list) -> str:
   for r in rows:
     x = "×".join(str(n) for n in r["shapes"][0])
     mem = r["memory_ratio"]
-    out.append([r["op"], f"{r['size']} (x {x})", *(f"{r['ms'][v]:.3f}" if v in r["ms"] else "–" for v in variants),
+    size = f"{r['size']} (x {x}{_window_text(r['kwargs'])})"
+    out.append([r["op"], size, *(f"{r['ms'][v]:.3f}" if v in r["ms"] else "–" for v in variants),
                 *(f"{r['temp_bytes'][v] / 2**20:.3f}" for v in (MANUAL, AUTODIFF)),
                 f"{r['time_ratio']:.3f}", "–" if mem is None else f"{mem:.3f}"])
   headers = ["op", "size", *(f"{v} ms" for v in variants), "manual temp MiB", "jax.grad temp MiB",

@@ -61,7 +61,7 @@ class BackpropCost(NamedTuple):
   six_pd: float
 
 
-def compile_fn(fn: Callable[..., Any], *args, **jit_kwargs):
+def compile_fn(fn: Callable[..., Any], *args: Any, **jit_kwargs: Any) -> jax.stages.Compiled:
   """Lowers and compiles ``jax.jit(fn, **jit_kwargs)`` for ``args``; returns the compiled executable."""
   return jax.jit(fn, **jit_kwargs).lower(*args).compile()
 
@@ -73,7 +73,8 @@ def _first(analysis):
   return analysis or {}
 
 
-def compiled_cost(fn: Callable[..., Any] | None, *args, compiled=None, **jit_kwargs) -> Cost:
+def compiled_cost(fn: Callable[..., Any] | None, *args: Any, compiled: jax.stages.Compiled | None = None,
+                  **jit_kwargs: Any) -> Cost:
   """FLOPs, bytes and temporary memory of ``fn(*args)`` as XLA compiles it for the default backend.
 
   Args:
@@ -103,28 +104,28 @@ def compiled_cost(fn: Callable[..., Any] | None, *args, compiled=None, **jit_kwa
       output_bytes=read("output_size_in_bytes"))
 
 
-def flops(fn: Callable[..., Any], *args) -> float:
+def flops(fn: Callable[..., Any], *args: Any) -> float:
   """XLA's FLOP count of one call ``fn(*args)``; e.g. ``2·N·D·M`` for an ``[N, D] @ [D, M]`` matmul."""
   return compiled_cost(fn, *args).flops
 
 
-def temp_bytes(fn: Callable[..., Any], *args) -> int:
+def temp_bytes(fn: Callable[..., Any], *args: Any) -> int:
   """Bytes of temporary buffers XLA allocates for one call ``fn(*args)``: intermediates, not the
   arguments or outputs (for a gradient, e.g. the activations its backward reads); ``Cost.temp_bytes``."""
   return compiled_cost(fn, *args).temp_bytes
 
 
-def param_count(params) -> int:
+def param_count(params: Any) -> int:
   """P: the number of scalars in every array leaf of ``params``."""
   return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(params)))
 
 
-def six_pd(params, samples: int) -> float:
+def six_pd(params: Any, samples: int) -> float:
   """The notes' FLOPs of one training step: 2·P·D forward plus 4·P·D backward."""
   return 6.0 * param_count(params) * samples
 
 
-def backprop_cost(loss_fn: Callable[..., Any], params, *batch, wrt_input: bool = False) -> BackpropCost:
+def backprop_cost(loss_fn: Callable[..., Any], params: Any, *batch: Any, wrt_input: bool = False) -> BackpropCost:
   """Forward and backward FLOPs of ``loss_fn(params, *batch)``, counted by XLA.
 
   The forward is ``loss_fn`` compiled alone; the backward is what ``jax.value_and_grad`` adds on top

@@ -8,8 +8,13 @@ trace's, in one renderer (``tables.html_table``).
 
 import html
 import re
+from typing import TYPE_CHECKING, Any
 
 from jaxbp.insight import tables
+
+if TYPE_CHECKING:
+  from jaxbp.check import Report
+  from jaxbp.train import FitResult
 
 _STYLE = ("<style>.jaxbp-result td,.jaxbp-result th{text-align:left;padding:2px 8px}"
           ".jaxbp-result .fail{color:#c0392b;font-weight:bold}.jaxbp-result .ok{color:#1e8449}"
@@ -27,7 +32,7 @@ def _with_status(table: str) -> str:
   return re.sub(r"<td>(ok|FAIL|skipped)</td>", lambda m: f"<td>{_STATUS[m[1]]}</td>", table)
 
 
-def report_html(report) -> str:
+def report_html(report: "Report") -> str:
   """A ``jaxbp.check.Report``: the verdict, then one row per check of each input (passed, failed or
   skipped, with the error against its tolerance, and where the largest error sits or what was raised),
   then the notes."""
@@ -52,7 +57,7 @@ _EPOCH_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_ac
                   "train_token_accuracy", "test_token_accuracy", "seconds")
 
 
-def fit_html(result) -> str:
+def fit_html(result: "FitResult") -> str:
   """A ``jaxbp.train.FitResult``: one row per epoch (losses, accuracies in %, seconds), the compile time,
   and the number of layers whose gradient norms the history holds."""
   history = list(result.history)
@@ -77,7 +82,7 @@ def _epoch_cell(column, value):
   return f"{value:.2f}" if column == "seconds" else f"{value:.4f}"
 
 
-def timing_html(timing) -> str:
+def timing_html(timing: Any) -> str:
   """A ``Timing`` of the benchmark: median and best time per call and every round, in ms."""
   ms = lambda s: f"{1e3 * s:.4f}"
   table = tables.html_table(["median ms", "best ms", "rounds"],

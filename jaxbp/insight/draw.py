@@ -7,9 +7,15 @@ needed (no Graphviz); the figure is written as PNG or SVG by matplotlib's own ba
 so drawing never touches a global figure or backend.
 """
 
+import os
 import pathlib
+from typing import TYPE_CHECKING, Any
 
 from jaxbp.insight.tables import fmt
+
+if TYPE_CHECKING:
+  from jaxbp.insight.trace import Node
+  from jaxbp.insight.trace import Trace
 
 # How each op is written inside its circle; anything else is written by name.
 SYMBOLS = {
@@ -24,7 +30,7 @@ _RED, _GREY, _NODE = "#c0392b", "#7f8c8d", "#eaf2f8"
 _COL_WIDTH, _ROW_HEIGHT, RADIUS, _INCH = 2.4, 1.0, 0.3, 0.95
 
 
-def layout(trace):
+def layout(trace: "Trace") -> tuple[dict[str, tuple[float, float]], list[tuple[str, str, int]]]:
   """Positions {point: (x, y)} of the inputs (column 0) and nodes, and the edges (src, dst, k).
 
   A point is an input's name, a node's ``name``, or ``"<node>:<k>"`` for a constant. A node's column
@@ -55,7 +61,7 @@ def layout(trace):
   return pos, edges
 
 
-def loss_node(trace):
+def loss_node(trace: "Trace") -> "Node | None":
   """The node computing L (not necessarily the last: a later step's value may go unused); None if
   L is an input or a constant."""
   return next((node for node in trace.nodes if "L" in node.outputs), None)
@@ -88,7 +94,7 @@ def _place_column(nodes, col, pos, point):
     last = y
 
 
-def draw_trace(trace, path=None, decimals=2, title=""):
+def draw_trace(trace: "Trace", path: str | os.PathLike | None = None, decimals: int = 2, title: str = "") -> Any:
   """Draws ``trace``'s graph to ``path``; the format (``.png`` or ``.svg``) follows the suffix.
 
   Returns:
@@ -146,7 +152,7 @@ def draw_trace(trace, path=None, decimals=2, title=""):
   return path
 
 
-def to_dot(trace, decimals=2):
+def to_dot(trace: "Trace", decimals: int = 2) -> str:
   """The graph in Graphviz's DOT language: inputs as boxes, nodes as circles, every edge labelled with
   its forward value and, in red, the gradient flowing back along it."""
   producer = _producers(trace)

@@ -63,7 +63,7 @@ MAX_NODES = 200
 class ExprError(ValueError):
   """A syntax error, unknown name or missing input, with its 1-based position in the source."""
 
-  def __init__(self, message, position=None):
+  def __init__(self, message: str, position: int | None = None) -> None:
     self.position = position
     where = f"at position {position + 1}: " if position is not None else ""
     super().__init__(where + message)
@@ -83,7 +83,7 @@ class Node(NamedTuple):
   pos: int
 
 
-def tokenize(source):
+def tokenize(source: str) -> list[Token]:
   """The tokens of ``source``, ending with an "end" token; ExprError on a character not allowed."""
   tokens, pos = [], 0
   while pos < len(source):
@@ -303,7 +303,7 @@ def _evaluate(node, inputs, resolve):
   return resolve(_OPERATORS[node.value])(*args)
 
 
-def parse(source):
+def parse(source: str) -> Expression:
   """Parses ``source`` into an ``Expression``; raises ExprError (with the position) if it is not one."""
   if not source.strip():
     raise ExprError("empty expression", 0)

@@ -16,13 +16,16 @@ Example (inside a training loop of your own)::
   plot_grad_norms(history, "grad_flow.png")
 """
 
+from collections.abc import Mapping, Sequence
+import os
 import pathlib
 
 import numpy as np
 
 
-def plot_grad_norms(curves, path, title="gradient norm per layer", xlabel="layer (1 = input side)",
-                    ylabel="‖∂L/∂W‖"):
+def plot_grad_norms(curves: Mapping[str, Sequence[float]], path: str | os.PathLike,
+                    title: str = "gradient norm per layer", xlabel: str = "layer (1 = input side)",
+                    ylabel: str = "‖∂L/∂W‖") -> pathlib.Path:
   """Draws one line per entry of ``curves`` ({label: [norm of layer 1, 2, ...]}) on a log scale.
 
   Args:

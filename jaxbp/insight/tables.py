@@ -4,13 +4,19 @@ One renderer for every table the project prints, so the trace, the CLI and every
 line their numbers up the same way.
 """
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+  from jaxbp.insight.trace import Trace
 
 # Arrays with more elements than this print as dtype[shape] and their norm.
 _MAX_SHOWN = 8
 
 
-def fmt(x, decimals=4, floor=0.0):
+def fmt(x: Any, decimals: int = 4, floor: float = 0.0) -> str:
   """A number or a small array as text with ``decimals`` decimals; None as "—".
 
   A value too small to show any digit at that precision switches to scientific notation, so that
@@ -31,7 +37,7 @@ def fmt(x, decimals=4, floor=0.0):
   return _nested(a, decimals, floor)
 
 
-def noise_floor(*values):
+def noise_floor(*values: Any) -> float:
   """The round-off level of ``values``: 100 ulps of the largest magnitude (at least 1), rounded up to a
   power of ten so that it reads the same on every machine (``1e-13`` for float64 numbers near 1).
 
@@ -46,7 +52,7 @@ def noise_floor(*values):
   return float(10.0 ** np.ceil(np.log10(100 * eps * scale)))
 
 
-def bound(floor):
+def bound(floor: float) -> str:
   """``floor`` as the bound a table prints: ``< 1e-13``."""
   return f"< {floor:.0e}"
 
@@ -69,7 +75,7 @@ def _number(v, decimals, floor=0.0):
   return f"{v:.{max(decimals - 1, 1)}e}"
 
 
-def html_table(headers, rows):
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   """``rows`` under ``headers`` as an HTML table (what a notebook shows)."""
   import html
   head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
@@ -77,7 +83,7 @@ def html_table(headers, rows):
   return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render(headers, rows, markdown=False):
+def render(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool = False) -> str:
   """Lines up ``rows`` (lists of strings or numbers) under ``headers`` as text or Markdown."""
   cells = [[str(c) for c in row] for row in rows]
   if markdown:
@@ -114,7 +120,7 @@ def _cell(x, decimals, full, jacobian=False):
   return f"{'×'.join(str(n) for n in a.shape)} ‖·‖={_number(norm, decimals)}"
 
 
-def node_rows(trace, decimals, full):
+def node_rows(trace: "Trace", decimals: int, full: bool) -> list[list[str]]:
   rows = []
   for node in trace.nodes:
     op = node.op if node.manual else f"{node.op} (jax)"
@@ -127,7 +133,7 @@ def node_rows(trace, decimals, full):
   return rows
 
 
-def grad_rows(trace, decimals, reference):
+def grad_rows(trace: "Trace", decimals: int, reference: dict | None) -> list[list[str]]:
   rows = []
   for name, g in trace.grads.items():
     row = [name, fmt(trace.inputs[name], decimals), fmt(g, decimals),
@@ -138,12 +144,13 @@ def grad_rows(trace, decimals, reference):
   return rows
 
 
-def grad_headers(reference):
+def grad_headers(reference: dict | None) -> list[str]:
   headers = ["input", "value", "∂L/∂input (trace)", "jax.grad"]
   return headers + ["jax.grad of the references"] if reference is not None else headers
 
 
-def trace_table(trace, decimals=4, reference=None, markdown=False, full=False):
+def trace_table(trace: "Trace", decimals: int = 4, reference: dict | None = None, markdown: bool = False,
+                full: bool = False) -> str:
   """The trace's node table, then L and every input's gradient, as plain text or GitHub Markdown.
 
   ``reference``, if given, maps input names to gradients from another source (the CLI passes
@@ -170,10 +177,12 @@ class NoteCheck:
   note's rounding allows. ``report()`` prints the table; ``exit_code()`` is 0 only if all agree.
   """
 
-  def __init__(self, title, decimals=6):
-    self.title, self.decimals, self.rows, self.failed = title, decimals, [], 0
+  def __init__(self, title: str, decimals: int = 6) -> None:
+    self.title, self.decimals, self.failed = title, decimals, 0
+    self.rows: list[list[str]] = []
 
-  def add(self, quantity, note, computed, tol, remark="", expect_differ=False):
+  def add(self, quantity: str, note: Any, computed: Any, tol: float, remark: str = "",
+          expect_differ: bool = False) -> bool:
     """Records ``quantity``; agreement means every element of |computed − note| ≤ tol.
 
     A difference below the round-off level (``noise_floor`` of the two) prints as a bound, and so does
@@ -201,10 +210,10 @@ class NoteCheck:
                       bound(floor) if diff < floor else f"{diff:.1e}", f"{tol:g}", status, remark])
     return ok
 
-  def report(self):
+  def report(self) -> str:
     headers = ["quantity", "note / expected", "computed", "|diff|", "tolerance", "", "remark"]
     status = "all agree" if not self.failed else f"{self.failed} DISAGREE"
     return f"{self.title}\n{render(headers, self.rows)}\n→ {status}"
 
-  def exit_code(self):
+  def exit_code(self) -> int:
     return 1 if self.failed else 0

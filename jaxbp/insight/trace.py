@@ -16,6 +16,8 @@ Example::
   t.draw("circuit.png")   # the graph, forward values on the edges, gradients in red
 """
 
+from collections.abc import Callable
+import os
 import re
 from typing import Any, NamedTuple
 import warnings
@@ -23,6 +25,7 @@ import warnings
 import jax
 import jax.extend.core
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 # Equations that only wrap a sub-jaxpr; their body is traced node by node when it holds a jaxbp op.
@@ -86,7 +89,7 @@ class Trace(NamedTuple):
   grads: dict
   autodiff: dict
 
-  def __str__(self):
+  def __str__(self) -> str:
     return self.table()
 
   def values(self) -> dict:
@@ -127,7 +130,7 @@ class Trace(NamedTuple):
     from jaxbp.insight import html
     return html.to_html(self, title, decimals, check=check)
 
-  def draw(self, path=None, decimals=2, title=""):
+  def draw(self, path: str | os.PathLike | None = None, decimals: int = 2, title: str = "") -> Any:
     """Draws the graph to ``path`` (``.png`` or ``.svg``) with matplotlib and returns the path; without
     a path, returns the matplotlib ``Figure`` (a notebook shows it). See ``jaxbp.insight.draw``."""
     from jaxbp.insight import draw
@@ -143,7 +146,7 @@ class _Step(NamedTuple):
   outvars: tuple  # Var objects
 
 
-def trace(f, /, **inputs):
+def trace(f: Callable[..., Any], /, **inputs: ArrayLike) -> Trace:
   """Runs the scalar function ``f(**inputs)`` and records its backward pass node by node.
 
   Args:
@@ -174,7 +177,7 @@ def trace(f, /, **inputs):
   return graph.build(f, names, args)
 
 
-def grad_by_name(f, /, **inputs):
+def grad_by_name(f: Callable[..., Any], /, **inputs: ArrayLike) -> dict[str, jax.Array]:
   """``jax.grad`` of the scalar ``f(**inputs)`` with respect to every floating-point input.
 
   Returns:

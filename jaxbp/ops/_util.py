@@ -14,6 +14,7 @@ was wrong, at trace time, reading only static shapes and dtypes):
   probabilities of the scores' shape).
 * ``broadcastable_floats(op, x=x, y=y)``: float arrays that broadcast together (a binary gate's inputs).
 * ``same_shape(op, pred, target)``: a loss's prediction and target of one shape.
+* ``same_dtype(op, x=x, w=w)``: arrays of one dtype, where the lax primitive requires it (conv2d).
 * ``axis_index(op, name, axis, shape)``: an int axis (not a bool) in ``[-ndim, ndim)``, made non-negative.
 """
 
@@ -125,6 +126,15 @@ def class_labels(op: str, scores: jax.Array, labels: Any, allow_probabilities: b
       raise ValueError(f"{op}: labels must lie in [0, {s_shape[-1]}), got {values[bad].ravel()[:5]} "
                        f"(first of {int(bad.sum())} out of range)")
   return labels, False
+
+
+def same_dtype(op: str, **arrays: jax.Array) -> None:
+  """A TypeError unless the arrays share one dtype, naming the first argument that differs from the first."""
+  (first, x), *rest = arrays.items()
+  for name, y in rest:
+    if y.dtype != x.dtype:
+      raise TypeError(f"{op}: argument '{name}' must have the dtype of '{first}' ({x.dtype}), got {y.dtype} "
+                      f"(cast it first, e.g. {name}.astype({first}.dtype))")
 
 
 def same_shape(op: str, pred: jax.Array, target: jax.Array) -> None:

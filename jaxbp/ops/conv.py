@@ -21,6 +21,7 @@ from jaxbp.ops._registry import uniform
 from jaxbp.ops._rule import vjp_rule
 from jaxbp.ops._util import float_array
 from jaxbp.ops._util import float_arrays
+from jaxbp.ops._util import same_dtype
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -62,7 +63,7 @@ def conv2d(x: jax.typing.ArrayLike, w: jax.typing.ArrayLike, b: jax.typing.Array
 
   Args:
     x: float array [N, H, W, C] (NHWC).
-    w: float array [KH, KW, C, O] (HWIO).
+    w: float array [KH, KW, C, O] (HWIO), KH, KW ≥ 1, of x's dtype.
     b: optional float array [O].
     stride: int or (s_h, s_w) ≥ 1.
     padding: "VALID" (none), "SAME" (output ⌈H / s⌉ rows) or explicit ((lo_h, hi_h), (lo_w, hi_w)) ≥ 0.
@@ -72,6 +73,7 @@ def conv2d(x: jax.typing.ArrayLike, w: jax.typing.ArrayLike, b: jax.typing.Array
     y [N, H_out, W_out, O], H_out = ⌊(H + lo + hi − K′) / s⌋ + 1.
   """
   x, w = float_arrays("conv2d", x=x, w=w)
+  same_dtype("conv2d", x=x, w=w)  # lax.conv_general_dilated takes one dtype
   b = None if b is None else float_array("conv2d", "b", b)
   geo = _conv_geometry(x, w, b, stride, padding, dilation)
   return _conv2d(x, w, b, geo)
@@ -82,8 +84,8 @@ def _conv_geometry(x, w, b, stride, padding, dilation):
   xs, ws = jnp.shape(x), jnp.shape(w)
   if len(xs) != 4:
     raise ValueError(f"conv2d: argument 'x' must be [N, H, W, C] (NHWC), got shape {xs}")
-  if len(ws) != 4 or ws[2] != xs[3]:
-    raise ValueError(f"conv2d: argument 'w' must be [KH, KW, C, O] (HWIO) with C = {xs[3]} "
+  if len(ws) != 4 or ws[2] != xs[3] or min(ws[:2]) < 1:
+    raise ValueError(f"conv2d: argument 'w' must be [KH, KW, C, O] (HWIO) with KH, KW >= 1 and C = {xs[3]} "
                      f"(x's channels), got shape {ws}")
   if b is not None and jnp.shape(b) != (ws[3],):
     raise ValueError(f"conv2d: argument 'b' must have shape ({ws[3]},) (w's O), got {jnp.shape(b)}")
@@ -95,11 +97,16 @@ def _conv_geometry(x, w, b, stride, padding, dilation):
   return _Geometry(stride, pads, dilation)
 
 
+class _ConvResiduals(NamedTuple):
+  x: jax.Array         # [N, H, W, C]: dw is the correlation of x with g (the input, no new buffer)
+  w: jax.Array         # [KH, KW, C, O]: dx is the transposed convolution of g with w (a parameter)
+  b: jax.Array | None  # [O], only for db's dtype (None stays None: no bias, no gradient)
+
+
 def _conv2d_fwd(x, w, b, geo):
   y = lax.conv_general_dilated(x, w, geo.stride, geo.pads, rhs_dilation=geo.dilation,
                                dimension_numbers=_NHWC)
-  # x and w: dx needs w, dw needs x. b only for its dtype (None stays None).
-  return (y if b is None else y + b), (x, w, b)
+  return (y if b is None else y + b), _ConvResiduals(x, w, b)
 
 
 def _conv2d_bwd(geo, res, g):

@@ -11,6 +11,7 @@ as ``jax.grad`` of its reference, and its docstring says which.
 """
 
 import numbers
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -132,9 +133,14 @@ def divide(x: jax.typing.ArrayLike, y: jax.typing.ArrayLike) -> jax.Array:
   return _divide(x, y, shape_dtype(x))
 
 
+class _DivideResiduals(NamedTuple):
+  y: jax.Array  # the divisor: dx = g/y, dy = −g·z/y
+  z: jax.Array  # the output x/y (alive anyway): dy = −g·z/y without recomputing x/y
+
+
 def _divide_fwd(x, y, x_meta):
   z = jnp.divide(x, y)
-  return z, (y, z)  # dx = g/y, dy = −g·z/y
+  return z, _DivideResiduals(y, z)
 
 
 def _divide_bwd(x_meta, res, g):
@@ -198,10 +204,16 @@ def _integer_or_real_power(x, p, static):
   return jnp.power(x, jnp.asarray(static, jnp.result_type(x)))
 
 
+class _PowerResiduals(NamedTuple):
+  x: jax.Array         # the base: dx = g·p·x^(p−1), and log x in dp
+  p: jax.Array | None  # the array exponent (None for a Python one, which is static)
+  z: jax.Array | None  # the output x^p, for dp = g·z·log x (None for a Python exponent: x alone suffices)
+
+
 def _power_fwd(x, p, meta):
   """One rule for both exponents: ``p`` is the array exponent or None, ``meta[1]`` the Python one."""
   z = _integer_or_real_power(x, p, meta[1])
-  return z, (x, p, z if p is not None else None)  # a Python exponent needs x alone
+  return z, _PowerResiduals(x, p, z if p is not None else None)
 
 
 def _power_bwd(meta, res, g):

@@ -5,6 +5,8 @@ shape (``unbroadcast``), because an input copied to several outputs receives the
 """
 
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -93,8 +95,13 @@ def multiply(x: ArrayLike, y: ArrayLike) -> jax.Array:
   return _multiply(x, y)
 
 
+class _Operands(NamedTuple):
+  x: jax.Array  # both inputs (no new buffers), each with its own shape and dtype for unbroadcast:
+  y: jax.Array  # multiply's dx = g·y, dy = g·x; maximum's route is decided by x > y
+
+
 def _multiply_fwd(x, y):
-  return jnp.multiply(x, y), (x, y)  # each input's gradient is the other input
+  return jnp.multiply(x, y), _Operands(x, y)  # each input's gradient is the other input
 
 
 def _multiply_bwd(res, g):
@@ -129,7 +136,7 @@ def maximum(x: ArrayLike, y: ArrayLike) -> jax.Array:
 
 
 def _maximum_fwd(x, y):
-  return jnp.maximum(x, y), (x, y)  # the comparison decides the route
+  return jnp.maximum(x, y), _Operands(x, y)  # the comparison decides the route
 
 
 def _maximum_bwd(res, g):

@@ -1,6 +1,7 @@
 """Matrix products (note 001, section 2): dX = dY·Wᵀ, dW = Xᵀ·dY, the only shapes that fit."""
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -81,8 +82,13 @@ def matmul(x: ArrayLike, w: ArrayLike) -> jax.Array:
   return _matmul(x, w)
 
 
+class _MatmulResiduals(NamedTuple):
+  x: jax.Array  # [..., M, K]: dw = xᵀ·g (the input, no new buffer)
+  w: jax.Array  # [K, N]: dx = g·wᵀ (a parameter, no new buffer)
+
+
 def _matmul_fwd(x, w):
-  return jnp.matmul(x, w), (x, w)
+  return jnp.matmul(x, w), _MatmulResiduals(x, w)
 
 
 def _matmul_bwd(res, g):
@@ -120,8 +126,14 @@ def linear(x: ArrayLike, w: ArrayLike, b: ArrayLike) -> jax.Array:
   return _linear(x, w, b)
 
 
+class _LinearResiduals(NamedTuple):
+  x: jax.Array  # [..., K]: dw = xᵀ·g (the input, no new buffer)
+  w: jax.Array  # [K, N]: dx = g·wᵀ (a parameter)
+  b: jax.Array  # [N], only for db's shape and dtype (a parameter, no new buffer)
+
+
 def _linear_fwd(x, w, b):
-  return jnp.matmul(x, w) + b, (x, w, b)  # b only for its shape and dtype: a parameter, no new buffer
+  return jnp.matmul(x, w) + b, _LinearResiduals(x, w, b)
 
 
 def _linear_bwd(res, g):

@@ -1,6 +1,7 @@
 """Normalisation and regularisation (notes 001, 004): batch norm, layer norm, inverted dropout."""
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +45,14 @@ def _check_affine(op, x, gamma, beta, expected):
                        f"{jnp.shape(x)}, got {jnp.shape(p)}")
 
 
+class _NormResiduals(NamedTuple):
+  x: jax.Array        # the input, not x̂: alive anyway where the caller holds it; x̂ is recomputed
+  mean: jax.Array     # μ, one per normalised group (keepdims): recomputes x̂ = (x − μ)·(1/σ)
+  inv_std: jax.Array  # 1/σ, one per group: x̂, and the 1/σ factor of dx
+  gamma: jax.Array    # γ: h = g·γ in dx, and dγ's shape and dtype (a parameter)
+  beta: jax.Array     # β, only for dβ's shape and dtype (a parameter, no new buffer)
+
+
 def _affine_norm_fwd(axes, x, gamma, beta, eps):
   """y = γ·x̂ + β with x̂ normalised over ``axes``; keeps x, μ, 1/σ, γ (and β, for its dtype only).
 
@@ -57,7 +66,7 @@ def _affine_norm_fwd(axes, x, gamma, beta, eps):
   from μ and 1/σ (one float each per normalised group). γ and β are parameters, alive anyway.
   """
   xhat, mean, inv_std = _normalize(x, axes, eps)
-  return gamma * xhat + beta, (x, mean, inv_std, gamma, beta)
+  return gamma * xhat + beta, _NormResiduals(x, mean, inv_std, gamma, beta)
 
 
 def _affine_norm_bwd(axes, res, g):

@@ -106,12 +106,21 @@ def rnn(x: jax.typing.ArrayLike, h0: jax.typing.ArrayLike, w_x: jax.typing.Array
   return _rnn(x, h0, w_x, w_h, b)
 
 
+class _RNNResiduals(NamedTuple):
+  x: jax.Array    # [N, T, D] input: dW_x = Xᵀ·dA (no new buffer)
+  h0: jax.Array   # [N, H] initial state: the state before step 1, for dW_h (no new buffer)
+  w_x: jax.Array  # weights: dX = dA·W_xᵀ and dh = dA·W_hᵀ (no new buffers)
+  w_h: jax.Array
+  b: jax.Array    # only for its dtype (db is cast to it)
+  hs: jax.Array   # [T, N, H] hidden states, time-major: tanh' = 1 − h_t², and dW_h
+
+
 def _rnn_fwd(x, h0, w_x, w_h, b):
   def step(h, xw_t):
     h = jnp.tanh(xw_t + h @ w_h)
     return h, h
   h_last, hs = lax.scan(step, h0, _input_projection(x, w_x, b))
-  return (_time_major(hs), h_last), (x, h0, w_x, w_h, b, hs)  # hs time-major [T, N, H]; b for its dtype
+  return (_time_major(hs), h_last), _RNNResiduals(x, h0, w_x, w_h, b, hs)
 
 
 def _rnn_bwd(res, g):
@@ -196,9 +205,12 @@ def lstm(x: jax.typing.ArrayLike, h0: jax.typing.ArrayLike, c0: jax.typing.Array
 
   Residuals: the inputs (no new buffers) and the states h_1..h_T and c_1..c_T, 2·N·T·H numbers. The
   gates are NOT kept (autodiff keeps i, f, g, o and tanh(c_t) per step, 5·N·T·H or more): the
-  backward recomputes every z_t at once from the saved states, Z = X·W_x + H_prev·W_h + b, two
-  matmuls over all N·T rows (the forward's FLOPs once more, at full matmul efficiency), and applies
-  the activations inside its scan. Its temporaries of that size are Z and dZ, 4·N·T·H each.
+  backward recomputes them chunk by chunk from the saved states. For each chunk of CHUNK = 16 steps
+  (and one of T mod 16 steps at the start), last chunk first: Z = X·W_x + H_prev·W_h + b over the
+  chunk (two matmuls over N·16 rows: the forward's FLOPs once more, at matmul efficiency), the step
+  backward over the chunk in reverse, and the chunk's dW_x, dW_h, db added to running sums as matmuls.
+  Z and dZ hold 4·N·min(16, T)·H numbers each at a time, not 4·N·T·H; what grows with T is the
+  residuals and dX.
 
   Args:
     x: float array [N, T, D], T ≥ 1.

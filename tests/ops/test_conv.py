@@ -65,7 +65,18 @@ def test_conv2d_without_bias_has_no_bias_gradient():
     (lambda: ops.conv2d(jnp.ones((1, 3, 3, 1)), jnp.ones((1, 1, 1, 1)), padding=((1, -1), (0, 0))), r"'padding'"),
     (lambda: ops.conv2d(jnp.ones((1, 3, 3, 1)), jnp.ones((4, 4, 1, 1))), r"does not fit"),
     (lambda: ops.conv2d(jnp.ones((1, 3, 3, 1), jnp.int32), jnp.ones((1, 1, 1, 1))), r"'x' must be a floating"),
+    (lambda: ops.conv2d(jnp.ones((1, 3, 3, 2)), jnp.ones((0, 2, 2, 3))), r"'w' must be .* KH, KW >= 1"),
+    (lambda: ops.conv2d(jnp.ones((1, 3, 3, 2)), jnp.ones((2, 0, 2, 3))), r"'w' must be .* KH, KW >= 1"),
+    (lambda: ops.conv2d(jnp.ones((1, 3, 3, 1)), jnp.ones((1, 1, 1, 1), jnp.bfloat16)),
+     r"'w' must have the dtype of 'x' \(float32\), got bfloat16"),
 ])
 def test_conv2d_rejects_bad_arguments(call, message):
   with pytest.raises((ValueError, TypeError), match=message):
     call()
+
+
+def test_conv2d_names_w_when_its_dtype_is_not_xs(x64):
+  # lax.conv_general_dilated raised its own "requires arguments to have the same dtypes" traceback.
+  x, w = jnp.ones((1, 3, 3, 1), jnp.float32), jnp.ones((1, 1, 1, 1), jnp.float64)
+  with pytest.raises(TypeError, match=r"conv2d: argument 'w' must have the dtype of 'x' \(float32\), got float64"):
+    jax.jit(jax.grad(lambda x, w: jnp.sum(ops.conv2d(x, w)), (0, 1)))(x, w)
