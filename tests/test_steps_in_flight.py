@@ -5,11 +5,60 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 from jaxbp import train
 from jaxbp.check._sharded import host_devices_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# A run on 2 host devices: "full" trains 3 epochs; "abort" dies as XLA's collective timeout kills a process
+# (SIGABRT, os.abort) at step 3 of epoch 2's 6; "resume" continues the aborted run's directory.
+_RUN = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    from jaxbp import train
+    from jaxbp.data import Dataset
+    from jaxbp.models import MLP
+    mode, out = sys.argv[1:]
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 126).astype(np.int32)
+    x = (rng.normal(0, 2, (3, 8))[y] + rng.normal(0, 1, (126, 8))).astype(np.float32)
+    data = Dataset(x[:96], y[:96], x[96:], y[96:], (0, 1, 2), "blobs")
+    config = train.TrainConfig(model=MLP(hidden=(16,)), batch_size=16, epochs=3, lr=1e-2)
+
+    class Bar:
+      def __init__(self, epoch, steps):
+        self.epoch, self.n = epoch, 0
+      def update(self, n):
+        self.n += n
+        if mode == "abort" and self.epoch == 2 and self.n == 3:
+          os.abort()
+      def set_postfix(self, **kw): pass
+      def close(self): pass
+
+    result = train.fit(config, data, out_dir=out, resume=mode == "resume", mesh=train.make_mesh(2), progress=Bar,
+                       warn=lambda m: None)
+    print(json.dumps([{k: v for k, v in r.items() if k != "seconds"} for r in result.history]))
+""")
+
+
+def _run(mode, out):
+  return subprocess.run([sys.executable, "-c", _RUN, mode, str(out)], env=host_devices_env(2), capture_output=True,
+                        text=True, timeout=300, check=False)
+
+
+def test_a_run_aborted_mid_epoch_on_two_host_devices_resumes_to_the_uninterrupted_result(tmp_path):
+  full = _run("full", tmp_path / "full")
+  assert full.returncode == 0, full.stderr[-3000:]
+  aborted = _run("abort", tmp_path / "cut")
+  assert aborted.returncode == -6, aborted.stderr[-3000:]  # SIGABRT, as XLA's "Termination timeout" exits
+  assert train.read_checkpoint(str(tmp_path / "cut" / train.CHECKPOINT)).epoch == 1  # epoch 2's steps are lost
+  resumed = _run("resume", tmp_path / "cut")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  history = json.loads(full.stdout.strip().splitlines()[-1])
+  assert len(history) == 3 and json.loads(resumed.stdout.strip().splitlines()[-1]) == history
 
 
 class _Device:
