@@ -219,11 +219,12 @@ def _summarise(metrics: list, first_step: int, epoch: int, path: str | None, las
 # When the host has dispatched 32 steps ahead (a step slower than its dispatch, e.g. the transformer's), the
 # launch of the next one blocks a pool thread on that semaphore; the oldest step then has too few threads
 # left to run all its devices' parts at once, and the part that runs waits in the all-reduce for one that
-# never starts: "waiting for `all reduce RendezvousKey...` ... may be stuck", then SIGABRT. No model needed:
-#   XLA_FLAGS=--xla_force_host_platform_device_count=2 on a 2-core host; mesh = Mesh(jax.devices(), ("data",))
-#   step = jax.jit(lambda w, x: (w + jnp.mean(jnp.tanh(x @ w), 0)[:, None], jnp.sum(jnp.tanh(x @ w))))
-#   w: [256, 256] replicated, x: [4096, 256] sharded over "data"; 200 x `w, loss = step(w, x)`, never
-#   blocking: hangs at the 33rd step. Blocking on the step 8 back (or NPROC=4 before JAX starts) finishes.
+# never starts: "waiting for `all reduce RendezvousKey...` ... may be stuck", then SIGABRT. No model needed
+# (the whole script is in docs/training.md): on a 2-core host with
+# XLA_FLAGS=--xla_force_host_platform_device_count=2, w [256, 256] replicated and x [4096, 256] split over
+# a ("data",) mesh, a jitted step(w, x) of 8 times `x = tanh(x @ w)` returning (w + 1e-3 * mean(x, 0)[:, None],
+# sum(x)), called 200 times as `w, loss = step(w, x)` without waiting, hangs after 33 to 44 steps; it
+# finishes when it blocks on the step 8 back each time, or with NPROC=4 set before JAX starts.
 IN_FLIGHT = 8
 
 
