@@ -11,10 +11,12 @@ from jaxbp.train.config import ConfigError
 from jaxbp.train.config import TrainConfig
 from jaxbp.train.config import check_config
 from jaxbp.train.loop import FIT_FILES
+from jaxbp.train.loop import IN_FLIGHT
 from jaxbp.train.loop import FitResult
 from jaxbp.train.loop import NonFiniteError
 from jaxbp.train.loop import epoch_order
 from jaxbp.train.loop import fit
+from jaxbp.train.loop import run_steps
 from jaxbp.train.loop import write_metrics
 from jaxbp.train.optim import OPTIMIZERS
 from jaxbp.train.optim import SCHEDULES
@@ -42,6 +44,7 @@ __all__ = [
     "ConfigError",
     "FIT_FILES",
     "FitResult",
+    "IN_FLIGHT",
     "NonFiniteError",
     "OPTIMIZERS",
     "Resumed",
@@ -65,6 +68,7 @@ __all__ = [
     "make_train_step",
     "place",
     "read_checkpoint",
+    "run_steps",
     "state_shardings",
     "write_metrics",
 ]

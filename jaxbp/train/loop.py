@@ -41,7 +41,7 @@ from jaxbp.train.step import make_loss_fn
 from jaxbp.train.step import make_train_step
 from jaxbp.train.step import split_arrays
 
-__all__ = ["FIT_FILES", "FitResult", "NonFiniteError", "epoch_order", "fit", "write_metrics"]
+__all__ = ["FIT_FILES", "FitResult", "IN_FLIGHT", "NonFiniteError", "epoch_order", "fit", "run_steps", "write_metrics"]
 
 FIT_FILES = (CHECKPOINT, "metrics.jsonl")  # what fit writes in out_dir; a caller names its own (outputs)
 
@@ -190,6 +190,37 @@ def _summarise(metrics: list, first_step: int, epoch: int, path: str | None, las
   return means
 
 
+# Steps that fit lets run ahead of the host. Without a bound, XLA:CPU deadlocks on multi-device meshes of host
+# devices (jaxlib 0.10.2; docs/training.md, "Steps in flight"): each device admits 32 programs in flight (a
+# semaphore), acquired by the launching task on the client's thread pool of max(cores, devices) threads.
+# When the host has dispatched 32 steps ahead (a step slower than its dispatch, e.g. the transformer's), the
+# launch of the next one blocks a pool thread on that semaphore; the oldest step then has too few threads
+# left to run all its devices' parts at once, and the part that runs waits in the all-reduce for one that
+# never starts: "waiting for `all reduce RendezvousKey...` ... may be stuck", then SIGABRT. No model needed
+# (the whole script is in docs/training.md): on a 2-core host with
+# XLA_FLAGS=--xla_force_host_platform_device_count=2, w [256, 256] replicated and x [4096, 256] split over
+# a ("data",) mesh, a jitted step(w, x) of 8 times `x = tanh(x @ w)` returning (w + 1e-3 * mean(x, 0)[:, None],
+# sum(x)), called 200 times as `w, loss = step(w, x)` without waiting, hangs after 33 to 44 steps; it
+# finishes when it blocks on the step 8 back each time, or with NPROC=4 set before JAX starts.
+IN_FLIGHT = 8
+
+
+def run_steps(step: Callable, state: Any, batches: Any, bar: Any = None) -> tuple[Any, list]:
+  """``state, metrics = step(state, batch)`` for each batch, dispatched asynchronously but never more than
+  ``IN_FLIGHT`` steps ahead of the oldest unfinished one (it blocks on that step's metrics first), which
+  XLA:CPU needs on several host devices (see ``IN_FLIGHT``); returns the last state and every step's
+  metrics. ``bar.update(1)`` after each step when a bar is given."""
+  metrics: list = []
+  for batch in batches:
+    if len(metrics) >= IN_FLIGHT:
+      jax.block_until_ready(metrics[-IN_FLIGHT])
+    state, m = step(state, batch)
+    metrics.append(m)
+    if bar is not None:
+      bar.update(1)
+  return state, metrics
+
+
 def _record(epoch: int, train: dict, test: dict, seconds: float) -> dict:
   record = {"epoch": epoch, "train_loss": train["loss"], "train_accuracy": train["accuracy"],
             "test_loss": float(test["loss"]), "test_accuracy": float(test["accuracy"])}
@@ -263,13 +294,11 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
     _write_lines(lines, history, "w")
   test, train = place(split_arrays(data, "test"), replicated), split_arrays(data, "train")
   for epoch in range(start, config.epochs):
-    t0, metrics = time.perf_counter(), []
+    t0 = time.perf_counter()
     bar = progress(epoch + 1, plan.steps) if progress else None
-    for idx in epoch_order(config.seed, epoch, data.x_train.shape[0], config.batch_size):
-      state, m = compiled.step(state, place(tuple(a[idx] for a in train), sharded))
-      metrics.append(m)
-      if bar is not None:
-        bar.update(1)
+    batches = (place(tuple(a[idx] for a in train), sharded)
+               for idx in epoch_order(config.seed, epoch, data.x_train.shape[0], config.batch_size))
+    state, metrics = run_steps(compiled.step, state, batches, bar)
     means = _summarise(metrics, epoch * plan.steps, epoch + 1, plan.path, epoch if plan.path else 0)
     record = _record(epoch + 1, means, jax.device_get(compiled.evaluate(state.params, state.model_state, *test)),
                      time.perf_counter() - t0)
