@@ -13,6 +13,7 @@ forward computes (statistics, log-sum-exps, outputs kept for the backward) is ke
 and float64 inputs nothing changes.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -66,8 +67,7 @@ def at_least_float32(fwd: Callable[..., tuple[Any, Any]], bwd: Callable[..., tup
     cts = bwd(*static, jax.tree.map(_up, res), jax.tree.map(_up, g))
     return tuple(_round(ct, m) for ct, m in zip(cts, marks))
 
-  fwd32.__name__, bwd32.__name__ = fwd.__name__, bwd.__name__
-  return fwd32, bwd32
+  return functools.wraps(fwd)(fwd32), functools.wraps(bwd)(bwd32)  # __wrapped__: the rule's own, for the docs
 
 
 def vjp_rule(op: Callable[..., Any], fwd: Callable[..., tuple[Any, Any]], bwd: Callable[..., tuple],
