@@ -33,14 +33,16 @@ def _rows(names, seeds, branches):
 
 def _line(r):
   return (f"{r['rule']:<28} {r['case'][:40]:<40} {r['input'][:10]:<10} {r['jaxbp_max']:9.2e} {r['jaxbp_rms']:9.2e}"
-          f"  {r['autodiff_max']:9.2e} {r['autodiff_rms']:9.2e}  {r['bound']:8.1e}  {'BROKEN' if r['broken'] else 'ok'}")
+          f"  {r['autodiff_max']:9.2e} {r['autodiff_rms']:9.2e}  {r['bound']:8.1e}"
+          f"  {'BROKEN' if r['broken'] else 'ok'}")
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rules", nargs="*", default=None, help="rule names (default: every rule)")
   parser.add_argument("--seeds", type=int, default=2, help="draws per sampler (default 2)")
-  parser.add_argument("--all-branches", action="store_true", help="every branch of each rule, not only its sample")
+  parser.add_argument("--all-branches", action="store_true",
+                      help="every branch of each rule, not only its sample")
   parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
   args = parser.parse_args(argv)
   unknown = sorted(set(args.rules or ()) - set(ops.REGISTRY))

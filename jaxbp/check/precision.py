@@ -14,9 +14,10 @@ softmax, scores of 30 and more, rows of mean square 1e4, large activations); ``b
 prints the table.
 """
 
-import weakref
 from collections.abc import Callable, Iterator
+import inspect
 from typing import Any, NamedTuple
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -49,17 +50,16 @@ def _is_float(leaf: Any) -> bool:
   return hasattr(leaf, "dtype") and hasattr(leaf, "shape") and jnp.issubdtype(leaf.dtype, jnp.floating)
 
 
-def _labels(reference: Callable, args: tuple) -> list[str]:
-  """Each float leaf's name: the reference's parameter name, plus the leaf's path inside a pytree argument."""
-  import inspect  # pylint: disable=import-outside-toplevel
+def _labels(fn: Callable, args: tuple) -> list[str]:
+  """Each float leaf's name: ``fn``'s parameter name, plus the leaf's path inside a pytree argument."""
   try:
-    names = list(inspect.signature(reference).parameters)
+    names = list(inspect.signature(fn).parameters)
   except (TypeError, ValueError):
     names = []
   labels = []
   for path, leaf in jax.tree_util.tree_flatten_with_path(args)[0]:
     if _is_float(leaf):
-      i = path[0].idx  # type: ignore[attr-defined]
+      i = path[0].idx
       head = names[i] if i < len(names) else f"args[{i}]"
       labels.append(head + jax.tree_util.keystr(path[1:]))
   return labels

@@ -13,8 +13,8 @@ forward computes (statistics, log-sum-exps, outputs kept for the backward) is ke
 and float64 inputs nothing changes.
 """
 
-import functools
 from collections.abc import Callable, Sequence
+import functools
 from typing import Any
 
 import jax

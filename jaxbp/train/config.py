@@ -89,7 +89,8 @@ class TrainConfig(NamedTuple):
     return cls(model=models.from_json(doc["model"]), **values)
 
 
-_ADDED = {"model_parallel": 1, "dtype": "float32"}  # fields newer than some saved configs, with the value older runs had
+# fields newer than some saved configs, with the value older runs had
+_ADDED = {"model_parallel": 1, "dtype": "float32"}
 
 
 def check_config(config: TrainConfig) -> models.Family:

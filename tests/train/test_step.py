@@ -114,7 +114,7 @@ def test_bfloat16_computes_the_model_in_bfloat16_and_keeps_float32_outside():
     config = SMALL._replace(dtype=dtype)
     params = train.init_state(config, SPEC, train.make_optimizer(config, 1)).params
     loss_fn = train.make_loss_fn(config, SPEC)
-    grad = jax.grad(lambda p: loss_fn(p, {}, batch, jax.random.key(0))[0])
+    grad = jax.grad(lambda p, f=loss_fn: f(p, {}, batch, jax.random.key(0))[0])
     found[dtype] = loss_fn(params, {}, batch, jax.random.key(0)), grad(params)
     dtypes = {str(v.aval.dtype) for e in jax.make_jaxpr(grad)(params).jaxpr.eqns for v in e.outvars}
     assert ("bfloat16" in dtypes) == (dtype == "bfloat16")
