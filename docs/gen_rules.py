@@ -10,7 +10,9 @@ import re
 import sys
 import textwrap
 
+from jaxbp.ops import DEFAULT_BF16_BOUND
 from jaxbp.ops import REGISTRY
+from jaxbp.ops import bf16_bound
 
 # The families in reading order: the gates of note 001's table first, the losses and norms last.
 FAMILIES = ("gates", "elementwise", "activations", "smooth", "linalg", "losses", "norm", "group_norm", "conv", "pool",
@@ -115,8 +117,9 @@ def _rule(rule):
 
 
 def _unwrap(f):
-  """A rule's fwd or bwd, or the shared function behind a ``functools.partial`` that binds its axis."""
-  return getattr(f, "func", f)
+  """A rule's own fwd or bwd (behind ``vjp_rule``'s float32 wrapper, ``__wrapped__``), or the shared function
+  behind a ``functools.partial`` that binds its axis."""
+  return getattr(inspect.unwrap(f), "func", inspect.unwrap(f))
 
 
 def _family(name):
@@ -150,14 +153,23 @@ def render():
       " no derivative, the note it comes from, and the code of its backward. The text of each rule is its"
       " docstring; `tests/ops/` proves every rule against `jax.grad` of its reference in"
       " `jaxbp.ops.reference` with [`check_vjp`](custom-rule.md).", "",
-      "| rule | forward | notes | file |", "|---|---|---|---|",
+      "**bfloat16.** Each rule computes in float32 at least and rounds its output and each cotangent once"
+      " to its input's dtype. Its *bf16 bound* is the precision contract: with bfloat16 inputs and"
+      " cotangent, every cotangent's largest error against the float64 truth (the reference's gradient on"
+      " the same inputs upcast) is at most the bound times the truth's largest entry, and no larger than"
+      " the error of `jax.grad` of the reference run in bfloat16, on the registry's draws and the hard"
+      " cases of `jaxbp/check/hard_cases.py` (cross-entropy at p = 0.999 and 1e-6, attention scores of 30"
+      " and more, rows of mean square 1e4, large activations). `tests/check/test_precision.py` holds every"
+      " rule to it, `check_vjp` on bfloat16 inputs uses it, `benchmarks/precision.py` prints the table."
+      f" A rule without a bound of its own in `jaxbp/ops/_precision.py` is held to {DEFAULT_BF16_BOUND:.1e}.", "",
+      "| rule | forward | notes | file | bf16 bound |", "|---|---|---|---|---|",
   ]
   for rule in listed:
     forward, _ = _summary(rule)
     file = rule.fn.__module__.rpartition(".")[2] + ".py"
     cell = _cell(forward)
     head.append(f"| [`{rule.name}`](#{rule.name}) | {cell} | {rule.note} |"
-                f" `{file}` |")
+                f" `{file}` | {bf16_bound(rule.name):.1e} |")
   return "\n".join(head + [""] + body).rstrip() + "\n"
 
 

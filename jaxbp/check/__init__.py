@@ -8,6 +8,8 @@ pytrees; integer arrays, PRNG keys and Python scalars are passed through unchang
 * ``forward``: ``fn(*args)`` equals ``reference(*args)``, leaf by leaf.
 * ``vjp``: the manual ``Jᵀ·u = jax.vjp(fn)(u)`` equals ``jax.vjp(reference)(u)`` for a random cotangent ``u``,
   and has exactly its primal's dtype and shape (a float32 cotangent for a float16 input fails).
+  On bfloat16 inputs it is compared instead with the float64 truth, within the rule's bound
+  (``jaxbp.check.precision``: the precision contract, ``jaxbp.ops.bf16_bound``).
 * ``finite_differences``: in float64 whatever the inputs' dtype (x64 is switched on for the check and
   restored), ``⟨Jᵀ·u, v⟩`` from the manual rule equals ``⟨u, (f(x + εv) − f(x − εv)) / 2ε⟩`` of ``fn``
   itself (jitted), for ``directions`` random unit directions ``v`` per input: no autodiff at all on the

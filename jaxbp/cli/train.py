@@ -29,6 +29,7 @@ from jaxbp.cli._plots import import_matplotlib
 from jaxbp.cli._plots import plot_curves
 from jaxbp.cli._plots import plot_grad_flow
 from jaxbp.cli._plots import plot_time_grad_flow
+from jaxbp.train.config import DTYPES
 from jaxbp.train.config import TrainConfig
 from jaxbp.train.optim import OPTIMIZERS
 from jaxbp.train.optim import SCHEDULES
@@ -48,6 +49,7 @@ _TRAIN_HELP = {
     "autodiff": "use jax.grad of the reference ops instead of the manual rules",
     "grad_flow": "record per-layer weight-gradient norms each epoch (metrics.json) and plot grad_flow.png",
     "model_parallel": "split the model over N of the --devices: a (devices/N, N) mesh ('data', 'model')",
+    "dtype": "what the model computes in: bfloat16 keeps the parameters float32, activations bfloat16",
 }
 _METAVARS = {"weight_decay": "WD", "l2": "LAMBDA", "clip": "NORM", "accumulate": "K", "model_parallel": "N"}
 _MODEL_FIELDS: list[str] = []
@@ -72,7 +74,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
   m, o = parser.add_argument_group("model"), parser.add_argument_group("optimisation (optax)")
   io = parser.add_argument_group("data, output, devices")
   losses = list(dict.fromkeys(loss for n in models.names() for loss in models.get(n).losses))
-  choices = {"model": models.names(), "loss": losses, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+  choices = {"model": models.names(), "loss": losses, "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dtype": DTYPES}
   for field in TrainConfig._fields:
     default = TrainConfig().family.name if field == "model" else _flags.show(d[field])
     text = f"{_TRAIN_HELP[field]} (default {default})"

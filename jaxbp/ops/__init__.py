@@ -22,6 +22,9 @@ No other ``_<op>_forward``-style helper: math shared by several rules is a helpe
 values (axis, eps, reduction, dtypes); they come first in ``_bwd``'s arguments, as JAX passes them.
 """
 
+from jaxbp.ops._precision import BF16_BOUNDS
+from jaxbp.ops._precision import DEFAULT_BF16_BOUND
+from jaxbp.ops._precision import bf16_bound
 from jaxbp.ops._registry import REGISTRY
 from jaxbp.ops._registry import Rule
 from jaxbp.ops._registry import reference
@@ -67,11 +70,14 @@ from jaxbp.ops.smooth import silu
 from jaxbp.ops.smooth import softplus
 
 __all__ = [
+    "BF16_BOUNDS",
+    "DEFAULT_BF16_BOUND",
     "REGISTRY",
     "Rule",
     "add",
     "attention",
     "avg_pool2d",
+    "bf16_bound",
     "batch_norm",
     "conv2d",
     "divide",

@@ -39,8 +39,9 @@ def linear_softmax_cross_entropy(h: ArrayLike, w: ArrayLike, labels: ArrayLike, 
 so that each matrix product has rows enough to run fast; docs/performance.md has the measured times). A plain evaluation
   computes each chunk's loss only. Under differentiation with "mean" or "sum", the forward also forms
   each chunk's G and adds its share to dh and dW at once (the residuals are the UNSCALED gradients of
-  Σ_n L_n, [N, D] and [D, V], the sizes of h and W); the backward merely multiplies them by g (or g/N):
-  no second pass over the vocabulary. With "none", g differs per row and dW = Σ_n g_n·h_nᵀG_n cannot be
+  Σ_n L_n, [N, D] and [D, V], the sizes of h and W, kept in float32 at least so that bfloat16 inputs get
+  gradients rounded once); the backward merely multiplies them by g (or g/N): no second pass over the
+  vocabulary. With "none", g differs per row and dW = Σ_n g_n·h_nᵀG_n cannot be
   formed before g is known, so that forward keeps h, W, labels and one log-sum-exp per row, and the
   backward recomputes each chunk's logits (FlashAttention's choice). (The custom_vjp's forward runs only
   under differentiation: that is how the two evaluations are told apart.)
@@ -135,8 +136,8 @@ def _linear_softmax_cross_entropy(h, w, labels, chunks):
 
 
 class _Gradients(NamedTuple):
-  dh: jax.Array  # [N, D] ∂(Σ_n L_n)/∂h, formed in the forward
-  dw: jax.Array  # [D, V] ∂(Σ_n L_n)/∂W, formed in the forward
+  dh: jax.Array  # [N, D] ∂(Σ_n L_n)/∂h, formed in the forward (float32 at least, rounded once in _bwd)
+  dw: jax.Array  # [D, V] ∂(Σ_n L_n)/∂W, formed in the forward (float32 at least)
 
 
 class _Recompute(NamedTuple):
@@ -151,7 +152,7 @@ def _linear_softmax_cross_entropy_fwd(h, w, labels, chunks):
     loss, lse = _losses(h, w, labels, chunks)
     return _finish(loss, labels, w, chunks, h.dtype), _Recompute(h, w, labels, lse)
   loss, dh, dw = _pass(h, w, labels, chunks, None)
-  return _finish(loss, labels, w, chunks, h.dtype), _Gradients(dh.astype(h.dtype), dw.astype(w.dtype))
+  return _finish(loss, labels, w, chunks, h.dtype), _Gradients(dh, dw)  # float32 at least: rounded once, in _bwd
 
 
 @functools.partial(jax.jit, static_argnums=(3,))
@@ -184,8 +185,9 @@ def _linear_softmax_cross_entropy_bwd(chunks, res, g):
     h, w, labels, lse = res
     _, dh, dw = _pass(h, w, labels, chunks, g, lse)
     return dh.astype(h.dtype), dw.astype(w.dtype), None
-  scale = g / chunks.n if chunks.reduction == "mean" else g          # the cotangent of the reduction
-  return (scale * res.dh).astype(res.dh.dtype), (scale * res.dw).astype(res.dw.dtype), None
+  g32 = g.astype(res.dh.dtype)                                       # g is of h's (and W's) dtype
+  scale = g32 / chunks.n if chunks.reduction == "mean" else g32      # the cotangent of the reduction
+  return (scale * res.dh).astype(g.dtype), (scale * res.dw).astype(g.dtype), None
 
 
 _linear_softmax_cross_entropy.defvjp(_linear_softmax_cross_entropy_fwd, _linear_softmax_cross_entropy_bwd)

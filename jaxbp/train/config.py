@@ -7,8 +7,9 @@ from jaxbp.models import ConfigError
 from jaxbp.train.optim import OPTIMIZERS
 from jaxbp.train.optim import SCHEDULES
 
-__all__ = ["MAX_SEED", "ConfigError", "TrainConfig", "check_config"]
+__all__ = ["DTYPES", "MAX_SEED", "ConfigError", "TrainConfig", "check_config"]
 
+DTYPES = ("float32", "bfloat16")  # the dtype the model computes in; parameters and optimiser state stay float32
 MAX_SEED = 2**32 - 1  # jax.random.key(2**32) is key(0): a larger seed would silently repeat a smaller one's run
 
 
@@ -41,6 +42,10 @@ class TrainConfig(NamedTuple):
       ``("data", "model")``, the parameters are split over ``"model"`` as the family's ``partition_specs``
       say and the batch over ``"data"``; 1 is data parallel only. Families without ``partition_specs``
       take 1 only.
+    dtype: what the model computes in, one of ``DTYPES``. ``"bfloat16"``: the parameters (and the optimiser's
+      state) stay float32; inside the step they and the float inputs are cast to bfloat16 at the model's
+      boundary, so every activation is bfloat16 (each rule computes in float32 and rounds once), the loss
+      and metrics come back float32, and the gradients are float32 (the cast's VJP) for the update.
   """
   model: Any = models.MLP()
   loss: str = "cross-entropy"
@@ -57,6 +62,7 @@ class TrainConfig(NamedTuple):
   autodiff: bool = False
   grad_flow: bool = False
   model_parallel: int = 1
+  dtype: str = "float32"
 
   @property
   def family(self) -> models.Family:
@@ -83,7 +89,8 @@ class TrainConfig(NamedTuple):
     return cls(model=models.from_json(doc["model"]), **values)
 
 
-_ADDED = {"model_parallel": 1}  # fields newer than some saved configs, with the value older runs had
+# fields newer than some saved configs, with the value older runs had
+_ADDED = {"model_parallel": 1, "dtype": "float32"}
 
 
 def check_config(config: TrainConfig) -> models.Family:
@@ -102,7 +109,7 @@ def check_config(config: TrainConfig) -> models.Family:
   hints = models.field_types(TrainConfig)
   for field in TrainConfig._fields[1:]:
     models.check_value(field, hints[field], getattr(config, field))
-  choices = {"loss": family.losses, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+  choices = {"loss": family.losses, "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dtype": DTYPES}
   for field, allowed in choices.items():
     if getattr(config, field) not in allowed:
       raise ConfigError(field, f"must be one of {', '.join(allowed)}"

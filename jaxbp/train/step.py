@@ -76,6 +76,24 @@ def score(family: models.Family, head: str, params: Any, outputs: Any, targets: 
   return loss, {"loss": loss, "accuracy": jnp.mean(exact), "token_accuracy": jnp.sum(right * mask) / scored}
 
 
+def compute_dtype(config: TrainConfig, tree: Any) -> Any:
+  """``tree`` with its float leaves cast to ``config.dtype``: the model's side of the step's dtype boundary.
+
+  Applied to the parameters and the inputs before the model and its head (generic over families: a
+  family sees arrays of one dtype and knows nothing of it); the cast's VJP brings the gradients back
+  in the parameters' own float32.
+  """
+  if config.dtype == "float32":
+    return tree
+  dtype = jnp.dtype(config.dtype)
+  return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, tree)
+
+
+def _back_to(new: Any, old: Any) -> Any:
+  """``new`` with each leaf in the dtype of ``old``'s (a model state, the loss and metrics: float32 outside)."""
+  return jax.tree.map(lambda n, o: n.astype(jnp.result_type(o)), new, old)
+
+
 def make_loss_fn(config: TrainConfig, spec: models.DataSpec, *, ops: Any = None) -> Any:
   """``loss_fn(params, model_state, batch, key) -> (loss, (model_state, metrics))`` of the run's model.
 
@@ -86,10 +104,12 @@ def make_loss_fn(config: TrainConfig, spec: models.DataSpec, *, ops: Any = None)
   family, ops = models.family_of(config.model), _ops_of(config, ops)
 
   def loss_fn(params, model_state, batch, key):
-    outputs, model_state = family.apply(params, model_state, batch[0], config.model, spec, train=True, key=key,
-                                        ops=ops)
-    loss, metrics = score(family, config.loss, params, outputs, batch[1], batch[2] if len(batch) > 2 else None,
+    inner, x = compute_dtype(config, (params, batch[0]))
+    outputs, new_state = family.apply(inner, model_state, x, config.model, spec, train=True, key=key, ops=ops)
+    loss, metrics = score(family, config.loss, inner, outputs, batch[1], batch[2] if len(batch) > 2 else None,
                           ops)
+    model_state = _back_to(new_state, model_state) if config.dtype != "float32" else new_state
+    loss, metrics = jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)), (loss, metrics))
     if config.l2 > 0:
       weights = [w for w in jax.tree.leaves(params) if models.is_weight(w)]
       loss = loss + ops.l2_penalty(weights, config.l2)
@@ -102,8 +122,10 @@ def make_eval_fn(config: TrainConfig, spec: models.DataSpec, *, ops: Any = None)
   family, ops = models.family_of(config.model), _ops_of(config, ops)
 
   def evaluate(params, model_state, x, y, mask=None):
+    params, x = compute_dtype(config, (params, x))
     outputs, _ = family.apply(params, model_state, x, config.model, spec, train=False, key=None, ops=ops)
-    return score(family, config.loss, params, outputs, y, mask, ops)[1]
+    metrics = score(family, config.loss, params, outputs, y, mask, ops)[1]
+    return jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)), metrics)
   return jax.jit(evaluate)
 
 

@@ -19,6 +19,7 @@ from jaxbp.models import mlp
 from jaxbp.models._registry import HEADS
 from jaxbp.train import checkpoint
 from jaxbp.train import loop
+from jaxbp.train.config import DTYPES
 
 
 def _jaxbp(*args, cwd=None):
@@ -93,12 +94,13 @@ def test_help_documents_every_flag_and_choices_match_the_library():
   for flag in ("--model", "--hidden", "--activation", "--init", "--optimizer", "--lr", "--schedule", "--epochs",
                "--batch-size", "--weight-decay", "--l2", "--clip", "--accumulate", "--batch-norm", "--dropout",
                "--residual", "--data", "--label-column", "--seed", "--devices", "--out", "--resume", "--autodiff",
-               "--coordinator-address", "--num-processes", "--process-id"):
+               "--coordinator-address", "--num-processes", "--process-id", "--dtype"):
     assert flag in text
-  for choices in (train.OPTIMIZERS, train.SCHEDULES, models.names(), HEADS, mlp.ACTIVATIONS, mlp.INITS):
+  for choices in (train.OPTIMIZERS, train.SCHEDULES, models.names(), HEADS, mlp.ACTIVATIONS, mlp.INITS, DTYPES):
     assert "{" + ",".join(choices) + "}" in text.replace("\n", "").replace(" ", "")
   defaults = cli_train._config_from_args(parser.parse_args([]))  # pylint: disable=protected-access
   assert defaults == train.TrainConfig()
+  assert cli_train._config_from_args(parser.parse_args(["--dtype", "bfloat16"])).dtype == "bfloat16"  # pylint: disable=protected-access
 
 
 def test_info_lists_versions_and_devices(capsys):

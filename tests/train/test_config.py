@@ -27,6 +27,7 @@ def test_a_damaged_config_names_only_what_is_wrong(doc, says, never):
     ({"model": models.MLP(activation="swish")}, "model.activation", "must be one of relu, leaky_relu"),
     ({"model": models.MLP(dropout=1.5)}, "model", "mlp: MLPConfig.dropout must be in [0, 1), got 1.5"),
     ({"model": "mlp"}, "model", "must be the config of a registered family"),
+    ({"dtype": "float16"}, "dtype", "must be one of float32, bfloat16"),
 ])
 def test_check_config_names_the_field_and_says_why(changes, field, reason):
   with pytest.raises(train.ConfigError) as e:
@@ -43,4 +44,5 @@ def test_a_config_round_trips_through_json_and_an_older_one_takes_the_old_behavi
   assert train.TrainConfig.from_json(doc) == config
   older = {k: v for k, v in doc.items() if k != "model_parallel"}  # written before model parallelism existed
   assert train.TrainConfig.from_json(older).model_parallel == 1
+  assert train.TrainConfig.from_json({k: v for k, v in doc.items() if k != "dtype"}).dtype == "float32"
   assert train.check_config(config) is models.get("cnn")

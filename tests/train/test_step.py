@@ -101,3 +101,25 @@ def test_masked_loss_is_the_mean_over_scored_positions_and_accuracy_is_exact_mat
 def test_data_spec_of_features_comes_from_the_shapes():
   data = _dataset(d=5, classes=4)
   assert train.data_spec(data) == DataSpec("features", (5,), 4)
+
+
+def test_bfloat16_computes_the_model_in_bfloat16_and_keeps_float32_outside():
+  """--dtype bfloat16: the activations are bfloat16 (the hidden layer's matmul output), the loss, the metrics
+  and the gradients float32, the gradients within bfloat16's rounding of float32's; no test of accuracy
+  here (docs/training.md has the transformer's run)."""
+  data = _dataset()
+  batch = (data.x_train[:16], data.y_train[:16])
+  found = {}
+  for dtype in ("float32", "bfloat16"):
+    config = SMALL._replace(dtype=dtype)
+    params = train.init_state(config, SPEC, train.make_optimizer(config, 1)).params
+    loss_fn = train.make_loss_fn(config, SPEC)
+    grad = jax.grad(lambda p, f=loss_fn: f(p, {}, batch, jax.random.key(0))[0])
+    found[dtype] = loss_fn(params, {}, batch, jax.random.key(0)), grad(params)
+    dtypes = {str(v.aval.dtype) for e in jax.make_jaxpr(grad)(params).jaxpr.eqns for v in e.outvars}
+    assert ("bfloat16" in dtypes) == (dtype == "bfloat16")
+  (loss, (_, metrics)), grads = found["bfloat16"]
+  assert loss.dtype == jnp.float32 and all(m.dtype == jnp.float32 for m in metrics.values())
+  assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+  chex.assert_trees_all_close(grads, found["float32"][1], rtol=0.05, atol=2e-3)
+  assert abs(float(loss) - float(found["float32"][0][0])) < 1e-2
