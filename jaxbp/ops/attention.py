@@ -181,7 +181,8 @@ class _AttentionResiduals(NamedTuple):
   seg_q: jax.Array | None  # [B, T] the caller's segment ids
   seg_k: jax.Array | None  # [B, S]
   slopes: jax.Array | None  # [H] the caller's ALiBi slopes
-  o: jax.Array     # [B, T, H, Dv] output in float32 at least: D = rowsum(dO ∘ O), and dO·(V_t − O)
+  o: jax.Array     # [B, T, H, Dv] output in float32 at least: D = rowsum(dO ∘ O)
+  off: jax.Array   # [B, T, H, Dv] O − V_t, kept to its last digits: dP_it − D = −dO·(O − V_t)
   lse: jax.Array   # [B, H, T] log-sum-exp per query row: P = exp(S − lse) without a second max/sum
   top: jax.Array   # [B, H, T] int32 index of each row's largest score t: where dP − D cancels
 
@@ -197,25 +198,25 @@ def _attention_fwd(q, k, v, mask, seg_q, seg_k, slopes, blk):
 
   def query_block(_, xs):
     i, q_i, j0, j_lo, j_hi = xs
-    rows = q_i.shape[:4]
-    init = (jnp.full(rows, -jnp.inf, dt), jnp.zeros(rows, dt), jnp.zeros(rows + vb.shape[-1:], dt),
-            jnp.zeros(rows, jnp.int32))
+    rows, vrows = q_i.shape[:4], q_i.shape[:4] + vb.shape[-1:]
+    init = (jnp.full(rows, -jnp.inf, dt), jnp.zeros(rows, dt), jnp.zeros(vrows, dt), jnp.zeros(rows, jnp.int32),
+            jnp.zeros(vrows, dt))
 
     def key_block(carry, r):
       j = j0 + r
       step = functools.partial(_online_step, blk, ex, i, j, q_i, kb[j], vb[j])
       return jax.lax.cond((j_lo <= j) & (j <= j_hi), step, lambda c: c, carry), None
 
-    (m, ell, acc, top), _ = jax.lax.scan(key_block, init, jnp.arange(width))
+    (m, ell, acc, top, v_top), _ = jax.lax.scan(key_block, init, jnp.arange(width))
     seen = ell > 0
-    o_i = jnp.where(seen[..., None], acc / jnp.where(seen, ell, 1)[..., None], 0)
+    off_i = jnp.where(seen[..., None], acc / jnp.where(seen, ell, 1)[..., None], 0)   # O − V_t
     lse_i = jnp.where(seen, _finite(m) + jnp.log(jnp.where(seen, ell, 1)), 0)
-    return None, (o_i, lse_i, top)
+    return None, (jnp.where(seen[..., None], v_top + off_i, 0), off_i, lse_i, top)
 
-  _, (ob, lseb, topb) = jax.lax.scan(query_block, None, (jnp.arange(blk.nq), qb, start, lo, hi))
-  o = ab.from_blocks(ob, blk.t)
+  _, (ob, offb, lseb, topb) = jax.lax.scan(query_block, None, (jnp.arange(blk.nq), qb, start, lo, hi))
+  o, off = ab.from_blocks(ob, blk.t), ab.from_blocks(offb, blk.t)
   lse, top = ab.rows_from_blocks(lseb, blk.t), ab.rows_from_blocks(topb, blk.t)
-  return o.astype(q.dtype), _AttentionResiduals(q, k, v, mask, seg_q, seg_k, slopes, o, lse, top)
+  return o.astype(q.dtype), _AttentionResiduals(q, k, v, mask, seg_q, seg_k, slopes, o, off, lse, top)
 
 
 def _finite(m):
@@ -224,28 +225,35 @@ def _finite(m):
 
 
 def _online_step(blk, ex, i, j, q_i, k_j, v_j, carry):
-  """One key block of the online softmax: rescale (ℓ, A) from the old max to the new one, add the block;
-  the top key t moves to this block where its largest score beats the old max."""
-  m, ell, acc, top = carry
+  """One key block of the online softmax: rescale (ℓ, A) from the old max to the new one, add the block.
+  A = Σ_j exp(S_j − m)·(V_j − V_t) is kept relative to the value of the top key t (so that O − V_t, where
+  dP − D cancels, keeps its digits on a peaked row); t moves to this block where its largest score beats
+  the old max, and A moves with it: A ← A + ℓ·(V_t,old − V_t,new)."""
+  m, ell, acc, top, v_top = carry
   s, _ = ab.scores(blk, ex, i, j, q_i, k_j)
-  s_max = jnp.max(s, axis=-1)
-  top = jnp.where(s_max > m, (j * blk.bk + jnp.argmax(s, axis=-1)).astype(jnp.int32), top)
+  s_max, arg = jnp.max(s, axis=-1), jnp.argmax(s, axis=-1)
+  moved = s_max > m
+  top = jnp.where(moved, (j * blk.bk + arg).astype(jnp.int32), top)
+  here = jnp.take_along_axis(v_j, arg.reshape(arg.shape[:2] + (-1, 1)), axis=2).reshape(v_top.shape)
+  v_new = jnp.where(moved[..., None], here, v_top)
   m_new = jnp.maximum(m, s_max)
   p = jnp.exp(s - _finite(m_new)[..., None])
   corr = jnp.exp(m - _finite(m_new))
+  p_off = jnp.where(j * blk.bk + jnp.arange(blk.bk) == top[..., None], 0, p)            # the top key adds 0
+  acc = (acc + ell[..., None] * (v_top - v_new)) * corr[..., None] \
+      + jnp.einsum("bhgqk,bhkd->bhgqd", p_off, v_j) - jnp.sum(p_off, axis=-1)[..., None] * v_new
   ell = ell * corr + jnp.sum(p, axis=-1)
-  acc = acc * corr[..., None] + jnp.einsum("bhgqk,bhkd->bhgqd", p, v_j)
-  return m_new, ell, acc, top
+  return m_new, ell, acc, top, v_new
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def _attention_bwd(blk, res, g):
   """FlashAttention-2's backward: outer loop over key blocks j (dK_j, dV_j), inner over query blocks i."""
-  q, k, v, mask, seg_q, seg_k, slopes, o, lse, top = res
+  q, k, v, mask, seg_q, seg_k, slopes, o, off, lse, top = res
   dt = _compute_dtype(q.dtype)
   g = g.astype(dt)
   delta = jnp.sum(g * o, axis=-1)                                           # D = rowsum(dO ∘ O), [B, T, H]
-  near = jnp.sum(g * (_at_top(v.astype(dt), top, blk) - o), axis=-1)        # dP_it − D = dO·(V_t − O)
+  near = -jnp.sum(g * off, axis=-1)                                         # dP_it − D = dO·(V_t − O)
   qb, gb = ab.to_blocks(q.astype(dt), blk.bq, blk.nq, blk.group), ab.to_blocks(g, blk.bq, blk.nq, blk.group)
   kb, vb = ab.kv_blocks(k.astype(dt), blk.bk, blk.nk), ab.kv_blocks(v.astype(dt), blk.bk, blk.nk)
   rows = jnp.stack([lse, delta.transpose(0, 2, 1), near.transpose(0, 2, 1)], -1)  # [B, H, T, 3]
@@ -271,14 +279,6 @@ def _attention_bwd(blk, res, g):
   dq, dk, dv = ab.from_blocks(dq, blk.t), ab.from_blocks(dkb[:, :, :, None], blk.s), \
       ab.from_blocks(dvb[:, :, :, None], blk.s)
   return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None, None, None, None
-
-
-def _at_top(v, top, blk):
-  """V_t for each query row and head, [B, T, H, Dv]: the value of the row's top key, read from its kv head."""
-  v = jnp.pad(v, ((0, 0), (0, max(0, 1 - blk.s)), (0, 0), (0, 0))).transpose(0, 2, 1, 3)  # [B, kv, S, Dv]
-  idx = top.reshape(top.shape[0], blk.kv_heads, blk.group * blk.t)[..., None]
-  vt = jnp.take_along_axis(v, idx, axis=2)                                   # [B, kv, group·T, Dv]
-  return vt.reshape(v.shape[0], blk.heads, blk.t, v.shape[-1]).transpose(0, 2, 1, 3)
 
 
 def _grad_step(blk, ex, i, j, q_i, g_i, r_i, t_i, k_j, v_j, carry):
