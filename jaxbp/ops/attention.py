@@ -49,17 +49,22 @@ def attention(q: jax.typing.ArrayLike, k: jax.typing.ArrayLike, v: jax.typing.Ar
   dS_ij = P_ij ∘ (dP_ij − D_i), dS_ij ← dS_ij ∘ (1 − tanh²(scale·Q_i·K_jᵀ / c)) under ``softcap``,
   dQ_i += dS_ij·K_j·scale, dK_j += dS_ijᵀ·Q_i·scale. (D_i = Σ_j P_ij·dP_ij: the softmax Jacobian
   diag(p) − p·pᵀ applied to dP, without building it.) Precision: where a row's softmax is nearly one-hot
-  at its top key t_i, dP_it − D_i cancels (FlashAttention-2 loses dQ and dK there, 1e-3 of their scale in
-  float32 where autodiff loses 1e-6), so that one entry is computed as the equal dO_i·(V_t − O_i), the
-  difference taken before the product; the forward keeps t_i. The heads of a group add their dK and dV
-  into their kv head's (no K or V is repeated). Blocks that ``causal`` or ``window`` mask entirely are
-  never visited, in either pass: with a window the work grows as T·window, not T·S. ALiBi slopes get
-  no gradient (they are fixed per head, as in the paper; the reference stops theirs too).
+  at its top key t_i (largest score), dP_it − D_i = dO_i·(V_t − O_i) cancels when formed as a difference
+  (FlashAttention-2 loses dQ and dK there: 2e-2 of their scale in float32 on keys close to the queries,
+  where autodiff loses 5e-3), so the forward keeps its accumulator relative to the top key's value,
+  A = Σ_j exp(S_ij − m)·(V_j − V_t) (the top key's own term is exactly 0; A ← A + ℓ·(V_t,old − V_t,new)
+  when the top key moves), O = V_t + A/ℓ, and the backward takes dP_it − D_i = −dO_i·(A/ℓ) at that one
+  entry: 1e-6 of the scale in float32. The heads of a group add their dK and dV into their kv head's
+  (no K or V is repeated). Blocks that ``causal`` or ``window`` mask entirely are never visited, in
+  either pass: with a window the work grows as T·window, not T·S. ALiBi slopes get no gradient (they are
+  fixed per head, as in the paper; the reference stops theirs too).
 
-  Residuals: q, k, v (the inputs, which every backward needs), the output O (float32 at least), lse and
-  the top key t, one float and one int per query row and head: O(T + S) memory. The [T, S] probabilities
-  are never kept; autodiff of the plain reference keeps them (and the scores), O(T·S). The price is one
-  more Q·Kᵀ product in the backward.
+  Residuals: q, k, v (the inputs, which every backward needs), the output O and O − V_t (float32 at
+  least), lse and the top key t, one float and one int per query row and head: O(T + S) memory. The
+  [T, S] probabilities are never kept; autodiff of the plain reference keeps them (and the scores),
+  O(T·S). The price is one more Q·Kᵀ product in the backward. Compiled temporary memory of a training
+  step against autodiff's: 0.031× with 8 query heads on 2 kv heads at T 4096 (causal, Dh 64), 0.015×
+  with a window of 512 at T 8192.
 
   Edge cases: a query row that no key may attend to has an empty softmax; it outputs 0 and gets
   gradient 0, and passes none to k and v (its lse is stored as 0, a finite stand-in for log 0 that no
