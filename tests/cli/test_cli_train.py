@@ -202,9 +202,9 @@ def test_a_sequence_model_on_a_features_file_is_refused(tmp_path, jaxbp_cmd):
 
 
 def test_interrupted_says_what_is_true():
-  assert cli_train._interrupted({}) == "interrupted before the first epoch finished; no checkpoint was written"
-  assert cli_train._interrupted({"out": "runs/x", "epoch": 0}).startswith("interrupted before the first epoch")
-  assert cli_train._interrupted({"out": "runs/x", "epoch": 3}) == (
+  assert cli_train._interrupted(None, 0) == "interrupted before the first epoch finished; no checkpoint was written"
+  assert cli_train._interrupted("runs/x", 0).startswith("interrupted before the first epoch")
+  assert cli_train._interrupted("runs/x", 3) == (
       "interrupted; runs/x/checkpoint.npz holds epoch 3: continue with jaxbp train --out runs/x --resume")
 
 
