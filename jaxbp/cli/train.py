@@ -287,7 +287,7 @@ def _train(args: argparse.Namespace, started: float) -> int:
   """The body of ``jaxbp train`` once the extras are known to be there; checks everything, then trains."""
   from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
   out, resume, config, source = _settings(args)
-  reporter = None
+  held, reporter = resume.epoch if resume else 0, None  # what the checkpoint holds until the reporter knows
   try:
     _initialize_distributed(args)
     import jax  # pylint: disable=import-outside-toplevel
@@ -300,8 +300,8 @@ def _train(args: argparse.Namespace, started: float) -> int:
     with reporter:
       result = train_lib.fit(config, data, out_dir=out, resume=resume, overwrite=args.overwrite,
                              outputs=OUTPUT_FILES, source=source, mesh=mesh, observer=reporter)
-  except KeyboardInterrupt:  # before the reporter exists, the checkpoint holds what it held
-    _say(_interrupted(out, reporter.saved if reporter is not None else resume.epoch if resume else 0))
+  except KeyboardInterrupt:
+    _say(_interrupted(out, held if reporter is None else reporter.saved))
     return 130
   if lead:
     _finish(args, out, config, result, data, mesh, started, hooks=reporter.hooks)
