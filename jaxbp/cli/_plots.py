@@ -151,8 +151,9 @@ def plot_time_grad_flow(path: str, norms: dict[int, Sequence[float]], label: str
 
 
 class TimeGradFlow:
-  """``on_epoch`` callback: a recurrent family's ``time_grad_norms`` on the held-out set after every epoch,
-  jitted once, for :func:`plot_time_grad_flow`. ``norms`` maps epoch -> ``[T]`` list."""
+  """A recurrent family's ``time_grad_norms`` on the held-out set, called with each epoch's record and state
+  by ``jaxbp train``'s observer; jitted once, for :func:`plot_time_grad_flow`. ``norms`` maps epoch -> ``[T]``
+  list."""
 
   def __init__(self, config: Any, data: Any):
     import jax  # pylint: disable=import-outside-toplevel

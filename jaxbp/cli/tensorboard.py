@@ -52,7 +52,7 @@ def _host(x: Any) -> np.ndarray:
 
 
 class TensorBoardWriter:
-  """``on_epoch`` callback of :func:`jaxbp.train.fit` writing the tags above to ``logdir``.
+  """Writes the tags above to ``logdir``, called with each epoch's record and state by ``jaxbp train``'s observer.
 
   The event file is created at the first epoch, so a run refused before training leaves nothing behind.
 

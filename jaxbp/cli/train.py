@@ -13,7 +13,6 @@ examples:
 """
 
 import argparse
-import functools
 import importlib.util
 import os
 import sys
@@ -29,6 +28,7 @@ from jaxbp.cli._plots import import_matplotlib
 from jaxbp.cli._plots import plot_curves
 from jaxbp.cli._plots import plot_grad_flow
 from jaxbp.cli._plots import plot_time_grad_flow
+from jaxbp.train import FitObserver
 from jaxbp.train.config import DTYPES
 from jaxbp.train.config import TrainConfig
 from jaxbp.train.optim import OPTIMIZERS
@@ -198,76 +198,118 @@ def _say(message: str) -> None:
   print(f"jaxbp train: {message}", file=sys.stderr)
 
 
-def _progress(epochs: int) -> Any:
-  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-  return lambda epoch, steps: tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step", leave=True,
-                                   file=sys.stderr, dynamic_ncols=True)
+class _Reporter(FitObserver):
+  """What ``jaxbp train`` shows and records while ``fit`` runs: the banner once fit has accepted everything,
+  its warnings, a tqdm bar per epoch, the epoch hooks (TensorBoard, per-time-step norms); on a process other
+  than the lead, none of these. ``saved`` is the epoch the checkpoint in --out holds, as fit reports it: what
+  a Ctrl-C says. Leaving it (``with``) closes the bar of an epoch an exception cut short, before anything
+  else is said (tqdm would redraw it later), and the TensorBoard event file."""
+
+  def __init__(self, lead: bool, banner: str, resume: Any, epochs: int, hooks: dict[str, Any]):
+    self.lead, self.banner, self.resume, self.epochs, self.hooks = lead, banner, resume, epochs, hooks
+    self.saved = resume.epoch if resume else 0
+    self.bar: Any = None
+
+  def on_warning(self, message: str) -> None:
+    if self.lead:
+      _say(f"warning: {message}")
+
+  def on_checked(self, start_epoch: int, steps_per_epoch: int) -> None:
+    if self.lead:
+      print(self.banner, file=sys.stderr)
+      if self.resume:
+        _say(f"resuming from epoch {start_epoch} of {self.epochs} ({self.resume.path})")
+
+  def on_epoch_start(self, epoch: int, steps: int) -> None:
+    if self.lead:
+      from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+      self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.epochs}", unit="step", leave=True, file=sys.stderr,
+                      dynamic_ncols=True)
+
+  def on_step(self, epoch: int, step: int) -> None:
+    if self.bar is not None:
+      self.bar.update(1)
+
+  def on_epoch_end(self, record: dict, state: Any) -> None:
+    self.saved = record["epoch"]
+    if self.bar is not None:
+      self.bar.set_postfix(loss=f"{record['train_loss']:.4f}", acc=f"{record['train_accuracy']:.3f}",
+                           test_acc=f"{record['test_accuracy']:.3f}")
+      self._close_bar()
+    for hook in self.hooks.values():
+      hook(record, state)
+
+  def _close_bar(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+      self.bar = None
+
+  def __enter__(self) -> "_Reporter":
+    return self
+
+  def __exit__(self, *exc_info: object) -> None:
+    self._close_bar()
+    if "tensorboard" in self.hooks:
+      self.hooks["tensorboard"].close()
 
 
-def _train(args: argparse.Namespace, started: float, progress: dict) -> int:
-  """The body of ``jaxbp train`` once the extras are known to be there; checks everything, then trains."""
-  from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
+def _settings(args: argparse.Namespace) -> tuple[str, Any, TrainConfig, dict]:
+  """The run's directory, checkpoint to resume (or False), config and data source, from the flags."""
   if args.resume and not args.out:
     raise ValueError("--resume needs --out DIR, the directory of the run to continue")
-  out = progress["out"] = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+  out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
   if args.tensorboard:
     from jaxbp.cli.tensorboard import check_logdir  # pylint: disable=import-outside-toplevel
     check_logdir(args.tensorboard, args.resume)
-  resume: Any = False
   if args.resume:
-    resume, config, source = _resume(args, out, _say)
-    progress["epoch"] = resume.epoch
-  else:
-    config = _config_from_args(args)
-    source = _source(args, config.family)
-    if args.tensorboard and not hasattr(args, "grad_flow"):  # the per-layer norms TensorBoard draws
-      config = config._replace(grad_flow=True)
-  _initialize_distributed(args)
+    return (out, *_resume(args, out, _say))
+  config = _config_from_args(args)
+  source = _source(args, config.family)
+  if args.tensorboard and not hasattr(args, "grad_flow"):  # the per-layer norms TensorBoard draws
+    config = config._replace(grad_flow=True)
+  return out, False, config, source
+
+
+def _banner(args: argparse.Namespace, config: TrainConfig, data: Any, source: dict) -> str:
   import jax  # pylint: disable=import-outside-toplevel
-  parallel = config.model_parallel
-  mesh = train_lib.make_mesh(args.devices, parallel) if args.devices != 1 or parallel != 1 else None
-  data = _load(source, config.seed)
-  lead = jax.process_index() == 0
+
+  from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
   rules = "jax.grad of jaxbp.ops.reference" if config.autodiff else "manual rules (jaxbp.ops)"
   chosen = not args.resume and "task" in source and not getattr(args, "task", None)
   default = f" (the default task of --model {config.family.name}; --task to choose)" if chosen else ""
-  banner = (f"{data.name}{default}: {len(data.y_train)} train / {len(data.y_test)} test,"
-            f" {_describe(train_lib.data_spec(data))};"
-            f" {_describe(config.model)} on {rules}, {config.optimizer} lr {config.lr}; {jax.device_count()} device(s)"
-            f" [{jax.default_backend()}]")
-  hooks = _epoch_hooks(args, config, data) if lead else {}
+  return (f"{data.name}{default}: {len(data.y_train)} train / {len(data.y_test)} test,"
+          f" {_describe(train_lib.data_spec(data))};"
+          f" {_describe(config.model)} on {rules}, {config.optimizer} lr {config.lr}; {jax.device_count()} device(s)"
+          f" [{jax.default_backend()}]")
+
+
+def _train(args: argparse.Namespace, started: float) -> int:
+  """The body of ``jaxbp train`` once the extras are known to be there; checks everything, then trains."""
+  from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
+  out, resume, config, source = _settings(args)
+  held, reporter = resume.epoch if resume else 0, None  # what the checkpoint holds until the reporter knows
   try:
-    result = train_lib.fit(config, data, out_dir=out, resume=resume, overwrite=args.overwrite,
-                           outputs=OUTPUT_FILES, source=source, mesh=mesh,
-                           progress=_progress(config.epochs) if lead else None,
-                           on_epoch=functools.partial(_on_epoch, progress, hooks),
-                           warn=lambda m: _say(f"warning: {m}") if lead else None,
-                           on_checked=_on_checked(banner, resume, config.epochs) if lead else None)
-  finally:
-    if "tensorboard" in hooks:
-      hooks["tensorboard"].close()
+    _initialize_distributed(args)
+    import jax  # pylint: disable=import-outside-toplevel
+    parallel = config.model_parallel
+    mesh = train_lib.make_mesh(args.devices, parallel) if args.devices != 1 or parallel != 1 else None
+    data = _load(source, config.seed)
+    lead = jax.process_index() == 0
+    reporter = _Reporter(lead, _banner(args, config, data, source), resume, config.epochs,
+                         _epoch_hooks(args, config, data) if lead else {})
+    with reporter:
+      result = train_lib.fit(config, data, out_dir=out, resume=resume, overwrite=args.overwrite,
+                             outputs=OUTPUT_FILES, source=source, mesh=mesh, observer=reporter)
+  except KeyboardInterrupt:
+    _say(_interrupted(out, held if reporter is None else reporter.saved))
+    return 130
   if lead:
-    _finish(args, out, config, result, data, mesh, started, hooks.get("time_grad_flow"))
+    _finish(args, out, config, result, data, mesh, started, hooks=reporter.hooks)
   return 0
 
 
-def _on_checked(banner: str, resume: Any, epochs: int) -> Any:
-  """What ``fit`` has us say once it has accepted everything: the banner, then where a resume starts."""
-  def say() -> None:
-    print(banner, file=sys.stderr)
-    if resume:
-      _say(f"resuming from epoch {resume.epoch} of {epochs} ({resume.path})")
-  return say
-
-
-def _on_epoch(progress: dict, hooks: dict[str, Any], record: dict, state: Any) -> None:
-  progress.update(epoch=record["epoch"])
-  for hook in hooks.values():
-    hook(record, state)
-
-
 def _epoch_hooks(args: argparse.Namespace, config: TrainConfig, data: Any) -> dict[str, Any]:
-  """The ``on_epoch`` callbacks beyond the progress record: TensorBoard's writer, per-time-step norms."""
+  """What runs after each epoch besides the bar: TensorBoard's writer, per-time-step norms."""
   hooks: dict[str, Any] = {}
   if args.tensorboard:
     from jaxbp.cli.tensorboard import TensorBoardWriter  # pylint: disable=import-outside-toplevel
@@ -281,7 +323,7 @@ def _epoch_hooks(args: argparse.Namespace, config: TrainConfig, data: Any) -> di
 
 
 def _finish(args: argparse.Namespace, out: str, config: TrainConfig, result: Any, data: Any,
-            mesh: Any, started: float, time_flow: Any = None) -> None:
+            mesh: Any, started: float, hooks: dict[str, Any]) -> None:
   """Plots and ``metrics.json`` (the summary; ``metrics.jsonl`` was written epoch by epoch)."""
   import jax  # pylint: disable=import-outside-toplevel
 
@@ -293,6 +335,7 @@ def _finish(args: argparse.Namespace, out: str, config: TrainConfig, result: Any
   if "grad_flow.png" in plots:
     plot_grad_flow(os.path.join(out, "grad_flow.png"), result.history,
                    list(jax.eval_shape(train_lib.layer_grad_norms, result.state.params)))
+  time_flow = hooks.get("time_grad_flow")
   if time_flow is not None and time_flow.norms:
     plot_time_grad_flow(os.path.join(out, "grad_flow_time.png"), time_flow.norms, time_flow.label)
     plots.append("grad_flow_time.png")
@@ -310,8 +353,8 @@ def _finish(args: argparse.Namespace, out: str, config: TrainConfig, result: Any
         + (f"; TensorBoard events in {args.tensorboard}" if args.tensorboard else ""))
 
 
-def _interrupted(progress: dict) -> str:
-  out, epoch = progress.get("out"), progress.get("epoch", 0)
+def _interrupted(out: str | None, epoch: int) -> str:
+  """What a Ctrl-C says, given the run's directory (None: not chosen yet) and the epoch its checkpoint holds."""
   if out is None or not epoch:
     return "interrupted before the first epoch finished; no checkpoint was written"
   from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
@@ -332,9 +375,8 @@ def run(args: argparse.Namespace) -> int:
   from jaxbp.train import NonFiniteError  # pylint: disable=import-outside-toplevel
   from jaxbp.train.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
   from jaxbp.train.data import DataError  # pylint: disable=import-outside-toplevel
-  progress: dict = {}
   try:
-    return _train(args, started, progress)
+    return _train(args, started)
   except ConfigError as e:  # fit's field, said as this command's flag
     _say(f"error: {_FIELD_FLAGS.get(e.field) or _flags.flag(e.field.removeprefix('model.'))} {e.reason}")
   except (DataError, CheckpointError, ValueError) as e:
@@ -345,6 +387,6 @@ def run(args: argparse.Namespace) -> int:
     _say(f"stopped: {e}")
     return 3
   except KeyboardInterrupt:
-    _say(_interrupted(progress))
+    _say(_interrupted(None, 0))  # before --out was chosen
     return 130
   return 2

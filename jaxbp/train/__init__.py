@@ -12,6 +12,7 @@ from jaxbp.train.config import TrainConfig
 from jaxbp.train.config import check_config
 from jaxbp.train.loop import FIT_FILES
 from jaxbp.train.loop import IN_FLIGHT
+from jaxbp.train.loop import FitObserver
 from jaxbp.train.loop import FitResult
 from jaxbp.train.loop import NonFiniteError
 from jaxbp.train.loop import epoch_order
@@ -43,6 +44,7 @@ __all__ = [
     "CHECKPOINT",
     "ConfigError",
     "FIT_FILES",
+    "FitObserver",
     "FitResult",
     "IN_FLIGHT",
     "NonFiniteError",

@@ -9,6 +9,7 @@ family's config (``TrainConfig.model``), reached through ``jaxbp.models``' regis
 
 from collections.abc import Callable, Sequence
 import concurrent.futures
+import functools
 import json
 import os
 import time
@@ -41,7 +42,8 @@ from jaxbp.train.step import make_loss_fn
 from jaxbp.train.step import make_train_step
 from jaxbp.train.step import split_arrays
 
-__all__ = ["FIT_FILES", "FitResult", "IN_FLIGHT", "NonFiniteError", "epoch_order", "fit", "run_steps", "write_metrics"]
+__all__ = ["FIT_FILES", "FitObserver", "FitResult", "IN_FLIGHT", "NonFiniteError", "epoch_order", "fit", "run_steps",
+           "write_metrics"]
 
 FIT_FILES = (CHECKPOINT, "metrics.jsonl")  # what fit writes in out_dir; a caller names its own (outputs)
 
@@ -60,6 +62,37 @@ class FitResult(NamedTuple):
     """What Jupyter shows: one row per epoch, the compile time (``jaxbp.insight.display``)."""
     from jaxbp.insight import display
     return display.fit_html(self)
+
+
+class FitObserver:
+  """What :func:`fit` reports while it runs, as the hooks of one object: subclass it and override those you need.
+
+  Every hook does nothing by default, except :meth:`on_warning`, which calls ``warnings.warn``. ``fit`` calls
+  them in this order: ``on_warning`` (zero or more times, while checking its arguments), ``on_checked`` once,
+  then for each epoch ``on_epoch_start``, ``on_step`` after each step, ``on_epoch_end``. An epoch that stops
+  (a :class:`NonFiniteError`, an exception raised by a hook, Ctrl-C) gets no ``on_epoch_end``; with
+  ``out_dir``, the checkpoint then holds the epoch of the last ``on_epoch_end`` (or, resuming, ``on_checked``'s
+  ``start_epoch``). ``jaxbp train``'s progress bars, TensorBoard events and Ctrl-C message are one observer.
+  """
+
+  def on_warning(self, message: str) -> None:
+    """A setting that trains but not all of the data or steps given: a dropped partial batch, micro-batches
+    accumulated but never applied."""
+    warnings.warn(message, UserWarning, stacklevel=5)  # points at fit's caller
+
+  def on_checked(self, start_epoch: int, steps_per_epoch: int) -> None:
+    """Every argument is accepted; nothing is compiled yet. ``start_epoch``: the epochs already done (those
+    of the checkpoint resumed, else 0); ``steps_per_epoch``: micro-batches per epoch."""
+
+  def on_epoch_start(self, epoch: int, steps: int) -> None:
+    """Epoch ``epoch`` (1-based) of ``steps`` micro-batches begins."""
+
+  def on_step(self, epoch: int, step: int) -> None:
+    """Step ``step`` (1-based within the epoch) is dispatched; it may still be running (see ``run_steps``)."""
+
+  def on_epoch_end(self, record: dict, state: TrainState) -> None:
+    """Epoch ``record["epoch"]`` is done: its history record (as in ``FitResult.history``) and the state after
+    it. With ``out_dir``, its checkpoint and its line of ``metrics.jsonl`` are written already."""
 
 
 def epoch_order(seed: int, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
@@ -121,14 +154,14 @@ def _prepare_out_dir(out_dir: str, resume: bool, overwrite: bool, outputs: Seque
 
 
 def _plan(config: TrainConfig, data: Any, out_dir: str | None, resume: bool | Resumed, overwrite: bool,
-          outputs: Sequence[str], source: dict | None, mesh: Any, warn: Callable[[str], None]) -> _Plan:
+          outputs: Sequence[str], source: dict | None, mesh: Any, observer: FitObserver) -> _Plan:
   """Every check of ``fit``'s arguments, once, before anything compiles; what it decided."""
   check_config(config)
   if resume and overwrite:
     raise ConfigError("overwrite", "replaces the run in out_dir, resume continues it: give one of them")
   if resume and out_dir is None:
     raise ConfigError("resume", "needs out_dir, the directory of the run to continue")
-  steps = _check_sizes(config, data.x_train.shape[0], mesh, warn)
+  steps = _check_sizes(config, data.x_train.shape[0], mesh, observer.on_warning)
   check_mesh(config, data_spec(data), mesh)
   path = os.path.join(out_dir, CHECKPOINT) if out_dir else None
   resumed = resume if isinstance(resume, Resumed) else (read_checkpoint(path) if resume and path else None)
@@ -205,19 +238,20 @@ def _summarise(metrics: list, first_step: int, epoch: int, path: str | None, las
 IN_FLIGHT = 8
 
 
-def run_steps(step: Callable, state: Any, batches: Any, bar: Any = None) -> tuple[Any, list]:
+def run_steps(step: Callable, state: Any, batches: Any,
+              on_step: Callable[[int], Any] | None = None) -> tuple[Any, list]:
   """``state, metrics = step(state, batch)`` for each batch, dispatched asynchronously but never more than
   ``IN_FLIGHT`` steps ahead of the oldest unfinished one (it blocks on that step's metrics first), which
   XLA:CPU needs on several host devices (see ``IN_FLIGHT``); returns the last state and every step's
-  metrics. ``bar.update(1)`` after each step when a bar is given."""
+  metrics. ``on_step(i)`` after the ``i``-th step's dispatch (1-based) when given."""
   metrics: list = []
   for batch in batches:
     if len(metrics) >= IN_FLIGHT:
       jax.block_until_ready(metrics[-IN_FLIGHT])
     state, m = step(state, batch)
     metrics.append(m)
-    if bar is not None:
-      bar.update(1)
+    if on_step is not None:
+      on_step(len(metrics))
   return state, metrics
 
 
@@ -239,9 +273,7 @@ def _write_lines(path: str, records: list, mode: str) -> None:
 
 def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: bool | Resumed = False,
         overwrite: bool = False, outputs: Sequence[str] = (), source: dict | None = None,
-        mesh: jax.sharding.Mesh | None = None,
-        progress: Callable[[int, int], Any] | None = None, on_epoch: Callable[[dict, TrainState], None] | None = None,
-        warn: Callable[[str], None] | None = None, on_checked: Callable[[], None] | None = None) -> FitResult:
+        mesh: jax.sharding.Mesh | None = None, observer: FitObserver | None = None) -> FitResult:
   """Trains ``config.model`` on ``data`` as ``config`` says; everything is checked before anything compiles.
 
   Args:
@@ -259,12 +291,8 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
     source: where the data came from (e.g. ``{"path": ..., "label_column": ...}``), saved with its hash.
     mesh: a ``Mesh`` from :func:`make_mesh` (``("data",)``, or ``("data", "model")`` for
       ``config.model_parallel`` > 1), or ``None`` for the default device.
-    progress: ``progress(epoch, num_steps)`` returning a bar with ``update(n)``, ``set_postfix(dict)``
-      and ``close()`` (a ``tqdm`` fits), or ``None``.
-    on_epoch: called as ``on_epoch(record, state)`` after each epoch's checkpoint is written.
-    warn: called with each warning (a dropped partial batch, unapplied micro-batches); ``warnings.warn``
-      by default.
-    on_checked: called once everything is checked, before compiling.
+    observer: a :class:`FitObserver` told of warnings, the end of the checks, each epoch's start and end
+      and each step; ``None``: warnings go to ``warnings.warn``, nothing else is reported.
 
   Returns:
     A :class:`FitResult`.
@@ -275,10 +303,9 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
     CheckpointError, ValueError: a checkpoint that cannot be read or continued with this config and data.
     NonFiniteError: a NaN/inf loss, gradient or update.
   """
-  plan = _plan(config, data, out_dir, resume, overwrite, outputs, source, mesh,
-               warn or (lambda m: warnings.warn(m, UserWarning, stacklevel=5)))
-  if on_checked is not None:
-    on_checked()
+  observer = FitObserver() if observer is None else observer
+  plan = _plan(config, data, out_dir, resume, overwrite, outputs, source, mesh, observer)
+  observer.on_checked(plan.resumed.epoch if plan.resumed is not None else 0, plan.steps)
   compiled = _compile(config, plan.spec, data, plan.steps, mesh, plan.resumed is None)
   replicated, sharded = shardings(mesh) if mesh is not None else (None, None)
   held = state_shardings(mesh, compiled.abstract, config.family) if mesh is not None else None
@@ -295,24 +322,19 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
   test, train = place(split_arrays(data, "test"), replicated), split_arrays(data, "train")
   for epoch in range(start, config.epochs):
     t0 = time.perf_counter()
-    bar = progress(epoch + 1, plan.steps) if progress else None
+    observer.on_epoch_start(epoch + 1, plan.steps)
     batches = (place(tuple(a[idx] for a in train), sharded)
                for idx in epoch_order(config.seed, epoch, data.x_train.shape[0], config.batch_size))
-    state, metrics = run_steps(compiled.step, state, batches, bar)
+    state, metrics = run_steps(compiled.step, state, batches, functools.partial(observer.on_step, epoch + 1))
     means = _summarise(metrics, epoch * plan.steps, epoch + 1, plan.path, epoch if plan.path else 0)
     record = _record(epoch + 1, means, jax.device_get(compiled.evaluate(state.params, state.model_state, *test)),
                      time.perf_counter() - t0)
     history.append(record)
-    if bar is not None:
-      bar.set_postfix(loss=f"{record['train_loss']:.4f}", acc=f"{record['train_accuracy']:.3f}",
-                      test_acc=f"{record['test_accuracy']:.3f}")
-      bar.close()
     if plan.path is not None and lead:
       ckpt.save(plan.path, state, {"config": config.to_json(), "epoch": epoch + 1, "history": history,
                                    "data": plan.data_id})
       _write_lines(lines, [record], "a")  # type: ignore[arg-type]
-    if on_epoch is not None:
-      on_epoch(record, state)
+    observer.on_epoch_end(record, state)
   return FitResult(state, history, compiled.seconds, plan.data_id)
 
 

@@ -3,6 +3,7 @@ resume, one-line errors and the missing-extra message."""
 
 import argparse
 import functools
+import gc
 import importlib.util
 import json
 import os
@@ -202,10 +203,35 @@ def test_a_sequence_model_on_a_features_file_is_refused(tmp_path, jaxbp_cmd):
 
 
 def test_interrupted_says_what_is_true():
-  assert cli_train._interrupted({}) == "interrupted before the first epoch finished; no checkpoint was written"
-  assert cli_train._interrupted({"out": "runs/x", "epoch": 0}).startswith("interrupted before the first epoch")
-  assert cli_train._interrupted({"out": "runs/x", "epoch": 3}) == (
+  assert cli_train._interrupted(None, 0) == "interrupted before the first epoch finished; no checkpoint was written"
+  assert cli_train._interrupted("runs/x", 0).startswith("interrupted before the first epoch")
+  assert cli_train._interrupted("runs/x", 3) == (
       "interrupted; runs/x/checkpoint.npz holds epoch 3: continue with jaxbp train --out runs/x --resume")
+
+
+def test_ctrl_c_mid_epoch_says_the_checkpoints_epoch_last(tmp_path, monkeypatch, capsys, jaxbp_cmd):
+  """Ctrl-C in epoch 2's second step: the message names epoch 1 (what fit reported to the command's observer),
+  and it is the last thing said: the cut epoch's bar is closed before it, not redrawn after."""
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 2, 64)
+  np.savez(tmp_path / "d.npz", x=rng.normal(size=(64, 3)) + y[:, None], y=y)
+  real, epochs = loop.run_steps, []
+
+  def cut(step, state, batches, on_step=None):
+    epochs.append(len(epochs) + 1)
+    if len(epochs) == 2:
+      on_step(1)
+      raise KeyboardInterrupt
+    return real(step, state, batches, on_step)
+  monkeypatch.setattr(loop, "run_steps", cut)
+  out = str(tmp_path / "r")
+  status, err = jaxbp_cmd("train", "--data", str(tmp_path / "d.npz"), "--hidden", "4", "--batch-size", "16",
+                          "--epochs", "3", "--no-plot", "--out", out)
+  gc.collect()  # a bar left open would redraw itself when collected
+  err += capsys.readouterr().err.strip().splitlines()
+  assert status == 130 and err[-1] == (f"jaxbp train: interrupted; {out}/checkpoint.npz holds epoch 1: continue"
+                                       f" with jaxbp train --out {out} --resume"), err
+  assert "epoch 2/3" in err[-2] and "1/3" in err[-2], err  # the cut bar, closed at its first step
 
 
 def test_two_local_processes_train_like_one(tmp_path, jaxbp_cmd):

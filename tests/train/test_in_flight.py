@@ -28,18 +28,12 @@ _RUN = textwrap.dedent("""
     data = Dataset(x[:96], y[:96], x[96:], y[96:], (0, 1, 2), "blobs")
     config = train.TrainConfig(model=MLP(hidden=(16,)), batch_size=16, epochs=3, lr=1e-2)
 
-    class Bar:
-      def __init__(self, epoch, steps):
-        self.epoch, self.n = epoch, 0
-      def update(self, n):
-        self.n += n
-        if mode == "abort" and self.epoch == 2 and self.n == 3:
+    class Abort(train.FitObserver):
+      def on_step(self, epoch, step):
+        if mode == "abort" and epoch == 2 and step == 3:
           os.abort()
-      def set_postfix(self, **kw): pass
-      def close(self): pass
 
-    result = train.fit(config, data, out_dir=out, resume=mode == "resume", mesh=train.make_mesh(2), progress=Bar,
-                       warn=lambda m: None)
+    result = train.fit(config, data, out_dir=out, resume=mode == "resume", mesh=train.make_mesh(2), observer=Abort())
     print(json.dumps([{k: v for k, v in r.items() if k != "seconds"} for r in result.history]))
 """)
 
@@ -82,24 +76,18 @@ class _Output:
     return self
 
 
-class _Bar:
-  n = 0
-
-  def update(self, n):
-    self.n += n
-
-
 def test_run_steps_never_has_more_than_in_flight_steps_unfinished():
   # XLA:CPU's per-device limit is 32 programs in flight; at 32 the deadlock can start
   assert 1 <= train.IN_FLIGHT < 32
-  device, bar = _Device(), _Bar()
+  device, told = _Device(), []
 
   def step(state, i):
     device.dispatch(i)
     return state + [i], {"loss": _Output(device, i)}
 
-  state, metrics = train.run_steps(step, [], iter(range(100)), bar)
-  assert state == list(range(100)) and [m["loss"].i for m in metrics] == list(range(100)) and bar.n == 100
+  state, metrics = train.run_steps(step, [], iter(range(100)), told.append)
+  assert state == list(range(100)) and [m["loss"].i for m in metrics] == list(range(100))
+  assert told == list(range(1, 101))
   assert device.most == train.IN_FLIGHT  # bounded, and not by blocking on every step
   assert device.unfinished == list(range(100 - train.IN_FLIGHT, 100))  # the last ones are left running
 

@@ -6,6 +6,8 @@ import os
 import numpy as np
 import pytest
 from test_loop import SMALL
+from test_loop import AtEpochEnd
+from test_loop import Recorder
 from test_loop import _dataset
 
 from jaxbp import train
@@ -48,11 +50,11 @@ def test_run_records_its_data_and_resume_refuses_other_data(tmp_path):
   data, other = _dataset(), _dataset(seed=1)
   out = str(tmp_path / "run")
 
-  def stop(record, state):
+  def stop(record):
     raise KeyboardInterrupt
 
   with pytest.raises(KeyboardInterrupt):
-    train.fit(CONSTANT, data, out_dir=out, source={"path": "/d.npz"}, on_epoch=stop)
+    train.fit(CONSTANT, data, out_dir=out, source={"path": "/d.npz"}, observer=AtEpochEnd(stop))
   resumed = train.read_checkpoint(out + "/checkpoint.npz")
   assert resumed.data == train.data_identity(data, {"path": "/d.npz"}) and resumed.epoch == 1
   lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
@@ -92,10 +94,11 @@ def test_settings_that_train_nothing_are_refused_and_dropped_rows_are_said(monke
   with pytest.raises(train.ConfigError, match="accumulate 1000 is more than the 12 micro-batches") as e:
     train.fit(CONSTANT._replace(accumulate=1000), _dataset())
   assert e.value.field == "accumulate" and e.value.reason.startswith("1000 is more than")
-  said = []
+  seen = Recorder()
   with pytest.raises(AssertionError, match="compiled"):
-    train.fit(CONSTANT._replace(accumulate=4), _dataset(n=120), warn=said.append)
-  assert said[0].startswith("each epoch drops the last 8 of the 120 training examples")
+    train.fit(CONSTANT._replace(accumulate=4), _dataset(n=120), observer=seen)
+  said = [call[1] for call in seen.calls if call[0] == "on_warning"]
+  assert len(said) == 2 and said[0].startswith("each epoch drops the last 8 of the 120 training examples")
   assert said[1].startswith("the last 2 of the run's 14 micro-batches are accumulated but never applied")
   for field, value in (("seed", -1), ("seed", 2**32), ("lr", float("nan")), ("model", "mlp")):
     with pytest.raises(train.ConfigError) as e:
