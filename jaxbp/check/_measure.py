@@ -83,7 +83,8 @@ class Inputs:
 
   def tol(self, dtype):
     """(rtol, atol) for values of ``dtype``: that of ``dtype`` or of the coarsest input, the looser."""
-    return tolerance(_coarsest([np.dtype(dtype), self.coarsest]), self.rtol, self.atol)
+    coarse = _coarsest([np.dtype(dtype), self.coarsest])
+    return tolerance(coarse, self.rtol, self.atol, coarse if coarse != np.dtype(dtype) else None)
 
 
 class Measured(Inputs):
