@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.ops._registry import any_branch
-from jaxbp.ops._registry import mixed_dtypes
 from jaxbp.ops._registry import broadcastable_to
+from jaxbp.ops._registry import mixed_dtypes
 from jaxbp.ops._registry import random_shape
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
