@@ -1,8 +1,8 @@
 """``jaxbp.testing``: what a user's own test suite calls to prove their rules.
 
-* ``assert_vjp(fn, reference, *args, **options)``: ``check_vjp`` with every cheap check on (linearity,
-  cotangent types, determinism and the self-test besides the classic ones); raises ``AssertionError``
-  whose message is the report, which pytest prints as it is.
+* ``assert_vjp(fn, reference, *args, **options)``: ``check_vjp`` with its default checks (the classic
+  ones, linearity, cotangent types, determinism, the residual audit) and the self-test; raises
+  ``AssertionError`` whose message is the report, which pytest prints as it is.
 * ``shapes()``, ``arrays(shape)``, ``kinked(shape, at)``: hypothesis strategies for shapes, for values
   away from a non-smooth point and for values exactly at it (hypothesis is imported when called).
 * ``parametrize_rules(cases)``: a list of ``(rule, reference, sampler)`` becomes one pytest test per
@@ -17,12 +17,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxbp.check import DEFAULT_CHECKS
 from jaxbp.check import Report
 from jaxbp.check import check_vjp
 from jaxbp.ops.sampling import uniform
 
-USER_CHECKS = ("forward", "vjp", "finite_differences", "jacobian", "transpose", "jit", "vmap",
-               "linearity", "cotangents", "determinism", "residuals")
+USER_CHECKS = DEFAULT_CHECKS  # check_vjp's own default since issue 19
 
 
 def assert_vjp(fn: Callable, reference: Callable, *args: Any, checks: Sequence[str] = USER_CHECKS,

@@ -5,7 +5,9 @@ or anything built from them) and a ``reference`` with the same signature that JA
 and runs these checks on every differentiable input (every floating-point array leaf of the ``args``
 pytrees; integer arrays, PRNG keys and Python scalars are passed through unchanged). By default:
 
-* ``forward``: ``fn(*args)`` equals ``reference(*args)``, leaf by leaf.
+* ``forward``: ``fn(*args)``, and the primal output of ``jax.vjp(fn, *args)`` (what ``value_and_grad``
+  returns: other code for a rule whose forward under differentiation forms its gradients), each equal
+  ``reference(*args)``, leaf by leaf.
 * ``vjp``: the manual ``Jᵀ·u = jax.vjp(fn)(u)`` equals ``jax.vjp(reference)(u)`` for a random cotangent ``u``,
   and has exactly its primal's dtype and shape (a float32 cotangent for a float16 input fails).
   On bfloat16 inputs it is compared instead with the float64 truth, within the rule's bound
@@ -22,14 +24,6 @@ pytrees; integer arrays, PRNG keys and Python scalars are passed through unchang
 * ``jit``: the manual VJP under ``jax.jit`` equals the eager one.
 * ``vmap``: the manual VJP ``jax.vmap``-ed over two stacked copies of the inputs (the second one perturbed)
   and of the cotangent equals the VJP of each copy on its own.
-* the self-test (``self_test=True``): errors planted in the rule's cotangents (negated, two elements
-  swapped, a constant added, one element scaled by 1 + δ) replay the comparisons above; it notes the
-  smallest error each check resolves at these inputs and fails a check that cannot see a large one.
-
-On request (``checks=`` naming them, or ``checks="all"``):
-
-* ``second_order`` (also ``second_order=True``): the Hessian-vector product ``∇ₓ⟨∇ₓ⟨u, f⟩, v⟩`` through the
-  manual rule equals the reference's; it fails when the backward is not itself differentiable.
 * ``linearity``: ``bwd(a·u + b·w) = a·bwd(u) + b·bwd(w)`` (a = 0.75, b = −1.5): a backward using
   ``sign(g)``, ``g**2``, ``g > 0`` or a constant term fails, however close it is at one cotangent.
 * ``cotangents``: every array input, integer arrays and PRNG keys included, gets a cotangent of exactly
@@ -37,6 +31,18 @@ On request (``checks=`` naming them, or ``checks="all"``):
 * ``determinism``: the compiled backward run twice gives the same bits (or within ``nondet_tol``).
 * ``residuals``: a note, not a check: the bytes the rule's forward saves for its backward, next to the
   bytes autodiff of the reference saves (the leaves of ``jax.vjp``'s pullback, traced, not run).
+* the self-test (``self_test=True``): errors planted in the rule's cotangents (negated, two elements
+  swapped, a constant added, one element scaled by 1 + δ) replay the comparisons above; it notes the
+  smallest error each check resolves at these inputs and fails a check that cannot see a large one
+  (only for the inputs that check ran on: the Jacobian of a large input is skipped, and asks nothing).
+
+These eleven are ``DEFAULT_CHECKS``: the last four cost one more call of the compiled backward, or a
+trace, and catch what the classic seven cannot (a backward nonlinear in ``g``, run-time
+nondeterminism, a float cotangent for an integer input). On request (``checks=`` naming them, or
+``checks="all"``), because each costs a compilation per transform or a subprocess:
+
+* ``second_order`` (also ``second_order=True``): the Hessian-vector product ``∇ₓ⟨∇ₓ⟨u, f⟩, v⟩`` through the
+  manual rule equals the reference's; it fails when the backward is not itself differentiable.
 * ``transforms``: the manual VJP equals the eager one under ``vmap`` over each input alone, over all
   with a batch of 1 and over the last axis, inside ``jax.checkpoint`` and a ``lax.scan`` body, and its
   derivatives equal the reference's in reverse-over-reverse and forward-over-reverse; forward mode on
@@ -55,7 +61,9 @@ err`` that over ``max|want|``. For the inner-product checks the scale is the Cau
 the inner product (``‖Jᵀ·u‖·‖v‖``) and a check passes when ``abs ≤ atol + rtol·scale``. NaN where the
 expected value is NaN too counts as agreement: elementwise, and in the inner-product checks, which
 leave out the outputs where the reference is NaN and the inputs where its VJP is; NaN or inf anywhere
-else is an infinite error.
+else is an infinite error. With inputs of several floating dtypes (a bfloat16 prediction, a float32
+target) every comparison is held to the coarsest input's tolerance: a float32 value computed from a
+bfloat16 one carries bfloat16's rounding. Each gradient must still have exactly its own input's dtype.
 
 Why this is stronger than ``jax.test_util.check_grads``: ``check_grads`` compares a function's VJP with
 finite differences of the same function in the inputs' own dtype (float32 differences need a tolerance of
@@ -79,12 +87,14 @@ from jaxbp.check._jvp import JVP_CHECKS
 from jaxbp.check._jvp import check_jvp
 from jaxbp.check._vjp import ALL_CHECKS
 from jaxbp.check._vjp import CHECKS
+from jaxbp.check._vjp import DEFAULT_CHECKS
 from jaxbp.check._vjp import EXTRA_CHECKS
 from jaxbp.check._vjp import check_vjp
 
 __all__ = [
     "ALL_CHECKS",
     "CHECKS",
+    "DEFAULT_CHECKS",
     "EXTRA_CHECKS",
     "Entry",
     "FD_TOLERANCE",

@@ -1,7 +1,7 @@
 """How two values are compared: tolerances, the per-element criterion, one ``Entry`` per comparison."""
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,9 +84,17 @@ class Report(NamedTuple):
     return "\n".join(lines)
 
 
-def tolerance(dtype, rtol, atol):
+class Tolerance(NamedTuple):
+  """(rtol, atol) of a comparison; ``floor_dtype``: the dtype whose epsilon sets the per-element floor
+  (None: the compared values' own), coarser for values computed from a lower-precision input."""
+  rtol: float
+  atol: float
+  floor_dtype: Any = None
+
+
+def tolerance(dtype, rtol, atol, floor_dtype=None) -> Tolerance:
   default = TOLERANCES.get(np.dtype(dtype), TOLERANCES[np.dtype(np.float32)])
-  return (default[0] if rtol is None else rtol), (default[1] if atol is None else atol)
+  return Tolerance(default[0] if rtol is None else rtol, default[1] if atol is None else atol, floor_dtype)
 
 
 def floor(dtype, rtol):
@@ -147,7 +155,7 @@ def array_entry(check, label, got, want, tol, dtype=None, shape=None, magnitude=
                  f"dtype {got_dtype}, expected {np.dtype(dtype).name} (the primal's dtype)")
   if not np.size(got):
     return entry(check, label, got_dtype, 0.0, 0.0, tol)
-  fl = floor(got_dtype, tol[0])
+  fl = floor(getattr(tol, "floor_dtype", None) or got_dtype, tol[0])
   if np.size(got) > LARGE:
     stats = jax.device_get(_device_stats(got, jnp.asarray(want, np.asarray(got).dtype), tol[0], tol[1], fl,
                                           magnitude))

@@ -1,4 +1,4 @@
-"""``check_vjp``: runs the selected checks, turns what the rule raises into failed checks, and reports."""
+"""``check_vjp``: the table of its checks, the selection, the self-test, and the report."""
 
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -6,76 +6,64 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxbp.check import _classic
+from jaxbp.check import _fd
+from jaxbp.check import _more
 from jaxbp.check._args import Args
-from jaxbp.check._args import blame
 from jaxbp.check._compare import FD_TOLERANCE
 from jaxbp.check._compare import Report
-from jaxbp.check._compare import failed
-from jaxbp.check._core import Options
-from jaxbp.check._power import PowerCheck
+from jaxbp.check._measure import Measured
+from jaxbp.check._measure import Options
+from jaxbp.check._power import self_test as _self_test
 from jaxbp.check._sharded import sharded_entries
+from jaxbp.check._table import Check
+from jaxbp.check._table import finish
+from jaxbp.check._table import name_of
+from jaxbp.check._table import raised
+from jaxbp.check._table import run_checks
+from jaxbp.check._table import wants_x64
+from jaxbp.check._transforms import transforms
 
 CHECKS = ("forward", "vjp", "finite_differences", "jacobian", "transpose", "jit", "vmap", "second_order")
-# Checks beyond the classic eight, run when named in ``checks`` (or with ``checks="all"``, which runs
+# Checks beyond the classic eight; the first four run by default (they cost one more call of the compiled
+# backward, or a trace), the transform matrix and sharding when named (or ``checks="all"``, which runs
 # every check but ``sharded``: that one starts a subprocess with 8 host devices).
 EXTRA_CHECKS = ("linearity", "cotangents", "determinism", "residuals", "transforms", "sharded")
 ALL_CHECKS = CHECKS + EXTRA_CHECKS
+DEFAULT_CHECKS = CHECKS[:-1] + EXTRA_CHECKS[:4]
 
-
-class VjpChecker(PowerCheck):
-  """Every check of ``check_vjp`` on one set of inputs."""
-
-  def sharded(self):
-    return sharded_entries(self.fn, self.ref, self.spec, self.u, self.tol, self.skipped)
+TABLE = {
+    "forward": Check(_classic.forward),
+    "vjp": Check(_classic.vjp, lambda m, plant: _classic.compare_vjp(m, plant(m.manual))),
+    "finite_differences": Check(_fd.check, lambda m, plant: _fd.compare(m, plant(m.fd_manual))),
+    "jacobian": Check(_classic.jacobian, lambda m, plant: _classic.compare_jacobian(m, plant(m.manual))),
+    "transpose": Check(_classic.transpose, lambda m, plant: _classic.compare_transpose(m, plant(m.manual))),
+    "jit": Check(_classic.jit),
+    "vmap": Check(_classic.vmap),
+    "second_order": Check(_classic.second_order),
+    "linearity": Check(_more.linearity,
+                       lambda m, plant: _more.compare_linearity(m, *(plant(c) for c in m.lin_data))),
+    "cotangents": Check(_more.cotangents),
+    "determinism": Check(_more.determinism),
+    "residuals": Check(_more.residuals),
+    "transforms": Check(transforms),
+    "sharded": Check(lambda m: sharded_entries(m.fn, m.ref, m.spec, m.u, m.tol, m.skipped)),
+}
+assert tuple(TABLE) == ALL_CHECKS
 
 
 def _select(checks, second_order):
   if checks == "all":
     return tuple(c for c in ALL_CHECKS if c != "sharded")
-  names = tuple(CHECKS[:-1]) + (("second_order",) if second_order else ())
+  names = DEFAULT_CHECKS + (("second_order",) if second_order else ())
   if checks is not None:
     if isinstance(checks, str):
       checks = (checks,)
     unknown = set(checks) - set(ALL_CHECKS)
     if unknown:
       raise ValueError(f"check_vjp: unknown checks {sorted(unknown)}; choose from {ALL_CHECKS} or 'all'")
-    names = tuple(c for c in ALL_CHECKS if c in checks)
-  return names
-
-
-def wants_x64(args) -> bool:
-  return bool(jax.config.jax_enable_x64) or any(  # type: ignore[attr-defined]
-
-      np.dtype(getattr(x, "dtype", np.float32)) == np.float64 for x in jax.tree.leaves(args)
-      if hasattr(x, "dtype") and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.extended))
-
-
-def run_checks(checker, names, fn, spec):
-  """Runs each check; an exception from the rule becomes a failed check naming the input it concerns."""
-  entries, cause, ran = [], None, []
-  for name in names:
-    try:
-      found = getattr(checker, name)()
-    except Exception as exc:  # pylint: disable=broad-except  # the rule's error is the finding
-      cause = cause or exc
-      first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-      found = [failed(name, blame(exc, fn, spec), f"raised {type(exc).__name__}: {first[:400]}")]
-    entries += found
-    if found:
-      ran.append(name)
-  return entries, cause, ran
-
-
-def _name(fn, reference):
-  return f"{getattr(fn, '__name__', repr(fn))} vs {getattr(reference, '__name__', repr(reference))}"
-
-
-def finish(report: Report, cause) -> Report:
-  if not report.passed:
-    error = AssertionError(str(report))
-    error.report = report  # type: ignore[attr-defined]  # for programs that want the entries
-    raise error from cause
-  return report
+    names = tuple(checks)
+  return tuple(c for c in ALL_CHECKS if c in names)
 
 
 def check_vjp(fn: Callable, reference: Callable, *args: Any, kwargs: dict | None = None,
@@ -95,7 +83,8 @@ def check_vjp(fn: Callable, reference: Callable, *args: Any, kwargs: dict | None
     argnums: position or positions of ``args`` to differentiate (default: all); the rest are passed
       through unchanged, so a rule that returns no gradient for an array (``None``) can be checked.
     checks: names from ``CHECKS`` and ``EXTRA_CHECKS`` to run, or ``"all"`` (every check but
-      ``sharded``); default: the first seven of ``CHECKS`` (plus ``second_order`` if asked for).
+      ``sharded``); default: ``DEFAULT_CHECKS`` (the first seven of ``CHECKS``, then linearity,
+      cotangents, determinism and residuals), plus ``second_order`` if asked for.
     second_order: also run ``second_order`` (Hessian-vector products through the rule).
     self_test: replay the comparisons with errors planted in the rule's cotangents (no compilation):
       report the smallest error each check resolves, and fail a check that cannot see a large one.
@@ -129,20 +118,12 @@ def check_vjp(fn: Callable, reference: Callable, *args: Any, kwargs: dict | None
   opts = Options(rtol, atol, fd_eps, fd_tol, directions, jacobian_max_size, memory_factor, memory_floor,
                  nondet_tol)
   with jax.enable_x64(wants_x64(args)):
-    spec = Args(fn, args, kwargs or {}, argnums)
-    checker = VjpChecker(fn, reference, spec, opts, np.random.default_rng(seed))
-    entries, cause, ran = run_checks(checker, names, fn, spec)
+    m = Measured(fn, reference, Args(fn, args, kwargs or {}, argnums), opts, np.random.default_rng(seed))
+    entries, cause = run_checks(TABLE, names, m)
     if self_test and all(e.passed for e in entries):
-      more, cause2 = _self_test(checker, ran, fn, spec)
-      entries += more
-      cause = cause or cause2
-  return finish(Report(_name(fn, reference), tuple(entries), tuple(checker.skipped), tuple(checker.notes)),
-                cause)
-
-
-def _self_test(checker, ran, fn, spec):
-  try:
-    return checker.self_test(ran), None
-  except Exception as exc:  # pylint: disable=broad-except
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return [failed("self_test", blame(exc, fn, spec), f"raised {type(exc).__name__}: {first[:400]}")], exc
+      try:
+        entries += _self_test(m, {n: TABLE[n] for n in names}, entries)
+      except Exception as exc:  # pylint: disable=broad-except  # the rule's error is the finding
+        entries.append(raised("self_test", exc, m))
+        cause = cause or exc
+  return finish(Report(name_of(fn, reference), tuple(entries), tuple(m.skipped), tuple(m.notes)), cause)

@@ -12,6 +12,8 @@ random draw happened to hit.
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+import jax
+import ml_dtypes
 import numpy as np
 
 Sampler = Callable[[np.random.Generator, Any], tuple[tuple, dict]]
@@ -60,6 +62,24 @@ def any_branch(branches: Mapping[str, Sampler]) -> Sampler:
   def sample(rng: np.random.Generator, dtype: Any) -> tuple[tuple, dict]:
     return samplers[int(rng.integers(len(samplers)))](rng, dtype)
   return sample
+
+
+_LOWER = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.float32): np.dtype(ml_dtypes.bfloat16)}
+
+
+def mixed_dtypes(branches: Mapping[str, Sampler], base: str | None = None, arg: int = 0) -> dict[str, Sampler]:
+  """``branches`` and one more: the branch ``base`` (default: the first) with the floating leaves of
+  positional argument ``arg`` one precision below the others (float64 → float32, float32 → bfloat16),
+  for a rule with several float inputs: each gradient must keep its own input's dtype."""
+  base = next(iter(branches)) if base is None else base
+  draw = branches[base]
+
+  def sample(rng: np.random.Generator, dtype: Any) -> tuple[tuple, dict]:
+    args, kwargs = draw(rng, dtype)
+    lower = _LOWER.get(np.dtype(dtype), np.dtype(dtype))
+    low = lambda a: np.asarray(a).astype(lower) if np.issubdtype(np.asarray(a).dtype, np.floating) else a
+    return args[:arg] + (jax.tree.map(low, args[arg]),) + args[arg + 1:], kwargs
+  return {**branches, f"args[{arg}] one precision lower (mixed dtypes), {base}": sample}
 
 
 class _References:

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import broadcastable_to
+from jaxbp.ops._registry import mixed_dtypes
 from jaxbp.ops._registry import random_shape
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
@@ -83,7 +84,7 @@ def _subtract_bwd(x_meta, y_meta, _, g):
 
 
 _subtract = vjp_rule(subtract, _subtract_fwd, _subtract_bwd, nondiff_argnums=(2, 3))
-_SUBTRACT = _pair_forms()
+_SUBTRACT = mixed_dtypes(_pair_forms())
 register(subtract, jnp.subtract, any_branch(_SUBTRACT), branches=_SUBTRACT, note="001, 002")
 
 
@@ -151,7 +152,7 @@ def _divide_bwd(x_meta, res, g):
 
 
 _divide = vjp_rule(divide, _divide_fwd, _divide_bwd, nondiff_argnums=(2,))
-_DIVIDE = _pair_forms(away_from=0.0)
+_DIVIDE = mixed_dtypes(_pair_forms(away_from=0.0))
 register(divide, jnp.divide, any_branch(_DIVIDE), branches=_DIVIDE, note="001")
 
 
@@ -252,7 +253,7 @@ def _power_forms():
   return {"python int": python_int, "python float": python_float, "array exponent": array, "zero-size": empty}
 
 
-_POWER = _power_forms()
+_POWER = mixed_dtypes(_power_forms(), "array exponent")
 _power = vjp_rule(power, _power_fwd, _power_bwd, nondiff_argnums=(2,))
 register(power, _power_ref, any_branch(_POWER), branches=_POWER, note="002")
 

@@ -13,6 +13,7 @@ from jax.typing import ArrayLike
 import numpy as np
 
 from jaxbp.ops._registry import any_branch
+from jaxbp.ops._registry import mixed_dtypes
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
 from jaxbp.ops._rule import vjp_rule
@@ -46,7 +47,7 @@ def _broadcast_forms(gap=None):
   return {name: _pair(*shapes, gap=gap) for name, shapes in forms.items()}
 
 
-_FORMS = _broadcast_forms()
+_FORMS = mixed_dtypes(_broadcast_forms())
 
 
 # ----------------------------------------------------------------------------------------------- add
@@ -148,5 +149,5 @@ def _maximum_bwd(res, g):
 
 
 _maximum = vjp_rule(maximum, _maximum_fwd, _maximum_bwd)
-_APART = _broadcast_forms(gap=0.2)
+_APART = mixed_dtypes(_broadcast_forms(gap=0.2))
 register(maximum, jnp.maximum, any_branch(_APART), branches=_APART, note="001")

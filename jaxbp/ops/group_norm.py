@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp.ops._registry import any_branch
+from jaxbp.ops._registry import mixed_dtypes
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
 from jaxbp.ops._rule import vjp_rule
@@ -105,7 +106,7 @@ def _group_norm_forms():
           "empty batch": sample(2, 2, (2, 2), n=0)}
 
 
-_GROUP_NORM = _group_norm_forms()
+_GROUP_NORM = mixed_dtypes(_group_norm_forms(), "[N, H, W, C], 2 groups")
 
 
 _group_norm = vjp_rule(group_norm, _group_norm_fwd, _group_norm_bwd, nondiff_argnums=(3, 4))

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxbp.ops._registry import any_branch
+from jaxbp.ops._registry import mixed_dtypes
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
 from jaxbp.ops._rule import vjp_rule
@@ -51,13 +52,13 @@ def _matmul_sampler(x_shape, w_shape):
 
 
 # x of each rank the rule flattens differently, and N or D of length 0; N, D, M all distinct.
-_PRODUCTS = {
+_PRODUCTS = mixed_dtypes({
     "x a vector": _matmul_sampler((3,), (3, 4)),
     "x a matrix": _matmul_sampler((2, 3), (3, 4)),
     "x of rank 3": _matmul_sampler((2, 5, 3), (3, 4)),
     "N = 0": _matmul_sampler((0, 3), (3, 4)),
     "D = 0": _matmul_sampler((2, 0), (0, 4)),
-}
+})
 
 
 # -------------------------------------------------------------------------------------------- matmul

@@ -14,6 +14,7 @@ from jax.typing import ArrayLike
 import numpy as np
 
 from jaxbp.ops._registry import any_branch
+from jaxbp.ops._registry import mixed_dtypes
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
 from jaxbp.ops._rule import vjp_rule
@@ -56,14 +57,14 @@ def _regression(shape, reductions=("mean", "sum", "none")):
 
 # Every path of the regression losses: each reduction over [N, D] with D > 1, one feature, a scalar,
 # rank 3, a batch of one, and an empty batch (whose mean is NaN, as jnp.mean's).
-_REGRESSION = {
+_REGRESSION = mixed_dtypes({
     **{f"[N, D] {r}": _regression((3, 2), (r,)) for r in ("mean", "sum", "none")},
     "[N]": _regression((4,)),
     "scalar": _regression(()),
     **{f"[N, T, D] {r}": _regression((2, 3, 2), (r,)) for r in ("mean", "none")},
     "batch of one, mean": _regression((1, 3), ("mean",)),
     "N = 0": _regression((0, 2)),
-}
+})
 
 
 # ------------------------------------------------------------------------------------- squared_error
@@ -242,7 +243,7 @@ def _softmax_cross_entropy_ref(logits, labels, reduction="mean"):
   return _reduce_ref(per_sample, reduction)
 
 
-_SCE = {**_label_branches(False), **_label_branches(True)}
+_SCE = mixed_dtypes({**_label_branches(False), **_label_branches(True)}, "probabilities, [N, C] mean", arg=1)
 _softmax_cross_entropy = vjp_rule(softmax_cross_entropy, _softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd,
                                   nondiff_argnums=(2, 3))
 register(softmax_cross_entropy, _softmax_cross_entropy_ref, any_branch(_SCE), branches=_SCE, note="001, 004")
@@ -366,9 +367,9 @@ def _l2_sampler(shapes):
   return sample
 
 
-_TREES = {
+_TREES = mixed_dtypes({
     "nested tree": _l2_sampler([(2, 3), (3,), (2, 2)]),
     "an empty leaf": _l2_sampler([(0, 3), (3,)]),
-}
+}, arg=1)
 _l2_penalty = vjp_rule(l2_penalty, _l2_penalty_fwd, _l2_penalty_bwd)
 register(l2_penalty, _l2_penalty_ref, any_branch(_TREES), branches=_TREES, note="001")

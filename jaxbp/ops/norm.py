@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxbp.ops._registry import any_branch
+from jaxbp.ops._registry import mixed_dtypes
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
 from jaxbp.ops._rule import vjp_rule
@@ -141,13 +142,13 @@ def _channels(shape):
   return shape[-1:]
 
 
-_BATCH = {
+_BATCH = mixed_dtypes({
     "[N, C]": _norm_sampler((4, 3), _channels),
     "[N, H, W, C] (spatial)": _norm_sampler((2, 3, 2, 3), _channels),
     "batch of one": _norm_sampler((1, 3), _channels, eps=(0.1,)),  # x̂ = 0: only ε keeps 1/σ finite
     "N = 0": _norm_sampler((0, 3), _channels),
     "C = 0": _norm_sampler((4, 0), _channels),
-}
+})
 
 
 _batch_norm = vjp_rule(batch_norm, _batch_norm_fwd, _batch_norm_bwd, nondiff_argnums=(3,))
@@ -199,14 +200,14 @@ def _layer_norm_ref(x, gamma, beta, eps=1e-5):
   return gamma * (x - mean) / jnp.sqrt(var + eps) + beta
 
 
-_ROWS = {
+_ROWS = mixed_dtypes({
     "[D]": _norm_sampler((4,), _channels),
     "[N, D]": _norm_sampler((3, 4), _channels),
     "[B, T, D]": _norm_sampler((2, 3, 4), _channels),
     "one feature": _norm_sampler((3, 1), _channels, eps=(0.1,)),  # x̂ = 0: only ε keeps 1/σ finite
     "no rows": _norm_sampler((0, 4), _channels),
     "D = 0": _norm_sampler((3, 0), _channels),
-}
+})
 
 
 _layer_norm = vjp_rule(layer_norm, _layer_norm_fwd, _layer_norm_bwd, nondiff_argnums=(3,))

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxbp.ops._registry import any_branch
+from jaxbp.ops._registry import mixed_dtypes
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
 from jaxbp.ops._rule import vjp_rule
@@ -79,14 +80,14 @@ def _rms_sampler(lead, d=(1, 5), eps=(1e-6, 0.1), rows=(1, 3)):
   return sample
 
 
-_BRANCHES = {
+_BRANCHES = mixed_dtypes({
     "[D] (one row)": _rms_sampler(0),
     "[N, D]": _rms_sampler(1),
     "[B, T, D] (rank 3)": _rms_sampler(2),
     "D = 1": _rms_sampler(1, d=(1, 1)),
     "N = 0 (no rows: an empty output and dγ = 0, as jnp)": _rms_sampler(1, rows=(0, 0)),
     "D = 0 (no features: an empty output, empty gradients)": _rms_sampler(1, d=(0, 0)),
-}
+})
 
 _rms_norm = vjp_rule(rms_norm, _rms_norm_fwd, _rms_norm_bwd, nondiff_argnums=(2,))
 register(rms_norm, _rms_norm_ref, any_branch(_BRANCHES), branches=_BRANCHES, note="004 (layer norm's kin)")

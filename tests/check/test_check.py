@@ -156,18 +156,23 @@ def test_correct_rule_passes_with_per_input_errors(dtype):
   report = check_vjp(matmul, matmul_ref, x, w, second_order=True)
   assert report.passed and not report.skipped
   labels = ["input 'x' (args[0])", "input 'w' (args[1])"]
+  exact = ("cotangents", "determinism")  # tolerance 0: a cotangent's type, the bits of two runs
   assert [(e.check, e.input) for e in report.entries] == (
-      [("forward", "output")] + [(c, l) for c in CHECKS[1:] for l in labels])
+      [("forward", "output"), ("forward", "output (jax.vjp)")]
+      + [(c, l) for c in CHECKS[1:] + ("linearity",) + exact for l in labels])
   rtol, atol = TOLERANCES[np.dtype(dtype)]
   for e in report.entries:
     if e.check == "finite_differences":  # atol: FD_TOLERANCE's plus the differences' rounding error
       assert e.rtol == FD_TOLERANCE[0] and FD_TOLERANCE[1] < e.atol < 1e-8, e
+    elif e.check in exact:
+      assert (e.rtol, e.atol, e.abs_err) == (0.0, 0.0, 0.0), e
+      continue
     else:
       assert (e.rtol, e.atol) == (rtol, atol), e
     assert e.dtype == ("float64" if e.check == "finite_differences" else np.dtype(dtype).name), e
     assert 0 <= e.abs_err <= e.atol + e.rtol * 100 and e.rel_err <= e.rtol, e
   text = str(report)
-  assert text.startswith("check_vjp(matmul vs matmul_ref): all 15 checks passed")
+  assert text.startswith("check_vjp(matmul vs matmul_ref): all 22 checks passed")
   assert all(label in text for label in labels) and "rel err" in text
 
 
@@ -261,7 +266,9 @@ def test_rule_right_only_in_float64_fails_float32_but_not_finite_differences():
 def test_rule_right_only_away_from_jit_fails_jit_vmap_and_second_order():
   with pytest.raises(AssertionError) as excinfo:
     check_vjp(sigmoid_eager_only, sigmoid_ref, _draw((3, 4)), second_order=True)
-  assert {check for check, _ in _failures(excinfo)} == {"jit", "vmap", "second_order"}
+  # every compiled check fails (linearity and determinism run the compiled backward, cotangents traces it)
+  assert {check for check, _ in _failures(excinfo)} == {"jit", "vmap", "second_order", "linearity",
+                                                        "determinism", "cotangents"}
   assert "TracerArrayConversionError" in str(excinfo.value).splitlines()[0]
 
 
@@ -387,12 +394,14 @@ dropout.defvjp(_dropout_fwd, lambda res, g: (None, jnp.where(res[0], g / (1 - re
 def test_keys_integers_and_python_scalars_pass_through():
   key = jax.random.key(0, impl="rbg")  # a typed key; rbg because eager threefry is slow to compile
   report = check_vjp(dropout, dropout_ref, key, _draw((4, 5)), 0.5)
-  assert {e.input for e in report.entries} == {"output", "input 'x' (args[1])"}
+  outputs = {"output", "output (jax.vjp)"}
+  assert {e.input for e in report.entries} == outputs | {"input 'x' (args[1])", "input 'key' (args[0])"}
+  assert {e.check for e in report.entries if e.input == "input 'key' (args[0])"} == {"cotangents"}
 
   def take_rows(x, idx, *, scale):
     return scale * x[idx]
   report = check_vjp(take_rows, take_rows, _draw((5, 3)), np.array([0, 2, 2]), kwargs={"scale": 2.0})
-  assert {e.input for e in report.entries} == {"output", "input 'x' (args[0])"}
+  assert {e.input for e in report.entries} == outputs | {"input 'x' (args[0])", "input 'idx' (args[1])"}
 
 
 @jax.custom_vjp
@@ -413,11 +422,12 @@ sigmoid_and_derivative.defvjp(lambda x: (sigmoid_and_derivative(x), sigmoid_ref(
 def test_pytree_output_and_argnums():
   report = check_vjp(sigmoid_and_derivative, lambda x: {"y": sigmoid_ref(x), "dy": sigmoid_ref(x)
                                                         * (1 - sigmoid_ref(x))}, _draw((6,)))
-  assert {e.input for e in report.entries if e.check == "forward"} == {"output['dy']", "output['y']"}
+  assert {e.input for e in report.entries if e.check == "forward"} == {
+      "output['dy']", "output['y']", "output['dy'] (jax.vjp)", "output['y'] (jax.vjp)"}
   # argnums: w is passed through, so a rule that gets dw wrong but dx right passes.
   x, w = _draw((3, 4), seed=1), _draw((4, 4), seed=2)
   report = check_vjp(matmul_forgets_transpose, matmul_ref, x, w, argnums=1)
-  assert {e.input for e in report.entries} == {"output", "input 'w' (args[1])"}
+  assert {e.input for e in report.entries} == {"output", "output (jax.vjp)", "input 'w' (args[1])"}
 
 
 def test_large_input_skips_jacobian_and_says_so():
@@ -441,6 +451,6 @@ def test_user_tolerance_override():
   x = _draw((64,), low=-3.0, high=3.0)
   # 5e-2: each element is held to its own size, and the approximate backward is 1.2% off at x = -2.7
   report = check_vjp(gelu_tanh_backward, gelu_ref, x, rtol=5e-2, fd_rtol=5e-2)
-  assert {e.rtol for e in report.entries} == {5e-2}
+  assert {e.rtol for e in report.entries if e.check not in ("cotangents", "determinism")} == {5e-2}
   with pytest.raises(AssertionError, match="vjp for input 'x'"):
     check_vjp(gelu_tanh_backward, gelu_ref, x, rtol=1e-2, fd_rtol=1e-2)

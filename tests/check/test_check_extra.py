@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxbp import ops
+from jaxbp.check import CHECKS
 from jaxbp.check import check_vjp
 
 X = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
@@ -28,9 +29,9 @@ def _failed(excinfo):
 
 def test_constant_term_passes_vjp_but_fails_linearity():
   bwd = lambda y, g: g * y * (1 - y) + 3e-8  # planted: a constant below vjp's tolerance
-  check_vjp(_rule(bwd), SIG, X, self_test=False)
+  check_vjp(_rule(bwd), SIG, X, checks=CHECKS[:-1], self_test=False)  # the classic checks pass it
   with pytest.raises(AssertionError) as excinfo:
-    check_vjp(_rule(bwd), SIG, X, checks=("vjp", "linearity"))
+    check_vjp(_rule(bwd), SIG, X)
   assert _failed(excinfo) == {"linearity"}
 
 
@@ -62,17 +63,38 @@ def test_float_cotangent_for_an_integer_input_is_named():
   assert {e.input for e in report.entries} == {"input 'k' (args[0])", "input 'x' (args[1])"}
 
 
-def _noisy_bwd(y, g):
-  noise = jax.pure_callback(lambda: np.float32(np.random.default_rng().uniform(0, 1e-6)),
-                            jax.ShapeDtypeStruct((), jnp.float32))
-  return g * y * (1 - y) * (1 + noise)  # planted: host randomness, below every tolerance
+def _noisy(scale):
+  """A backward whose result moves by ``scale``·k (relative) on its k-th run: run-time nondeterminism
+  that no two runs share, below every tolerance (a counter, not a random draw: every run of the test
+  sees the same)."""
+  runs = iter(range(1, 1 << 30))
+
+  def bwd(y, g):
+    k = jax.pure_callback(lambda: np.asarray(next(runs), y.dtype), jax.ShapeDtypeStruct((), y.dtype))
+    return g * y * (1 - y) * (1 + scale * k)  # planted: host state read at run time
+  return bwd
 
 
 def test_nondeterministic_backward_fails_determinism_only():
   with pytest.raises(AssertionError) as excinfo:
-    check_vjp(_rule(_noisy_bwd), SIG, X, checks=("vjp", "jit", "determinism"), self_test=False)
+    check_vjp(_rule(_noisy(2.0 ** -22)), SIG, X, checks=("vjp", "jit", "determinism"), self_test=False)
   assert _failed(excinfo) == {"determinism"}
-  check_vjp(_rule(_noisy_bwd), SIG, X, checks=("determinism",), nondet_tol=1e-6, self_test=False)
+  check_vjp(_rule(_noisy(2.0 ** -22)), SIG, X, checks=("determinism",), nondet_tol=1e-4, self_test=False)
+
+
+def test_default_check_fails_a_clipped_cotangent_and_run_time_nondeterminism():
+  """Issue 19: both passed the classic checks and were caught only with checks="all"."""
+  x64 = X.astype(np.float64)
+  noisy = _rule(_noisy(1e-10))
+  check_vjp(noisy, SIG, x64, checks=CHECKS[:-1], self_test=False)  # the classic checks pass it
+  with pytest.raises(AssertionError) as excinfo:
+    check_vjp(noisy, SIG, x64)
+  assert _failed(excinfo) == {"determinism"}
+  clipped = _rule(lambda y, g: jnp.clip(g, -2.5, 2.5) * y * (1 - y))  # planted: nonlinear in g
+  check_vjp(clipped, SIG, X, checks=CHECKS[:-1], self_test=False)  # |u| < 2.5 at this seed
+  with pytest.raises(AssertionError) as excinfo:
+    check_vjp(clipped, SIG, X)
+  assert _failed(excinfo) == {"linearity"}
 
 
 def test_residual_audit_counts_the_bytes_each_side_saves():
@@ -111,7 +133,8 @@ def test_sharded_over_eight_host_devices():
 
 def test_self_test_reports_power_and_fails_a_check_without_any():
   report = check_vjp(ops.sigmoid, ops.reference.sigmoid, X)
-  (power,) = report.notes
+  residuals, power = report.notes  # the default report has its residual line
+  assert residuals.startswith("residuals: the rule's forward saves")
   assert power.startswith("power for input 'x' (args[0]): smallest error in one element caught: vjp 1e-03")
   with pytest.raises(AssertionError) as excinfo:  # a step of 1e-17 is below float64's resolution at 1
     check_vjp(ops.sigmoid, ops.reference.sigmoid, X, fd_eps=1e-17)

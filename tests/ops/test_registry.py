@@ -15,7 +15,7 @@ import pytest
 
 import jaxbp
 from jaxbp.check import CHECKS
-from jaxbp.check import EXTRA_CHECKS
+from jaxbp.check import DEFAULT_CHECKS
 from jaxbp.check import check_vjp
 from jaxbp.ops import REGISTRY
 
@@ -25,11 +25,10 @@ BRANCHES = [(name, branch) for name in RULES for branch in REGISTRY[name].branch
 # order (what a transform does to a correct rule, not which path it takes) run on the random draws, which
 # are drawn from the same branches. Fixed shapes per branch share the compiled primitives between rules.
 BRANCH_CHECKS = ("forward", "vjp", "finite_differences", "transpose", "jit")
-# The checks beyond the classic ones that share the classic ones' compiled backward (cheap on the same
-# call); the transform matrix (about 3 s a rule) runs over the registry in tests/check with
+# check_vjp's default (the classic checks, linearity, cotangents, determinism, residuals) and second order;
+# the transform matrix (about 3 s a rule) runs over the registry in tests/check with
 # HYPOTHESIS_PROFILE=thorough.
-CHEAP_EXTRAS = ("linearity", "cotangents", "determinism", "residuals")
-assert set(CHEAP_EXTRAS) <= set(EXTRA_CHECKS)
+DRAW_CHECKS = DEFAULT_CHECKS + ("second_order",)
 
 EXPECTED = {
     "add", "multiply", "maximum", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax",
@@ -51,12 +50,12 @@ def test_registry_holds_every_rule_of_the_issue():
 @pytest.mark.parametrize("dtype", [np.float32])
 @hypothesis.given(seed=st.integers(0, 2**32 - 1))
 def test_rule_passes_every_check(name, dtype, seed):
-  """A random draw (any branch) in float32, every classic check and the cheap new ones (linearity,
-  cotangent types, determinism, the residual audit); float64 is proven branch by branch below."""
+  """A random draw (any branch) in float32, check_vjp's default checks and second order; float64 is
+  proven branch by branch below."""
   rule = REGISTRY[name]
   args, kwargs = _nonempty_draw(rule, seed, dtype)
   with jax.enable_x64(dtype == np.float64):
-    report = _passes(rule, args, kwargs, seed, checks=CHECKS + CHEAP_EXTRAS)
+    report = _passes(rule, args, kwargs, seed, checks=DRAW_CHECKS)
   assert any(n.startswith("residuals:") for n in report.notes)
 
 
