@@ -169,7 +169,7 @@ def _linear_softmax_cross_entropy(h, w, labels, chunks):
 class _Gradients(NamedTuple):
   dh: jax.Array     # [N, D] ∂(Σ_n L_n)/∂h, formed in the forward
   dw: jax.Array     # [D, V] ∂(Σ_n L_n)/∂W, formed in the forward
-  count: jax.Array  # [] the rows kept (N without ignore_index): "mean"'s divisor
+  kept_rows: jax.Array  # [] the rows kept (N without ignore_index): "mean"'s divisor
 
 
 class _Recompute(NamedTuple):
@@ -221,7 +221,7 @@ def _linear_softmax_cross_entropy_bwd(chunks, res, g):
     _, dh, dw = _pass(h, w, labels, chunks, g, lse)
     return dh.astype(h.dtype), dw.astype(w.dtype), None
   # the cotangent of the reduction; with no row kept, dh = dW = 0 (not 0/0)
-  scale = g / jnp.maximum(res.count, 1) if chunks.reduction == "mean" else g
+  scale = g / jnp.maximum(res.kept_rows, 1) if chunks.reduction == "mean" else g
   return (scale * res.dh).astype(res.dh.dtype), (scale * res.dw).astype(res.dw.dtype), None
 
 
