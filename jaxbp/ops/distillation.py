@@ -82,8 +82,10 @@ def linear_distillation_loss(h: ArrayLike, w: ArrayLike, h_teacher: ArrayLike, w
       or h_teacher.shape[0] != h.shape[0] or w_teacher.shape[1] != w.shape[1]:
     raise ValueError(f"{op}: arguments 'h_teacher' [N, D_t] and 'w_teacher' [D_t, V] must fit h {h.shape} and "
                      f"w {w.shape}, got {h_teacher.shape} and {w_teacher.shape}")
-  static = _Distill(chunks, *_check_divergence(op, divergence, beta, temperature, ignore_index, labels),
-                    teacher=((h_teacher.shape, h_teacher.dtype), (w_teacher.shape, w_teacher.dtype)))
+  divergence, beta, temperature, ignore_index = _check_divergence(op, divergence, beta, temperature,
+                                                                  ignore_index, labels)
+  static = _Distill(chunks, divergence, beta, temperature, ignore_index,
+                    ((h_teacher.shape, h_teacher.dtype), (w_teacher.shape, w_teacher.dtype)))
   labels = jnp.zeros((h.shape[0],), jnp.int32) if labels is None else int_array(op, "labels", labels)
   if labels.shape != (h.shape[0],):
     raise ValueError(f"{op}: argument 'labels' must have shape {(h.shape[0],)}, got {labels.shape}")
