@@ -86,7 +86,7 @@ PLANTED = ("The failure below is PLANTED, on purpose: softplus_slip's backward r
 
 def teaches(report, x):
   """What the failed report teaches, read off the report itself (which checks failed, and where)."""
-  passed = [e.check for e in report.entries if e.passed]
+  passed = list(dict.fromkeys(e.check for e in report.entries if e.passed))  # one name per check
   failed = [e.check for e in report.failures if e.check != "finite_differences"]
   worst = next(e for e in report.failures if e.check == "vjp")
   i = int(re.search(r"index \((\d+),\)", worst.detail)[1])

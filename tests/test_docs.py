@@ -52,7 +52,7 @@ def test_custom_rule_example_runs_and_matches_the_page(capsys):
   printed = capsys.readouterr().out
   pasted = _pasted("custom-rule.md", "<!-- output: examples/custom_rule_softplus.py -->")
   assert _shape(pasted) == _shape(printed), "docs/custom-rule.md: paste the script's current output"
-  assert "FAILED 4 of 7 checks" in printed  # the planted slip is caught by vjp, fd, jacobian, transpose
+  assert "FAILED 4 of 11 checks" in printed  # the planted slip is caught by vjp, fd, jacobian, transpose
 
 
 def test_custom_rule_page_quotes_the_example_verbatim():

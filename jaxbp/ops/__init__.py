@@ -37,6 +37,7 @@ from jaxbp.ops.activations import softmax
 from jaxbp.ops.activations import tanh
 from jaxbp.ops.attention import attention
 from jaxbp.ops.conv import conv2d
+from jaxbp.ops.distillation import linear_distillation_loss
 from jaxbp.ops.elementwise import divide
 from jaxbp.ops.elementwise import exp
 from jaxbp.ops.elementwise import log
@@ -52,6 +53,9 @@ from jaxbp.ops.group_norm import group_norm
 from jaxbp.ops.linalg import linear
 from jaxbp.ops.linalg import matmul
 from jaxbp.ops.linear_cross_entropy import linear_softmax_cross_entropy
+from jaxbp.ops.llm import geglu
+from jaxbp.ops.llm import rope
+from jaxbp.ops.llm import swiglu
 from jaxbp.ops.losses import l2_penalty
 from jaxbp.ops.losses import mse
 from jaxbp.ops.losses import multiclass_hinge
@@ -85,12 +89,14 @@ __all__ = [
     "elu",
     "embedding",
     "exp",
+    "geglu",
     "gelu",
     "group_norm",
     "l2_penalty",
     "layer_norm",
     "leaky_relu",
     "linear",
+    "linear_distillation_loss",
     "linear_softmax_cross_entropy",
     "log",
     "log_softmax",
@@ -107,6 +113,7 @@ __all__ = [
     "relu",
     "rms_norm",
     "rnn",
+    "rope",
     "sigmoid",
     "silu",
     "softmax",
@@ -115,5 +122,6 @@ __all__ = [
     "sqrt",
     "squared_error",
     "subtract",
+    "swiglu",
     "tanh",
 ]

@@ -93,10 +93,11 @@ def _takes_several_float_inputs(rule):
 # The rules with several float inputs that have no mixed-dtype branch, and why.
 REFUSE_MIXED = {  # one dtype by design: a TypeError naming the arguments
     "attention": "q, k and v must share one dtype",
+    "conv2d": "argument 'w' must have the dtype of 'x'",
+    "linear_distillation_loss": "linear_distillation_loss: 'h' and 'w'",
     "linear_softmax_cross_entropy": "'h' and 'w'",
 }
 BROKEN_MIXED = {  # known bugs (issue 19's report): a mixed-dtype branch fails today
-    "conv2d": "lax.conv_general_dilated's raw 'requires arguments to have the same dtypes' (issue 19, item 5)",
     "lstm": "lax.scan's carry type error for an h0/c0 of another dtype than x",
     "rnn": "lax.scan's carry type error for an h0 of another dtype than x",
 }
