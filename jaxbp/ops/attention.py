@@ -233,9 +233,11 @@ def _online_step(blk, ex, i, j, q_i, k_j, v_j, carry):
   """One key block of the online softmax: rescale (ℓ, A) from the old max to the new one, add the block.
   A = Σ_j exp(S_j − m)·(V_j − V_t) is kept relative to the value of the top key t (so that O − V_t, where
   dP − D cancels, keeps its digits on a peaked row); t moves to this block where its largest score beats
-  the old max, and A moves with it: A ← A + ℓ·(V_t,old − V_t,new)."""
+  the old max, and A moves with it: A ← A + ℓ·(V_t,old − V_t,new). The top key's p is exp(0) = 1 exactly
+  where it moved here, so ℓ takes Σ p over the block's other keys plus 1: one sum for ℓ and A."""
   m, ell, acc, top, v_top = carry
   s, _ = ab.scores(blk, ex, i, j, q_i, k_j)
+  dt = s.dtype
   s_max, keys = jnp.max(s, axis=-1), jnp.arange(blk.bk, dtype=jnp.int32)
   arg = jnp.min(jnp.where(s == s_max[..., None], keys, blk.bk - 1), axis=-1)  # argmax as a plain min:
   moved = s_max > m                                   # jnp.argmax's (value, index) reduce doubled the pass
@@ -243,12 +245,12 @@ def _online_step(blk, ex, i, j, q_i, k_j, v_j, carry):
   here = jnp.take_along_axis(v_j, arg.reshape(arg.shape[:2] + (-1, 1)), axis=2).reshape(v_top.shape)
   v_new = jnp.where(moved[..., None], here, v_top)
   m_new = jnp.maximum(m, s_max)
-  p = jnp.exp(s - _finite(m_new)[..., None])
   corr = jnp.exp(m - _finite(m_new))
-  p_off = jnp.where(j * blk.bk + keys == top[..., None], 0, p)                 # the top key adds 0
+  p_off = jnp.where(j * blk.bk + keys == top[..., None], 0, jnp.exp(s - _finite(m_new)[..., None]))
+  sum_off = jnp.sum(p_off, axis=-1)                # the top key adds 0 to A, and exp(0) = 1 to ℓ if here
   acc = (acc + ell[..., None] * (v_top - v_new)) * corr[..., None] \
-      + ab.by_rows("bhrk,bhkd->bhrd", p_off, v_j) - jnp.sum(p_off, axis=-1)[..., None] * v_new
-  ell = ell * corr + jnp.sum(p, axis=-1)
+      + ab.by_rows("bhrk,bhkd->bhrd", p_off, v_j) - sum_off[..., None] * v_new
+  ell = ell * corr + (sum_off + moved.astype(dt))
   return m_new, ell, acc, top, v_new
 
 
