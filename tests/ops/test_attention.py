@@ -1,5 +1,6 @@
 """attention: JAX's own attention, every block geometry, fully masked rows, O(T) memory, errors; grouped-query
-heads, window, softcap, segment ids and ALiBi against a dense implementation; peaked rows' precision; the block products' form (one contracted dimension, no argmax)."""
+heads, window, softcap, segment ids and ALiBi against a dense implementation; peaked rows' precision; the
+block products' form (one contracted dimension, no argmax)."""
 
 import chex
 import jax
