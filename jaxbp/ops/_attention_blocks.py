@@ -119,7 +119,7 @@ def valid(blk, ex, i, j):
 def scores(blk, ex, i, j, q_i, k_j):
   """The scores of block (i, j) and the softcap's derivative: scale·Q·Kᵀ, capped, less the ALiBi bias,
   −∞ where the pair does not take part; [B, kv, group, bq, bk]. The derivative is ``None`` without a cap."""
-  s = jnp.einsum("bhgqd,bhkd->bhgqk", q_i, k_j) * blk.scale
+  s = by_rows("bhrd,bhkd->bhrk", q_i, k_j) * blk.scale
   dcap = None
   if blk.softcap is not None:
     t = jnp.tanh(s / blk.softcap)
@@ -129,6 +129,15 @@ def scores(blk, ex, i, j, q_i, k_j):
     cols = j * blk.bk + jnp.arange(blk.bk)[None, :]
     s = s - ex.slopes * jnp.abs(rows - cols).astype(s.dtype)
   return jnp.where(valid(blk, ex, i, j), s, -jnp.inf), dcap
+
+
+def by_rows(spec, x, y):
+  """``jnp.einsum(spec, x, y)`` with the group and query dimensions of x (and of y where it has them),
+  [B, kv, group, bq, n], merged into one dimension r of group·bq rows: one contracted dimension, so
+  that the CPU's dot transposes no [bq, bk] block (two contracted dimensions made it copy each one)."""
+  b, h, g, r = x.shape[:4]
+  out = jnp.einsum(spec, *(a.reshape(b, h, g * r, a.shape[-1]) if a.ndim == 5 else a for a in (x, y)))
+  return out.reshape(b, h, g, r, out.shape[-1]) if "r" in spec.split("->")[1] else out
 
 
 def _span(first, last, low, high, causal_low, window):

@@ -233,21 +233,24 @@ def _online_step(blk, ex, i, j, q_i, k_j, v_j, carry):
   """One key block of the online softmax: rescale (ℓ, A) from the old max to the new one, add the block.
   A = Σ_j exp(S_j − m)·(V_j − V_t) is kept relative to the value of the top key t (so that O − V_t, where
   dP − D cancels, keeps its digits on a peaked row); t moves to this block where its largest score beats
-  the old max, and A moves with it: A ← A + ℓ·(V_t,old − V_t,new)."""
+  the old max, and A moves with it: A ← A + ℓ·(V_t,old − V_t,new). The top key's p is exp(0) = 1 exactly
+  where it moved here, so ℓ takes Σ p over the block's other keys plus 1: one sum for ℓ and A."""
   m, ell, acc, top, v_top = carry
   s, _ = ab.scores(blk, ex, i, j, q_i, k_j)
-  s_max, arg = jnp.max(s, axis=-1), jnp.argmax(s, axis=-1)
-  moved = s_max > m
+  dt = s.dtype
+  s_max, keys = jnp.max(s, axis=-1), jnp.arange(blk.bk, dtype=jnp.int32)
+  arg = jnp.min(jnp.where(s == s_max[..., None], keys, blk.bk - 1), axis=-1)  # argmax as a plain min:
+  moved = s_max > m                                   # jnp.argmax's (value, index) reduce doubled the pass
   top = jnp.where(moved, (j * blk.bk + arg).astype(jnp.int32), top)
   here = jnp.take_along_axis(v_j, arg.reshape(arg.shape[:2] + (-1, 1)), axis=2).reshape(v_top.shape)
   v_new = jnp.where(moved[..., None], here, v_top)
   m_new = jnp.maximum(m, s_max)
-  p = jnp.exp(s - _finite(m_new)[..., None])
   corr = jnp.exp(m - _finite(m_new))
-  p_off = jnp.where(j * blk.bk + jnp.arange(blk.bk) == top[..., None], 0, p)            # the top key adds 0
+  p_off = jnp.where(j * blk.bk + keys == top[..., None], 0, jnp.exp(s - _finite(m_new)[..., None]))
+  sum_off = jnp.sum(p_off, axis=-1)                # the top key adds 0 to A, and exp(0) = 1 to ℓ if here
   acc = (acc + ell[..., None] * (v_top - v_new)) * corr[..., None] \
-      + jnp.einsum("bhgqk,bhkd->bhgqd", p_off, v_j) - jnp.sum(p_off, axis=-1)[..., None] * v_new
-  ell = ell * corr + jnp.sum(p, axis=-1)
+      + ab.by_rows("bhrk,bhkd->bhrd", p_off, v_j) - sum_off[..., None] * v_new
+  ell = ell * corr + (sum_off + moved.astype(dt))
   return m_new, ell, acc, top, v_new
 
 
@@ -292,14 +295,14 @@ def _grad_step(blk, ex, i, j, q_i, g_i, r_i, t_i, k_j, v_j, carry):
   lse_i, delta_i, near_i = r_i[..., 0], r_i[..., 1], r_i[..., 2]
   s, dcap = ab.scores(blk, ex, i, j, q_i, k_j)
   p = jnp.exp(s - lse_i[..., None])                                         # P = exp(S − lse)
-  dv_j = dv_j + jnp.einsum("bhgqk,bhgqd->bhkd", p, g_i)                     # dV += Pᵀ·dO (the group's sum)
-  dp = jnp.einsum("bhgqd,bhkd->bhgqk", g_i, v_j)                            # dP = dO·Vᵀ
+  dv_j = dv_j + ab.by_rows("bhrk,bhrd->bhkd", p, g_i)                       # dV += Pᵀ·dO (the group's sum)
+  dp = ab.by_rows("bhrd,bhkd->bhrk", g_i, v_j)                              # dP = dO·Vᵀ
   at_top = j * blk.bk + jnp.arange(blk.bk) == t_i[..., None]
   ds = p * jnp.where(at_top, near_i[..., None], dp - delta_i[..., None])    # dS = P ∘ (dP − D)
   if dcap is not None:
     ds = ds * dcap                                                          # through the softcap
-  dq = dq.at[i].add(jnp.einsum("bhgqk,bhkd->bhgqd", ds, k_j) * blk.scale)   # dQ += dS·K·scale
-  dk_j = dk_j + jnp.einsum("bhgqk,bhgqd->bhkd", ds, q_i) * blk.scale        # dK += dSᵀ·Q·scale
+  dq = dq.at[i].add(ab.by_rows("bhrk,bhkd->bhrd", ds, k_j) * blk.scale)     # dQ += dS·K·scale
+  dk_j = dk_j + ab.by_rows("bhrk,bhrd->bhkd", ds, q_i) * blk.scale          # dK += dSᵀ·Q·scale
   return dq, dk_j, dv_j
 
 
