@@ -74,7 +74,7 @@ def test_training_step_memory_is_linear_in_t_not_quadratic():
       loss = lambda q, k, v, f=f: jnp.sum(f(q, k, v, causal=True, block_size=64) ** 2)
       sizes[name, t] = _temp_bytes(jax.grad(loss, argnums=(0, 1, 2)), q, k, v)
   t_by_t = 2 * 512 * 512 * 4  # one float32 [heads, T, T] matrix at T = 512
-  assert sizes["manual", 512] < t_by_t / 4 < sizes["autodiff", 512]
+  assert sizes["manual", 512] < t_by_t / 2 < sizes["autodiff", 512]
   assert sizes["manual", 512] < 2.5 * sizes["manual", 256]      # about 2x for 2x T
   assert sizes["autodiff", 512] > 3.5 * sizes["autodiff", 256]  # about 4x for 2x T
 
@@ -90,6 +90,154 @@ def test_attention_errors_name_the_argument():
       ((q, k, v), {"block_size": 0}, ValueError, r"argument 'block_size' must be a Python int >= 1"),
       ((q, k, v), {"causal": 1}, TypeError, r"argument 'causal' must be a bool"),
       ((q, k, jnp.ones((1, 4, 2, 5), jnp.int32)), {}, TypeError, r"attention: argument 'v'"),
+  ]
+  for args, kw, err, msg in cases:
+    with pytest.raises(err, match=msg):
+      ops.attention(*args, **kw)
+
+
+# ------------------------------------------- grouped-query, window, softcap, segment ids, ALiBi
+
+def _dense(q, k, v, *, causal=False, mask=None, scale=None, window=None, softcap=None, segment_ids=None,
+           alibi_slopes=None):
+  """An independent attention: K and V gathered for every query head, one dense [B, H, T, S] mask and bias
+  written out in NumPy, softmax by jax.nn.softmax; a row with no key outputs 0. jax.grad differentiates it."""
+  b, t, h, d = q.shape
+  s = k.shape[1]
+  kv_of = np.arange(h) // (h // k.shape[2])           # query head → its kv head
+  k_all, v_all = k[:, :, kv_of], v[:, :, kv_of]          # [B, S, H, D]: K and V repeated
+  i, j = np.meshgrid(np.arange(t), np.arange(s), indexing="ij")
+  allow = np.ones((b, h, t, s), bool)
+  if causal:
+    allow &= j <= i
+  if window is not None:
+    allow &= np.abs(i - j) < window
+  if segment_ids is not None:
+    sq, sk = (np.asarray(x) for x in segment_ids)
+    allow &= sq[:, None, :, None] == sk[:, None, None, :]
+  if mask is not None:
+    allow &= np.broadcast_to(np.asarray(mask), allow.shape)
+  logits = jnp.einsum("bthd,bshd->bhts", q, k_all) * (d ** -0.5 if scale is None else scale)
+  if softcap is not None:
+    logits = softcap * jnp.tanh(logits / softcap)
+  if alibi_slopes is not None:
+    logits = logits - np.asarray(alibi_slopes)[None, :, None, None] * np.abs(i - j)
+  p = jax.nn.softmax(jnp.where(allow, logits, -1e30), axis=-1) * allow  # a fully masked row: all 0
+  return jnp.einsum("bhts,bshd->bthd", p, v_all)
+
+
+OPTIONS = {
+    "multi-query": dict(kv=1),
+    "grouped-query": dict(kv=2),
+    "window < block": dict(window=2, block_size=4),
+    "window > block, causal": dict(window=5, causal=True, block_size=2),
+    "softcap": dict(softcap=2.0),
+    "one segment": dict(segments=1),
+    "several segments": dict(segments=3),
+    "alibi": dict(alibi=True),
+    "all at once": dict(kv=2, window=4, causal=True, softcap=3.0, segments=2, alibi=True, masked=True,
+                        scale=0.7),
+}
+
+
+def _case(kv=4, window=None, causal=False, softcap=None, segments=None, alibi=False, masked=False,
+          scale=None, block_size=3, t=11, s=11):
+  rng = np.random.default_rng(7)
+  q = rng.normal(size=(2, t, 4, 5))
+  k, v = rng.normal(size=(2, s, kv, 5)), rng.normal(size=(2, s, kv, 3))
+  kw = {"causal": causal, "window": window, "softcap": softcap, "scale": scale}
+  if segments is not None:
+    kw["segment_ids"] = tuple(np.sort(rng.integers(0, segments, size=(2, n))).astype(np.int32) for n in (t, s))
+  if alibi:
+    kw["alibi_slopes"] = 2.0 ** -np.arange(1, 5)
+  if masked:
+    kw["mask"] = rng.random((2, 1, t, s)) < 0.8
+  return (q, k, v), kw, block_size
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_each_option_equals_an_independent_dense_implementation_in_float64(name):
+  """Output and all three gradients (dK and dV summed over each group) of the blockwise rule equal jax.grad
+  of a dense implementation that repeats K and V and builds the mask and bias whole."""
+  (q, k, v), kw, block = _case(**OPTIONS[name])
+  with jax.enable_x64(True):
+    g = np.random.default_rng(8).normal(size=q.shape[:3] + (v.shape[-1],))
+    want = _grads(_dense, q, k, v, g, **kw)
+    got = _grads(ops.attention, q, k, v, g, block_size=block, **kw)
+    chex.assert_trees_all_close(got, want, atol=1e-12, rtol=1e-10)
+    assert float(jnp.max(jnp.abs(want[2]))) > 0.1  # dK is not trivially 0
+
+
+def _matmuls_run(jaxpr, trips=1):
+  """How many block products a program runs: each dot_general times the lengths of the scans around it
+  (the larger branch of a cond), read from the jaxpr, so exactly the same on every machine."""
+  total = 0
+  for eqn in jaxpr.eqns:
+    total += trips if eqn.primitive.name == "dot_general" else 0
+    inner = trips * eqn.params["length"] if eqn.primitive.name == "scan" else trips
+    subs = [x.jaxpr if isinstance(x, jax.extend.core.ClosedJaxpr) else x
+            for val in eqn.params.values() for x in (val if isinstance(val, (tuple, list)) else (val,))
+            if isinstance(x, (jax.extend.core.ClosedJaxpr, jax.extend.core.Jaxpr))]
+    runs = [_matmuls_run(sub, inner) for sub in subs]
+    total += (max(runs) if eqn.primitive.name == "cond" else sum(runs)) if runs else 0
+  return total
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_window_makes_the_work_grow_as_t_times_window(causal):
+  """Forward and backward together: doubling T doubles the block products under a window of 64 (blocks
+  wholly outside it are not visited) and quadruples them without one."""
+  def products(t, window):
+    q = jnp.ones((1, t, 2, 8))
+    loss = lambda q, k, v: jnp.sum(ops.attention(q, k, v, causal=causal, window=window, block_size=32))
+    return _matmuls_run(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(q, q, q).jaxpr)
+  assert products(1024, 64) == 2 * products(512, 64)
+  assert products(1024, None) >= 3.5 * products(512, None)
+  assert products(1024, 64) < products(1024, None) / 6
+
+
+def _peaked(amp=2.5, seed=0):
+  """Keys close to the queries (k = 0.9·q + 0.1·noise, q of scale 2.5): each row's softmax nearly one-hot."""
+  rng = np.random.default_rng(seed)
+  q = amp * rng.normal(size=(1, 256, 4, 64))
+  k = 0.9 * q + 0.1 * amp * rng.normal(size=q.shape)
+  return q, k, rng.normal(size=q.shape), rng.normal(size=q.shape)
+
+
+def _error(f, dtype, truth, q, k, v, g):
+  """max |dq − truth| / max |truth| and the same for dk, the rule run in ``dtype``."""
+  got = _grads(f, *(jnp.asarray(x, dtype) for x in (q, k, v, g)), causal=True)
+  return [float(jnp.max(jnp.abs(a.astype(jnp.float64) - b)) / jnp.max(jnp.abs(b)))
+          for a, b in zip(got[1:3], truth[1:3])]
+
+
+@pytest.mark.parametrize("dtype, bound", [(jnp.float32, 1e-4), (jnp.bfloat16, 5e-2)])
+def test_peaked_rows_keep_dq_and_dk_as_precise_as_autodiff(dtype, bound):
+  """Where P is nearly one-hot, FlashAttention-2's dP − rowsum(dO ∘ O) cancels (dq 2e-2 off in float32, 1.5
+  in bfloat16, where autodiff is 5e-3 and 1.4 off); computed as dO·(V_t − O) with O − V_t kept exactly,
+  dq and dk are no further from the float64 truth than autodiff run in the same dtype, and within the bound."""
+  q, k, v, g = _peaked()
+  with jax.enable_x64(True):
+    truth = _grads(ops.reference.attention, q, k, v, g, causal=True)
+    rule, autodiff = (_error(f, dtype, truth, q, k, v, g) for f in (ops.attention, ops.reference.attention))
+  assert max(rule) <= bound
+  assert all(r <= a for r, a in zip(rule, autodiff)), (rule, autodiff)
+
+
+def test_option_errors_name_the_argument():
+  q, k, v = _qkv(1, 3, 4, 4, 5)
+  ids = (np.zeros((1, 3), np.int32), np.zeros((1, 4), np.int32))
+  cases = [
+      ((q, k[:, :, :3], v[:, :, :3]), {}, ValueError, r"argument 'k' has 3 kv heads, which must divide q's 4"),
+      ((q, k, v), {"window": 0}, ValueError, r"argument 'window' must be a Python int >= 1 or None"),
+      ((q, k, v), {"window": 2.0}, ValueError, r"argument 'window'"),
+      ((q, k, v), {"softcap": -1.0}, ValueError, r"argument 'softcap' must be > 0"),
+      ((q, k, v), {"softcap": "x"}, TypeError, r"argument 'softcap'"),
+      ((q, k, v), {"segment_ids": ids[0]}, TypeError, r"argument 'segment_ids' must be a pair"),
+      ((q, k, v), {"segment_ids": (ids[0], ids[0])}, ValueError, r"argument 'segment_ids' must hold"),
+      ((q, k, v), {"segment_ids": (ids[0].astype(float), ids[1])}, TypeError, r"argument 'segment_ids'"),
+      ((q, k, v), {"alibi_slopes": np.ones(3)}, ValueError, r"argument 'alibi_slopes' must have shape"),
+      ((q, k, v), {"alibi_slopes": np.ones(4, np.int32)}, TypeError, r"argument 'alibi_slopes'"),
   ]
   for args, kw, err, msg in cases:
     with pytest.raises(err, match=msg):
