@@ -170,8 +170,9 @@ def _apply(params: Any, state: Any, inputs: jax.Array, config: Transformer, spec
   return transformer_apply(params, inputs, config, ops=ops), state
 
 
-def _head(name: str, params: Any, outputs: jax.Array, targets: jax.Array, ops: Any) -> tuple[jax.Array, jax.Array]:
-  del name  # one head: the fused linear cross-entropy
+def _head(name: str, params: Any, outputs: jax.Array, targets: jax.Array, ops: Any,
+          config: Transformer) -> tuple[jax.Array, jax.Array]:
+  del name, config  # one head, without options: the fused linear cross-entropy
   return transformer_head(params, outputs, targets, ops)
 
 
