@@ -49,6 +49,9 @@ from jaxbp.ops.group_norm import group_norm
 from jaxbp.ops.linalg import linear
 from jaxbp.ops.linalg import matmul
 from jaxbp.ops.linear_cross_entropy import linear_softmax_cross_entropy
+from jaxbp.ops.llm import geglu
+from jaxbp.ops.llm import rope
+from jaxbp.ops.llm import swiglu
 from jaxbp.ops.losses import l2_penalty
 from jaxbp.ops.losses import mse
 from jaxbp.ops.losses import multiclass_hinge
@@ -79,6 +82,7 @@ __all__ = [
     "elu",
     "embedding",
     "exp",
+    "geglu",
     "gelu",
     "group_norm",
     "l2_penalty",
@@ -101,6 +105,7 @@ __all__ = [
     "relu",
     "rms_norm",
     "rnn",
+    "rope",
     "sigmoid",
     "silu",
     "softmax",
@@ -109,5 +114,6 @@ __all__ = [
     "sqrt",
     "squared_error",
     "subtract",
+    "swiglu",
     "tanh",
 ]

@@ -7,27 +7,40 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxbp.ops._cross_entropy import CEOptions
+from jaxbp.ops._cross_entropy import ce_options
+from jaxbp.ops._cross_entropy import checkable_labels
+from jaxbp.ops._cross_entropy import cross_entropy_ref
+from jaxbp.ops._cross_entropy import dlogits
+from jaxbp.ops._cross_entropy import kept
+from jaxbp.ops._cross_entropy import reduce_kept
+from jaxbp.ops._cross_entropy import smoothed_loss
+from jaxbp.ops._cross_entropy import softcapped
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
+from jaxbp.ops._util import REDUCTIONS
 from jaxbp.ops._util import balanced_blocks
 from jaxbp.ops._util import class_labels
 from jaxbp.ops._util import float_arrays
-from jaxbp.ops._util import reduce_batch
 from jaxbp.ops._util import require_reduction
 from jaxbp.ops.losses import _nan_where_invalid
+from jaxbp.ops.losses import _with_options
 
 
 class _Chunks(NamedTuple):
-  """The N rows cut into ``count`` chunks of ``rows`` (the last ones padded with masked rows)."""
+  """The N rows cut into ``count`` chunks of ``rows`` (the last ones padded with masked rows), and the options."""
   n: int
   rows: int
   number: int
   reduction: str
+  options: CEOptions = CEOptions()
 
 
 def linear_softmax_cross_entropy(h: ArrayLike, w: ArrayLike, labels: ArrayLike, *,
-                                 chunk_size: int | None = None, reduction: str = "mean") -> jax.Array:
+                                 chunk_size: int | None = None, reduction: str = "mean",
+                                 ignore_index: int | None = None, label_smoothing: float = 0.0,
+                                 z_loss: float = 0.0, softcap: float | None = None) -> jax.Array:
   """softmax_cross_entropy(h·W, labels) fused, chunk by chunk of rows: the [N, V] logits never exist.
 
   Forward, per row n: z_n = h_n·W ([V]), L_n = logsumexp(z_n) − z_{n, y_n}; reduced over the N rows.
@@ -49,7 +62,14 @@ so that each matrix product has rows enough to run fast; docs/performance.md has
   vocabulary chunks with an online log-sum-exp need a second pass over W (recompute z, then dW): four
   [N, D]×[D, V] products instead of the three of autodiff. Chunks of rows keep the three.
 
-  Out-of-range labels raise ValueError when concrete; under ``jit`` that row's loss is NaN.
+  The options of ``softmax_cross_entropy`` (``ignore_index``, ``label_smoothing``, ``z_loss``, ``softcap``,
+  formulas in ``jaxbp/ops/_cross_entropy.py``) act inside the same pass: G becomes
+  (((1 − ε) + ε + 2ζ·lse_n)·softmax(s_n) − (1 − ε)·onehot(y_n) − ε/V) ∘ (1 − (s_n/c)²) for s = c·tanh(z/c),
+  an ignored row's G is 0, and "mean" divides by the rows kept (their count is one more residual).
+  Nothing of size [N, V] is added: each option is elementwise on the chunk's logits.
+
+  Out-of-range labels (other than ``ignore_index``) raise ValueError when concrete; under ``jit`` that
+  row's loss is NaN.
 
   Args:
     h: float array [N, D], the last hidden states.
@@ -57,20 +77,26 @@ so that each matrix product has rows enough to run fast; docs/performance.md has
     labels: int array [N] of class indices in [0, V).
     chunk_size: Python int ≥ 1, rows per chunk; None for max(256, N·D // V) (capped at N).
     reduction: "mean" over the N rows, "sum", or "none" for the [N] per-row losses.
+    ignore_index: Python int or None; rows with this label get no loss and no gradient.
+    label_smoothing: Python float ε in [0, 1] (torch's definition).
+    z_loss: Python float ζ ≥ 0: adds ζ·logsumexp(s)² per row (PaLM).
+    softcap: Python float c > 0 or None: logits s = c·tanh(z/c) (Gemma 2).
 
   Returns:
     The loss (a scalar, or [N] for "none") of h's dtype.
 
   Note: 001, 004 (softmax cross-entropy's fused gradient); Liger-Kernel (Hsu et al. 2024).
   """
-  h, w = float_arrays("linear_softmax_cross_entropy", h=h, w=w)
-  chunks = _check_linear_ce(h, w, labels, chunk_size, reduction)
+  op = "linear_softmax_cross_entropy"
+  h, w = float_arrays(op, h=h, w=w)
+  opts = ce_options(op, ignore_index, label_smoothing, z_loss, softcap)
+  chunks = _check_linear_ce(h, w, chunk_size, reduction)._replace(options=opts)
   logits = cast(jax.Array, jax.ShapeDtypeStruct((h.shape[0], w.shape[1]), h.dtype))  # only its shape is read
-  labels, _ = class_labels("linear_softmax_cross_entropy", logits, labels, allow_probabilities=False)
-  return _linear_softmax_cross_entropy(h, w, labels, chunks)
+  checked, _ = class_labels(op, logits, checkable_labels(labels, opts), allow_probabilities=False)
+  return _linear_softmax_cross_entropy(h, w, checked if ignore_index is None else jnp.asarray(labels), chunks)
 
 
-def _check_linear_ce(h, w, labels, chunk_size, reduction):
+def _check_linear_ce(h, w, chunk_size, reduction):
   op = "linear_softmax_cross_entropy"
   if h.ndim != 2 or w.ndim != 2 or h.shape[1] != w.shape[0]:
     raise ValueError(f"{op}: arguments 'h' [N, D] and 'w' [D, V] do not fit, got h {h.shape} and w {w.shape}")
@@ -95,13 +121,14 @@ def _chunked(chunks, x):
   return x.reshape((chunks.number, chunks.rows) + x.shape[1:])
 
 
-def _logits_lse(h_c, w, y_c):
-  """One chunk's logits z = h·W [rows, V] in float32 at least, its log-sum-exp and the label's logit."""
-  z = jnp.matmul(h_c, w, preferred_element_type=jnp.promote_types(h_c.dtype, jnp.float32))
-  m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
-  lse = (m + jnp.log(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True)))[:, 0]
-  z_y = jnp.take_along_axis(z, jnp.clip(y_c, 0, w.shape[1] - 1)[:, None], axis=-1)[:, 0]
-  return z, lse, z_y
+def _chunk_logits(h_c, w, y_c, opts):
+  """One chunk's logits s = softcap(h·W) [rows, V] in float32 at least, their log-sum-exp [rows] and each
+  row's loss [rows] (the options' formula; ignored rows are masked by ``_finish``)."""
+  s = softcapped(jnp.matmul(h_c, w, preferred_element_type=jnp.promote_types(h_c.dtype, jnp.float32)), opts)
+  m = jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True))
+  lse = (m + jnp.log(jnp.sum(jnp.exp(s - m), axis=-1, keepdims=True)))[:, 0]
+  s_y = jnp.take_along_axis(s, jnp.clip(y_c, 0, w.shape[1] - 1)[:, None], axis=-1)[:, 0]
+  return s, lse, smoothed_loss(lse, s_y, 1.0, s, opts)
 
 
 @functools.partial(jax.jit, static_argnums=(3,))  # one program per shape, also when called eagerly
@@ -109,23 +136,28 @@ def _losses(h, w, labels, chunks):
   """Per-row losses [N] and log-sum-exps [N], chunk by chunk: the loss alone, no gradient."""
   def chunk(_, xs):
     h_c, y_c = xs
-    _, lse, z_y = _logits_lse(h_c, w, y_c)
-    return None, (lse - z_y, lse)
+    _, lse, loss = _chunk_logits(h_c, w, y_c, chunks.options)
+    return None, (loss, lse)
 
   _, (loss, lse) = jax.lax.scan(chunk, None, (_chunked(chunks, h), _chunked(chunks, labels)))
   return loss.reshape(-1)[:chunks.n], lse.reshape(-1)[:chunks.n]
 
 
 def _finish(loss, labels, w, chunks, dtype):
-  return reduce_batch(_nan_where_invalid(loss, labels, w.shape[1]), chunks.reduction).astype(dtype)
+  """The reduced loss: ignored rows 0, rows with an invalid label NaN, "mean" over the rows kept."""
+  opts, keep = chunks.options, kept(labels, chunks.options)
+  loss = loss if keep is None else jnp.where(keep, loss, 0)
+  loss = _nan_where_invalid(loss, labels, w.shape[1], opts.ignore_index)
+  return reduce_kept(loss, keep, chunks.reduction).astype(dtype)
 
 
-def _scaled_softmax_minus_onehot(z, lse, y_c, s_c):
-  """s ∘ G, G = softmax(z) − onehot(y), for one chunk [rows, V]. A padding row has s = 0 (``_chunked`` pads
-  with zeros), so its row is 0; an out-of-range label makes its s, and so its row, NaN: one [rows] select
-  each, no [rows, V] pass beyond G itself."""
-  onehot = jax.nn.one_hot(y_c, z.shape[-1], dtype=z.dtype)
-  return (jnp.exp(z - lse[:, None]) - onehot) * _nan_where_invalid(s_c, y_c, z.shape[-1])[:, None]
+def _scaled_grad(s, lse, y_c, s_c, opts):
+  """s_c ∘ G for one chunk [rows, V], G = ∂L/∂z (``dlogits``: softmax(s) − onehot(y) without options).
+  A padding or ignored row has s_c = 0, so its row is 0; an out-of-range label makes its s_c, and so its
+  row, NaN: one [rows] select each, no [rows, V] pass beyond G itself."""
+  onehot = jax.nn.one_hot(y_c, s.shape[-1], dtype=s.dtype)
+  grad = dlogits(jnp.exp(s - lse[:, None]), onehot, 1.0, lse, s, opts)
+  return grad * _nan_where_invalid(s_c, y_c, s.shape[-1], opts.ignore_index)[:, None]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -135,8 +167,9 @@ def _linear_softmax_cross_entropy(h, w, labels, chunks):
 
 
 class _Gradients(NamedTuple):
-  dh: jax.Array  # [N, D] ∂(Σ_n L_n)/∂h, formed in the forward
-  dw: jax.Array  # [D, V] ∂(Σ_n L_n)/∂W, formed in the forward
+  dh: jax.Array     # [N, D] ∂(Σ_n L_n)/∂h, formed in the forward
+  dw: jax.Array     # [D, V] ∂(Σ_n L_n)/∂W, formed in the forward
+  kept_rows: jax.Array  # [] the rows kept (N without ignore_index): "mean"'s divisor
 
 
 class _Recompute(NamedTuple):
@@ -151,7 +184,9 @@ def _linear_softmax_cross_entropy_fwd(h, w, labels, chunks):
     loss, lse = _losses(h, w, labels, chunks)
     return _finish(loss, labels, w, chunks, h.dtype), _Recompute(h, w, labels, lse)
   loss, dh, dw = _pass(h, w, labels, chunks, None)
-  return _finish(loss, labels, w, chunks, h.dtype), _Gradients(dh.astype(h.dtype), dw.astype(w.dtype))
+  keep = kept(labels, chunks.options)
+  count = jnp.asarray(chunks.n if keep is None else jnp.sum(keep), dw.dtype)
+  return _finish(loss, labels, w, chunks, h.dtype), _Gradients(dh.astype(h.dtype), dw.astype(w.dtype), count)
 
 
 @functools.partial(jax.jit, static_argnums=(3,))
@@ -161,19 +196,20 @@ def _pass(h, w, labels, chunks, row_scale, lse=None):
   With ``lse`` given (the backward of "none"), the chunk's log-sum-exp is not recomputed.
   Returns (per-row losses, dh, dW); the losses only where ``lse`` is None.
   """
-  dt = jnp.promote_types(h.dtype, jnp.float32)
-  ones = jnp.ones((chunks.n,), dt) if row_scale is None else row_scale.astype(dt)
-  xs = tuple(_chunked(chunks, a) for a in (h, labels, ones, jnp.zeros((chunks.n,), dt) if lse is None
+  dt, keep = jnp.promote_types(h.dtype, jnp.float32), kept(labels, chunks.options)
+  scale = jnp.ones((chunks.n,), dt) if row_scale is None else row_scale.astype(dt)
+  scale = scale if keep is None else jnp.where(keep, scale, 0)              # an ignored row: no gradient
+  xs = tuple(_chunked(chunks, a) for a in (h, labels, scale, jnp.zeros((chunks.n,), dt) if lse is None
                                                else lse))
 
   def chunk(dw, x):
     h_c, y_c, s_c, lse_c = x
-    z, lse_new, z_y = _logits_lse(h_c, w, y_c)
+    s, lse_new, loss = _chunk_logits(h_c, w, y_c, chunks.options)
     lse_c = lse_new if lse is None else lse_c
-    grad = _scaled_softmax_minus_onehot(z, lse_c, y_c, s_c)                 # s ∘ G
+    grad = _scaled_grad(s, lse_c, y_c, s_c, chunks.options)                 # s ∘ G
     dh_c = jnp.matmul(grad, w.T.astype(dt))                                  # dh = (s ∘ G)·Wᵀ
     dw = dw + jnp.matmul(h_c.T.astype(dt), grad)                             # dW += hᵀ·(s ∘ G)
-    return dw, (lse_c - z_y, dh_c)
+    return dw, (loss, dh_c)
 
   dw, (loss, dh) = jax.lax.scan(chunk, jnp.zeros(w.shape, dt), xs)
   return loss.reshape(-1)[:chunks.n], dh.reshape(chunks.number * chunks.rows, h.shape[1])[:chunks.n], dw
@@ -184,17 +220,18 @@ def _linear_softmax_cross_entropy_bwd(chunks, res, g):
     h, w, labels, lse = res
     _, dh, dw = _pass(h, w, labels, chunks, g, lse)
     return dh.astype(h.dtype), dw.astype(w.dtype), None
-  scale = g / chunks.n if chunks.reduction == "mean" else g          # the cotangent of the reduction
+  # the cotangent of the reduction; with no row kept, dh = dW = 0 (not 0/0)
+  scale = g / jnp.maximum(res.kept_rows, 1) if chunks.reduction == "mean" else g
   return (scale * res.dh).astype(res.dh.dtype), (scale * res.dw).astype(res.dw.dtype), None
 
 
 _linear_softmax_cross_entropy.defvjp(_linear_softmax_cross_entropy_fwd, _linear_softmax_cross_entropy_bwd)
 
 
-def _linear_softmax_cross_entropy_ref(h, w, labels, *, chunk_size=None, reduction="mean"):
+def _linear_softmax_cross_entropy_ref(h, w, labels, *, chunk_size=None, reduction="mean", ignore_index=None,
+                                      label_smoothing=0.0, z_loss=0.0, softcap=None):
   del chunk_size
-  per_row = -jnp.take_along_axis(jax.nn.log_softmax(h @ w, axis=-1), labels[:, None], axis=-1)[:, 0]
-  return {"mean": jnp.mean, "sum": jnp.sum, "none": lambda a: a}[reduction](per_row)
+  return cross_entropy_ref(h @ w, labels, CEOptions(ignore_index, label_smoothing, z_loss, softcap), reduction)
 
 
 def _ce_sampler(reductions, chunk_sizes=(None, 1, 2, 3), n=(1, 6), d=(1, 3)):
@@ -214,6 +251,17 @@ _BRANCHES = {
     "one row, one chunk": _ce_sampler(["mean", "sum", "none"], (None, 4), n=(1, 1)),
     "N = 0 (no rows: sum 0, none empty, zero gradients, as jnp)": _ce_sampler(["sum", "none"], n=(0, 0)),
     "D = 0 (no features: uniform logits, loss log V, empty gradients)": _ce_sampler(["mean", "none"], d=(0, 0)),
+    "softcap": _with_options(_ce_sampler(REDUCTIONS), softcap=[1.0, 3.0]),
+    "label smoothing 0 and 1": _with_options(_ce_sampler(REDUCTIONS), label_smoothing=[0.0, 1.0]),
+    "z-loss": _with_options(_ce_sampler(REDUCTIONS), z_loss=[1e-4, 0.5]),
+    "ignore_index on some rows, mean": _with_options(_ce_sampler(["mean"], (2, 3), n=(4, 7)), ignore=0.5),
+    "ignore_index on every row of the first chunk": _with_options(_ce_sampler(REDUCTIONS, (2,), n=(4, 6)),
+                                                                  ignore="first 2"),
+    "ignore_index on every row (mean: NaN, zero gradients)": _with_options(_ce_sampler(REDUCTIONS), ignore=1.0),
+    "all options, mean": _with_options(_ce_sampler(["mean"], (2, 3), n=(4, 7)), ignore=0.3, softcap=[2.0],
+                                       label_smoothing=[0.2], z_loss=[0.1]),
+    "all options, none (logits recomputed in the backward)": _with_options(
+        _ce_sampler(["none"], (2, 3), n=(4, 7)), ignore=0.3, softcap=[2.0], label_smoothing=[0.2], z_loss=[0.1]),
 }
 
 register(linear_softmax_cross_entropy, _linear_softmax_cross_entropy_ref, any_branch(_BRANCHES), branches=_BRANCHES,

@@ -6,13 +6,22 @@ for "mean". Every rule's backward is the fused formula: softmax cross-entropy ne
 softmax's Jacobian, and never takes the log of a computed softmax.
 """
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 import numpy as np
 
+from jaxbp.ops._cross_entropy import CEOptions
+from jaxbp.ops._cross_entropy import ce_options
+from jaxbp.ops._cross_entropy import checkable_labels
+from jaxbp.ops._cross_entropy import cross_entropy_ref
+from jaxbp.ops._cross_entropy import dlogits
+from jaxbp.ops._cross_entropy import kept
+from jaxbp.ops._cross_entropy import reduce_kept
+from jaxbp.ops._cross_entropy import smoothed_loss
+from jaxbp.ops._cross_entropy import softcapped
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
@@ -25,15 +34,18 @@ from jaxbp.ops._util import reduce_batch
 from jaxbp.ops._util import require_reduction
 from jaxbp.ops._util import same_shape
 from jaxbp.ops._util import static_number
-from jaxbp.ops.activations import _stable_log_softmax
 
 
-def _per_sample_scale(g, batch_shape, reduction, dtype):
-  """The cotangent of ``reduce_batch``: one upstream gradient per sample, shape ``batch_shape``."""
-  n = int(np.prod(batch_shape))
-  if reduction == "mean":
-    g = g / max(n, 1)
-  return jnp.broadcast_to(g, batch_shape).astype(dtype)
+def _per_sample_scale(g, batch_shape, reduction, dtype, keep=None):
+  """The cotangent of ``reduce_batch``: one upstream gradient per sample, shape ``batch_shape``. With
+  ``keep`` (bool, ``batch_shape``), the cotangent of ``reduce_kept``: "mean" divides by the samples kept,
+  and the others get 0."""
+  if keep is None:
+    n = int(np.prod(batch_shape))
+    g = g / max(n, 1) if reduction == "mean" else g
+    return jnp.broadcast_to(g, batch_shape).astype(dtype)
+  g = g / jnp.sum(keep).astype(dtype) if reduction == "mean" else g
+  return jnp.where(keep, jnp.broadcast_to(g, batch_shape).astype(dtype), 0)
 
 
 def _reduce_ref(per_sample, reduction):
@@ -149,11 +161,13 @@ register(mse, _mse_ref, any_branch(_REGRESSION), branches=_REGRESSION, note="000
 
 # ----------------------------------------------------------------------------- softmax_cross_entropy
 
-def _nan_where_invalid(values, labels, num_classes):
-  """NaN for a sample whose integer label lies outside [0, num_classes): under ``jit`` the label's
-  value cannot be checked, and a NaN loss (and gradient) stops training where a wrong number would
-  not. ``values`` is [...] per sample or [..., C] per sample and class."""
+def _nan_where_invalid(values, labels, num_classes, ignore_index=None):
+  """NaN for a sample whose integer label lies outside [0, num_classes) (and is not ``ignore_index``):
+  under ``jit`` the label's value cannot be checked, and a NaN loss (and gradient) stops training where
+  a wrong number would not. ``values`` is [...] per sample or [..., C] per sample and class."""
   valid = (labels >= 0) & (labels < num_classes)
+  if ignore_index is not None:
+    valid = valid | (labels == ignore_index)
   return jnp.where(valid.reshape(valid.shape + (1,) * (values.ndim - valid.ndim)), values, jnp.nan)
 
 
@@ -185,7 +199,9 @@ def _label_branches(probabilities):
 
 # ----------------------------------------------------------------------------- softmax_cross_entropy
 
-def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str = "mean") -> jax.Array:
+def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str = "mean", *,
+                          ignore_index: int | None = None, label_smoothing: float = 0.0, z_loss: float = 0.0,
+                          softcap: float | None = None) -> jax.Array:
   """Cross-entropy of softmax(logits) against labels, fused.  (Notes 001, 004.)
 
   Per sample: L = −Σⱼ pⱼ · log_softmax(z)ⱼ with p the one-hot of an integer label (so L =
@@ -193,58 +209,115 @@ def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, reduction: str =
   subtracted, so a probability that underflows to 0 still gives a finite loss and gradient.
   Local gradients: ∂L/∂z = (Σⱼ pⱼ) softmax(z) − p (= softmax(z) − onehot(y)), ∂L/∂p = −log_softmax(z).
   VJP: dz = g · ((Σⱼ pⱼ) softmax(z) − p), dp = −g · log_softmax(z), g per sample.
-  The rule keeps log_softmax(z) and the labels: softmax(z) = exp of it.
 
-  Out-of-range integer labels raise ValueError when concrete; under ``jit``, where they cannot be
-  seen, that sample's loss and gradient row are NaN rather than a silently wrong number.
+  The options of language-model training (``jaxbp/ops/_cross_entropy.py`` writes their formula once):
+  ``softcap`` c replaces z by s = c·tanh(z/c) (the chain rule adds the factor 1 − (s/c)²);
+  ``label_smoothing`` ε replaces p by (1 − ε)·p + ε/C (torch's definition); ``z_loss`` ζ adds
+  ζ·logsumexp(s)² (PaLM), whose gradient adds 2ζ·logsumexp(s)·softmax(s); ``ignore_index`` gives the
+  samples with that integer label no loss and no gradient, and "mean" divides by the samples kept (NaN
+  when none is, as torch). With all four: dz = g·(((1 − ε)Σp + ε + 2ζ·lse)·softmax(s) − (1 − ε)p − ε/C)
+  ∘ (1 − (s/c)²), dp = −g·(1 − ε)·log_softmax(s).
+
+  Residuals: the logits (the caller's own array) and one log-sum-exp per sample, besides the labels:
+  log_softmax(s) = s − lse is recomputed in the backward, in float32 at least (a bfloat16 input keeps
+  no [..., C] buffer of its own, and its gradient is formed in float32 and rounded once).
+
+  Out-of-range integer labels (other than ``ignore_index``) raise ValueError when concrete; under
+  ``jit``, where they cannot be seen, that sample's loss and gradient row are NaN rather than a
+  silently wrong number.
 
   Args:
     logits: float array [..., C] (usually [N, C]).
     labels: int array [...] of class indices in [0, C), or float array [..., C] of probabilities.
     reduction: "mean" over the samples, "sum", or "none".
+    ignore_index: Python int or None; samples with this integer label are left out (int labels only).
+    label_smoothing: Python float ε in [0, 1].
+    z_loss: Python float ζ ≥ 0, the weight of logsumexp².
+    softcap: Python float c > 0, or None for no cap.
   """
-  logits = float_array("softmax_cross_entropy", "logits", logits)
-  labels, probs = class_labels("softmax_cross_entropy", logits, labels, allow_probabilities=True)
-  require_reduction("softmax_cross_entropy", reduction)
-  return _softmax_cross_entropy(logits, labels, reduction, probs)
+  op = "softmax_cross_entropy"
+  logits = float_array(op, "logits", logits)
+  opts = ce_options(op, ignore_index, label_smoothing, z_loss, softcap)
+  checked, probs = class_labels(op, logits, checkable_labels(labels, opts), allow_probabilities=True)
+  if probs and ignore_index is not None:
+    raise ValueError(f"{op}: argument 'ignore_index' needs integer labels, got probabilities")
+  require_reduction(op, reduction)
+  labels = checked if probs or ignore_index is None else jnp.asarray(labels)
+  return _softmax_cross_entropy(logits, labels, reduction, probs, opts)
 
 
 def _targets(labels, num_classes, probs, dtype):
   return labels.astype(dtype) if probs else jax.nn.one_hot(labels, num_classes, dtype=dtype)
 
 
-def _softmax_cross_entropy_fwd(logits, labels, reduction, probs):
-  ls = _stable_log_softmax(logits, -1)
-  per_sample = -jnp.sum(_targets(labels, logits.shape[-1], probs, ls.dtype) * ls, axis=-1)
+class _SCEResiduals(NamedTuple):
+  logits: jax.Array  # [..., C] the input (held by the caller): s and log_softmax(s) = s − lse are recomputed
+  labels: jax.Array  # [...] int, or [..., C] probabilities
+  lse: jax.Array     # [...] logsumexp(s) per sample, float32 at least
+
+
+def _softmax_cross_entropy_fwd(logits, labels, reduction, probs, opts):
+  s = softcapped(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), opts)
+  lse = jax.nn.logsumexp(s, axis=-1)
+  t = _targets(labels, s.shape[-1], probs, s.dtype)
+  per_sample = smoothed_loss(lse, jnp.sum(t * s, axis=-1), jnp.sum(t, axis=-1), s, opts)
+  keep = kept(labels, opts)
+  per_sample = per_sample if keep is None else jnp.where(keep, per_sample, 0)
   if not probs:
-    per_sample = _nan_where_invalid(per_sample, labels, logits.shape[-1])
-  return reduce_batch(per_sample, reduction), (ls, labels)
+    per_sample = _nan_where_invalid(per_sample, labels, s.shape[-1], opts.ignore_index)
+  return (reduce_kept(per_sample, keep, reduction).astype(logits.dtype),
+          _SCEResiduals(logits, labels, lse))
 
 
-def _softmax_cross_entropy_bwd(reduction, probs, res, g):
-  ls, labels = res
-  p = _targets(labels, ls.shape[-1], probs, ls.dtype)
-  scale = _per_sample_scale(g, ls.shape[:-1], reduction, ls.dtype)[..., None]
-  dlogits = scale * (jnp.sum(p, axis=-1, keepdims=True) * jnp.exp(ls) - p)
+def _softmax_cross_entropy_bwd(reduction, probs, opts, res, g):
+  logits, labels, lse = res
+  s = softcapped(logits.astype(lse.dtype), opts)
+  ls = s - lse[..., None]                                          # log_softmax(s), recomputed
+  t = _targets(labels, s.shape[-1], probs, s.dtype)
+  keep = kept(labels, opts)
+  scale = _per_sample_scale(g, s.shape[:-1], reduction, s.dtype, keep)[..., None]
+  dz = scale * dlogits(jnp.exp(ls), t, jnp.sum(t, axis=-1), lse, s, opts)
   if not probs:
-    dlogits = _nan_where_invalid(dlogits, labels, ls.shape[-1])
-  dlabels = (-scale * ls).astype(labels.dtype) if probs else None
-  return dlogits, dlabels
+    dz = _nan_where_invalid(dz, labels, s.shape[-1], opts.ignore_index)
+  dlabels = (-scale * (1 - opts.label_smoothing) * ls).astype(labels.dtype) if probs else None
+  return dz.astype(logits.dtype), dlabels
 
 
-def _softmax_cross_entropy_ref(logits, labels, reduction="mean"):
-  probs = jnp.issubdtype(jnp.result_type(labels), jnp.inexact)
-  ls = jax.nn.log_softmax(logits, axis=-1)
-  if probs:
-    per_sample = -jnp.sum(labels * ls, axis=-1)
-  else:
-    per_sample = -jnp.take_along_axis(ls, labels[..., None], axis=-1)[..., 0]
-  return _reduce_ref(per_sample, reduction)
+def _softmax_cross_entropy_ref(logits, labels, reduction="mean", *, ignore_index=None, label_smoothing=0.0,
+                               z_loss=0.0, softcap=None):
+  return cross_entropy_ref(logits, labels, CEOptions(ignore_index, label_smoothing, z_loss, softcap), reduction)
 
 
-_SCE = {**_label_branches(False), **_label_branches(True)}
+def _with_options(sample, ignore=0.0, **options):
+  """``sample``'s draws (labels last) with each keyword option drawn from its list; with ``ignore`` > 0,
+  ignore_index −100 given to that fraction of the int labels (1.0: every one; "first 2": the first two)."""
+  def sample_options(rng, dtype):
+    (*inputs, labels), kw = sample(rng, dtype)
+    kw = {**kw, **{k: v[int(rng.integers(len(v)))] for k, v in options.items()}}
+    if ignore:
+      drop = np.arange(labels.size) < 2 if ignore == "first 2" else rng.random(labels.shape) < ignore
+      labels = np.where(drop, -100, labels).astype(labels.dtype)
+      kw["ignore_index"] = -100
+    return (*inputs, labels), kw
+  return sample_options
+
+
+_INT, _ALL = _classification((3,), probabilities=(False,)), _classification((2, 3), probabilities=(False,))
+_PROB = _classification((3,), probabilities=(True,))
+_CE_OPTIONS = {
+    "softcap": _with_options(_INT, softcap=[1.0, 2.5]),
+    "label smoothing 0.1 and 1": _with_options(_INT, label_smoothing=[0.1, 1.0]),
+    "z-loss": _with_options(_INT, z_loss=[1e-4, 0.5]),
+    "ignore_index on some samples": _with_options(_ALL, ignore=0.5),
+    "ignore_index on every sample (mean: NaN, zero gradients)": _with_options(_INT, ignore=1.0),
+    "ignore_index a class (3)": _with_options(_INT, ignore_index=[3]),
+    "all options": _with_options(_ALL, ignore=0.3, softcap=[2.0], label_smoothing=[0.2], z_loss=[0.1]),
+    "probabilities, smoothing, z-loss and softcap": _with_options(_PROB, softcap=[2.0], label_smoothing=[0.0, 0.3],
+                                                                   z_loss=[0.1]),
+}
+_SCE = {**_label_branches(False), **_label_branches(True), **_CE_OPTIONS}
 _softmax_cross_entropy = vjp_rule(softmax_cross_entropy, _softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd,
-                                  nondiff_argnums=(2, 3))
+                                  nondiff_argnums=(2, 3, 4))
 register(softmax_cross_entropy, _softmax_cross_entropy_ref, any_branch(_SCE), branches=_SCE, note="001, 004")
 
 

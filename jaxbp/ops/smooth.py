@@ -82,6 +82,9 @@ def gelu(x: jax.typing.ArrayLike, approximate: bool = False) -> jax.Array:
   With ``approximate=True`` (the tanh form): z = ½x(1 + t), t = tanh(u), u = √(2/π)(x + 0.044715x³).
   Local derivative: ½(1 + t) + ½x(1 − t²) · √(2/π)(1 + 3·0.044715x²). VJP: dx = g times that.
 
+  Φ(x) is computed as ½·erfc(−x/√2): 1 + erf(x/√2) would cancel for x ≪ 0 (all rounding error in float32
+  below x ≈ −5).
+
   Residuals: x only (Φ and φ, or t, are recomputed from it). Smooth everywhere.
 
   Args:
@@ -99,21 +102,26 @@ def _gelu_of(x, approximate):
   """x·Φ(x), or its tanh approximation."""
   if approximate:
     return 0.5 * x * (1 + jnp.tanh(_SQRT_2_OVER_PI * (x + _CUBIC * x ** 3)))
-  return 0.5 * x * (1 + lax.erf(x / math.sqrt(2.0)))
+  return 0.5 * x * lax.erfc(-x / math.sqrt(2.0))
 
 
 def _gelu_fwd(x, approximate):
   return _gelu_of(x, approximate), x
 
 
-def _gelu_bwd(approximate, x, g):
+def _gelu_slope(x, approximate):
+  """The local derivative of gelu: Φ(x) + x·φ(x), or the tanh form's ½(1 + t) + ½x(1 − t²)·du/dx."""
   if approximate:
     t = jnp.tanh(_SQRT_2_OVER_PI * (x + _CUBIC * x ** 3))
     du = _SQRT_2_OVER_PI * (1 + 3 * _CUBIC * x * x)
-    return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du),)
-  cdf = 0.5 * (1 + lax.erf(x / math.sqrt(2.0)))
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
+  cdf = 0.5 * lax.erfc(-x / math.sqrt(2.0))
   pdf = jnp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-  return (g * (cdf + x * pdf),)
+  return cdf + x * pdf
+
+
+def _gelu_bwd(approximate, x, g):
+  return (g * _gelu_slope(x, approximate),)
 
 
 def _gelu_ref(x, approximate=False):
@@ -146,9 +154,14 @@ def _silu_fwd(x):
   return x * lax.logistic(x), x
 
 
-def _silu_bwd(x, g):
+def _silu_slope(x):
+  """The local derivative of silu: σ(x)(1 + x(1 − σ(x)))."""
   s = lax.logistic(x)
-  return (g * s * (1 + x * (1 - s)),)
+  return s * (1 + x * (1 - s))
+
+
+def _silu_bwd(x, g):
+  return (g * _silu_slope(x),)
 
 
 _silu = vjp_rule(silu, _silu_fwd, _silu_bwd)
