@@ -79,7 +79,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     group = m if field in ("model", "loss") else io if field in ("grad_flow", "model_parallel") else o
     _flags.add_field(group, field, str if field == "model" else hints[field], text, choices=choices.get(field),
                      metavar=_METAVARS.get(field))
-  reserved = set(TrainConfig._fields) | {"data", "label_column", "task", "task_length", "out", "resume", "overwrite", "devices",
+  reserved = set(TrainConfig._fields) | {"data", "label_column", "task", "task_length", "out", "resume", "overwrite",
+                                         "devices",
                                          "coordinator_address", "num_processes", "process_id", "no_plot",
                                          "log_loss", "tensorboard"}
   _MODEL_FIELDS[:] = _flags.add_model_flags(m, reserved)

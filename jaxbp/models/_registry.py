@@ -176,7 +176,8 @@ def register(name: str, config: type, init: Callable[..., tuple[Any, Any]], appl
 
   Raises ValueError when the name is taken by another family, when a config field has no default or an
   unsupported type, when a field shares its name with another family's field of a different type, when
-  ``data`` is not one of ``KINDS`` (or ``segments`` without tokens), or when a loss is neither in ``HEADS`` nor served by ``head``.
+  ``data`` is not one of ``KINDS`` (or ``segments`` without tokens), or when a loss is neither in ``HEADS``
+  nor served by ``head``.
   """
   fields = getattr(config, "_fields", None)
   if fields is None or set(getattr(config, "_field_defaults", {})) != set(fields):

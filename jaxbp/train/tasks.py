@@ -9,8 +9,12 @@ of a task has the same length, so a batch is one int32 array ``[N, L]`` and a ji
 | reverse   | ``3141>1413``          | 4 digits and ``>`` | the digits reversed  |
 | sort      | ``3141>1134``          | 4 digits and ``>`` | the digits sorted    |
 | add       | ``0314+0592=00906``    | a ``+`` b ``=``, each zero-padded to 4 digits | a + b in 5 digits |
-| packed    | ``314>413`` ``2718>8172`` ``==``  | reverse examples of length/2 + 1 .. length digits, packed into rows of 4·(2·length + 1) tokens, ``=`` padding | each example's reversal |
-| lookup    | ``++37=05 81=42 … >37=`` | ``length`` + 1 tokens in all: pairs ``key=value`` (distinct keys of w digits, 2-digit values), then ``>key=`` | the key's value, from the first half of the row |
+| packed    | ``314>413 2718>8172 ==`` | reverse examples, packed | each one's reversal |
+| lookup    | ``++37=05 81=42 … >37=`` | pairs ``key=value``, ``>key=`` | the key's value |
+
+``packed``: reverse examples of length // 2 + 1 .. length digits, packed into rows of 4·(2·length + 1)
+tokens with ``=`` padding at the end. ``lookup``: ``length`` + 1 tokens in all: ``+`` padding, pairs
+``key=value`` (distinct keys of w digits, 2-digit values), then ``>key=`` and the key's 2-digit value.
 
 ``length`` is the digits per operand (1..32) except for ``lookup``, where it is the number of input
 positions T (16..65536: ``lookup`` at length 8192 trains at T = 8192); key width w is the smallest with

@@ -101,3 +101,15 @@ def test_masked_loss_is_the_mean_over_scored_positions_and_accuracy_is_exact_mat
 def test_data_spec_of_features_comes_from_the_shapes():
   data = _dataset(d=5, classes=4)
   assert train.data_spec(data) == DataSpec("features", (5,), 4)
+
+
+def test_with_segment_ids_exact_match_counts_each_packed_example():
+  family = train.TrainConfig(model=jaxbp.models.LSTM()).family
+  targets = jnp.array([[1, 1, 2, 2, 0, 0], [1, 1, 1, 2, 2, 2]])
+  predicted = targets.at[0, 3].set(0).at[1, 5].set(0)  # row 0's second example and row 1's second are wrong
+  logits = jax.nn.one_hot(predicted, 3) * 5.0
+  mask = jnp.array([[1.0, 1.0, 1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+  segments = jnp.array([[1, 1, 2, 2, 3, 3], [1, 1, 1, 2, 2, 2]])  # row 0's example 3 is unscored: not counted
+  metrics = step_lib.score(family, "cross-entropy", {}, logits, targets, mask, jaxbp.ops, None, segments)[1]
+  assert float(metrics["accuracy"]) == 0.5 and float(metrics["token_accuracy"]) == pytest.approx(0.8)
+  assert float(step_lib.score(family, "cross-entropy", {}, logits, targets, mask, jaxbp.ops)[1]["accuracy"]) == 0.0
