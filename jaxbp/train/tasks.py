@@ -300,12 +300,13 @@ def language_model_arrays(tokens: np.ndarray, prompt_length: int) -> tuple[np.nd
   return tokens[:, :-1], tokens[:, 1:], np.broadcast_to(mask, (len(tokens), len(mask))).copy()
 
 
-def _split_arrays(task: SequenceTask | PackedTask, split: str) -> tuple[np.ndarray, ...]:
-  """``(inputs, targets, mask[, segments])`` of a task's ``split``: a packed row scores the targets that
-  are answer tokens (each lies in its example's segment, as the input before it does)."""
+def _split_arrays(task: SequenceTask | PackedTask,
+                  split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+  """``(inputs, targets, mask, segments)`` of a task's ``split`` (segments ``None`` unless packed): a packed
+  row scores the targets that are answer tokens (each lies in its example's segment, as its input does)."""
   tokens = getattr(task, split)
   if isinstance(task, SequenceTask):
-    return language_model_arrays(tokens, task.prompt_length)
+    return (*language_model_arrays(tokens, task.prompt_length), None)
   answers, segments = getattr(task, f"answers_{split}"), getattr(task, f"segments_{split}")
   return tokens[:, :-1], tokens[:, 1:], answers[:, 1:].astype(np.float32), segments[:, :-1]
 
@@ -319,8 +320,8 @@ def load_task(name: str = DEFAULT_TASK, *, seed: int = 0, **kwargs: Any) -> Task
   task = make_task(name, seed=seed, **kwargs)
   train, test = _split_arrays(task, "train"), _split_arrays(task, "test")
   spec = DataSpec("tokens", (task.seq_length - 1,), len(VOCAB), len(VOCAB))
-  return TaskDataset(*train[:3], *test[:3], f"task {name} (length {task.length}, seed {seed})", spec, task,
-                     *(train[3:] + test[3:]))
+  return TaskDataset(train[0], train[1], train[2], test[0], test[1], test[2],
+                     f"task {name} (length {task.length}, seed {seed})", spec, task, train[3], test[3])
 
 
 def encode(text: str) -> np.ndarray:
