@@ -14,7 +14,7 @@ from jaxbp.ops import REGISTRY
 
 # The families in reading order: the gates of note 001's table first, the losses and norms last.
 FAMILIES = ("gates", "elementwise", "activations", "smooth", "linalg", "losses", "norm", "group_norm", "conv", "pool",
-            "embedding", "recurrent", "attention", "rms_norm", "linear_cross_entropy", "llm")
+            "embedding", "recurrent", "attention", "rms_norm", "linear_cross_entropy", "distillation", "llm")
 SUMMARY = re.compile(r"^(?P<forward>.*?)\s*\((?P<note>Notes? [^)]*?)\.?\)\s*$")
 ARG = re.compile(r"^(?P<name>[\w*]+): (?P<text>.*)$")
 SECTION = re.compile(r"^(Args|Returns|Raises):$")

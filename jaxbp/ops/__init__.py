@@ -34,6 +34,7 @@ from jaxbp.ops.activations import softmax
 from jaxbp.ops.activations import tanh
 from jaxbp.ops.attention import attention
 from jaxbp.ops.conv import conv2d
+from jaxbp.ops.distillation import linear_distillation_loss
 from jaxbp.ops.elementwise import divide
 from jaxbp.ops.elementwise import exp
 from jaxbp.ops.elementwise import log
@@ -89,6 +90,7 @@ __all__ = [
     "layer_norm",
     "leaky_relu",
     "linear",
+    "linear_distillation_loss",
     "linear_softmax_cross_entropy",
     "log",
     "log_softmax",
