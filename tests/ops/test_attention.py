@@ -1,7 +1,9 @@
-"""attention: JAX's own attention, every block geometry, fully masked rows, O(T) memory, errors."""
+"""attention: JAX's own attention, every block geometry, fully masked rows, O(T) memory, errors; grouped-query
+heads, window, softcap, segment ids and ALiBi against a dense implementation; peaked rows' precision."""
 
 import chex
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
