@@ -131,6 +131,19 @@ def is_weight(leaf: Any) -> bool:
   return len(getattr(leaf, "shape", ())) >= 2
 
 
+def split_by_name(params: Any, split: Mapping[str, tuple]) -> Any:
+  """A pytree of ``PartitionSpec`` like ``params`` for a family's ``partition_specs``: a leaf whose key is
+  in ``split`` gets ``PartitionSpec(*split[key])`` (e.g. ``{"w1": (None, "model")}``), every other leaf is
+  replicated."""
+  import jax  # pylint: disable=import-outside-toplevel
+  P = jax.sharding.PartitionSpec
+
+  def spec(path, _):
+    name = getattr(path[-1], "key", None)
+    return P(*split[name]) if isinstance(name, str) and name in split else P()
+  return jax.tree_util.tree_map_with_path(spec, params)
+
+
 def weights_mask(params: Any) -> Any:
   """``params``' structure with ``True`` at the weights (:func:`is_weight`), ``False`` elsewhere (an optax mask)."""
   import jax  # pylint: disable=import-outside-toplevel

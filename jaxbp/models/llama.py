@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from jaxbp.models._registry import DataSpec
 from jaxbp.models._registry import register
+from jaxbp.models._registry import split_by_name
 
 
 class Llama(NamedTuple):
@@ -160,12 +161,7 @@ _MODEL_SPLIT = {"w_qkv": (None, "model"), "w_o": ("model", None), "w_gate_up": (
 def partition_specs(params: dict[str, Any]) -> Any:
   """A pytree of ``PartitionSpec`` like ``params``: the attention's groups and the MLP's hidden units over
   ``"model"``, the rest replicated (as the transformer's)."""
-  P = jax.sharding.PartitionSpec
-
-  def spec(path, _):
-    name = getattr(path[-1], "key", None)
-    return P(*_MODEL_SPLIT[name]) if name in _MODEL_SPLIT else P()
-  return jax.tree_util.tree_map_with_path(spec, params)
+  return split_by_name(params, _MODEL_SPLIT)
 
 
 # ------------------------------------------------------------------------------ the model registry

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from jaxbp.models._registry import DataSpec
 from jaxbp.models._registry import register
+from jaxbp.models._registry import split_by_name
 
 NORMS = ("rms", "layer")
 
@@ -148,12 +149,7 @@ _MODEL_SPLIT = {"w_qkv": (None, "model"), "b_qkv": ("model",), "w_o": ("model", 
 def partition_specs(params: dict[str, Any]) -> Any:
   """A pytree of ``PartitionSpec`` like ``params``: heads and the MLP width over ``"model"``, the rest
   replicated. Pass ``NamedSharding(mesh, spec)`` of each to ``jax.device_put`` / ``jax.jit``."""
-  P = jax.sharding.PartitionSpec
-
-  def spec(path, _):
-    name = getattr(path[-1], "key", None)
-    return P(*_MODEL_SPLIT[name]) if name in _MODEL_SPLIT else P()
-  return jax.tree_util.tree_map_with_path(spec, params)
+  return split_by_name(params, _MODEL_SPLIT)
 
 
 # ------------------------------------------------------------------------------ the model registry
