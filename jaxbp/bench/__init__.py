@@ -12,7 +12,9 @@ Sections (each a Markdown table; ``--json FILE`` writes every number):
   6. the rules beyond the MLP, one section per entry of ``RULE_SECTIONS`` (``--no-NAME`` skips one):
      the manual rule vs jax.grad of its reference, step time and compiled temporary memory, at a small
      and a realistic size: ``seq`` (embedding, rnn, lstm), ``conv`` (conv2d, max_pool2d, avg_pool2d),
-     ``attn`` (attention, fused linear cross-entropy, rms/layer norm, the transformer step; memory growth with T and V).
+     ``attn`` (attention, fused linear cross-entropy, rms/layer norm, the transformer step; memory growth with T
+     and V), ``llm`` (issue 20's table: grouped-query, sliding-window, softcapped, ALiBi and segmented
+     attention, the SwiGLU MLP block, RoPE, the cross-entropy options, distillation, the llama step).
 
 ``--tiny`` runs everything at toy sizes in seconds (for CI); timings then mean nothing.
 
@@ -48,6 +50,8 @@ RULE_SECTIONS = {
     "seq": ("jaxbp.bench._seq", "embedding, rnn and lstm"),
     "conv": ("jaxbp.bench._conv", "conv2d, max_pool2d and avg_pool2d"),
     "attn": ("jaxbp.bench._attn", "attention, fused linear cross-entropy, rms/layer norm and transformer"),
+    "llm": ("jaxbp.bench._llm", "LLM rulebook (GQA, window, softcap/ALiBi/segments, SwiGLU MLP, RoPE, CE options,"
+            " distillation, llama step)"),
 }
 
 

@@ -81,7 +81,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     group = m if field in ("model", "loss") else io if field in ("grad_flow", "model_parallel") else o
     _flags.add_field(group, field, str if field == "model" else hints[field], text, choices=choices.get(field),
                      metavar=_METAVARS.get(field))
-  reserved = set(TrainConfig._fields) | {"data", "label_column", "task", "out", "resume", "overwrite", "devices",
+  reserved = set(TrainConfig._fields) | {"data", "label_column", "task", "task_length", "out", "resume", "overwrite",
+                                         "devices",
                                          "coordinator_address", "num_processes", "process_id", "no_plot",
                                          "log_loss", "tensorboard"}
   _MODEL_FIELDS[:] = _flags.add_model_flags(m, reserved)
@@ -91,6 +92,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
   tasks = _tasks()
   if tasks is not None:
     io.add_argument("--task", choices=tuple(tasks.TASKS), help="a generated sequence task instead of --data")
+    io.add_argument("--task-length", type=int, metavar="N", help="the task's length: digits per operand (default"
+                    " 8), or the positions T of --task lookup (default 64)")
   io.add_argument("--out", metavar="DIR", help="output directory (default runs/<timestamp>)")
   io.add_argument("--resume", action="store_true", help="continue OUT's run with its saved config and data")
   io.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (its files are deleted)")
@@ -129,14 +132,18 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
 def _source(args: argparse.Namespace, family: models.Family) -> dict[str, Any]:
   """Where the data comes from, as the flags say; recorded in the checkpoint to resume from. A sequence
   family with neither --task nor --data trains on the default generated task (``default_task``)."""
+  length = getattr(args, "task_length", None)
+  sized = {} if length is None else {"length": length}
   if not getattr(args, "task", None) and not args.data and family.data == "tokens":
     tasks = _tasks()
     if tasks is not None:
-      return {"task": tasks.DEFAULT_TASK}
+      return {"task": tasks.DEFAULT_TASK, **sized}
   if getattr(args, "task", None):
     if args.data:
       raise ValueError("--task and --data both name the data: give one of them")
-    return {"task": args.task}
+    return {"task": args.task, **sized}
+  if length is not None:
+    raise ValueError("--task-length sets the length of a --task; there is none")
   if hasattr(args, "label_column") and not (args.data and args.data.lower().endswith(".csv")):
     raise ValueError("--label-column names the label column of a .csv --data file; "
                      + ("there is no --data" if not args.data else f"{args.data} is not a .csv"))
@@ -154,7 +161,7 @@ def _load(source: dict[str, Any], seed: int) -> Any:
     if tasks is None:
       raise ValueError(f"this run was trained on the task {source['task']!r}, but jaxbp.train.tasks is not"
                        " installed")
-    return tasks.load_task(source["task"], seed=seed)
+    return tasks.load_task(source["task"], seed=seed, **{k: v for k, v in source.items() if k == "length"})
   return data_lib.load_dataset(source.get("path"), source.get("label_column", "label"))
 
 

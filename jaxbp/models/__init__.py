@@ -2,7 +2,7 @@
 
 Every family ``jaxbp train`` can train is registered by its own module through :func:`register`, whose
 contract is the docstring of ``jaxbp/models/_registry.py``: one config class per family, named as the
-family is (``MLP``, ``Linear``, ``CNN``, ``RNN``, ``LSTM``, ``Transformer``), one validation hook
+family is (``MLP``, ``Linear``, ``CNN``, ``RNN``, ``LSTM``, ``Transformer``, ``Llama``), one validation hook
 ``check``, and one meaning of weight (:func:`is_weight`). ``MLPConfig`` and ``RecurrentConfig`` are the
 lower-level architectures that ``init_mlp``/``mlp_apply`` and the recurrent functions take.
 """
@@ -26,6 +26,7 @@ from jaxbp.models._registry import weights_mask
 from jaxbp.models.cnn import CNN
 from jaxbp.models.cnn import cnn_apply
 from jaxbp.models.cnn import init_cnn
+from jaxbp.models.llama import Llama
 from jaxbp.models.mlp import ACTIVATIONS
 from jaxbp.models.mlp import INITS
 from jaxbp.models.mlp import MLP
@@ -57,6 +58,7 @@ __all__ = [
     "KINDS",
     "LSTM",
     "Linear",
+    "Llama",
     "MLP",
     "MLPConfig",
     "RNN",

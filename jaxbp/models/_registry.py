@@ -33,7 +33,7 @@ The contract (what a family provides; ``train`` calls nothing else)
   only, and ``grad_flow`` lists their gradient norms; biases and norm scales (one axis) are never
   weights, whatever their names. ``state`` is the non-trained state (batch-norm running statistics),
   ``{}`` if none.
-``apply(params, state, inputs, config, spec, *, train, key, ops) -> (outputs, state)``:
+``apply(params, state, inputs, config, spec, *, train, key, ops[, segment_ids]) -> (outputs, state)``:
   ``train`` (bool, static): training mode (dropout, batch statistics). ``key``: a fresh PRNG key every
   training step, ``None`` in evaluation. ``ops``: the op namespace, ``jaxbp.ops`` (the hand-written rules)
   or ``jaxbp.ops.reference`` (``--autodiff``); every differentiable operation comes from it. Returns the
@@ -43,12 +43,18 @@ The contract (what a family provides; ``train`` calls nothing else)
     ``.npz``/``.csv`` files; a CNN reshapes to images inside its apply), ``outputs`` logits ``[N, C]``.
   - ``"tokens"``: ``inputs`` int32 ``[N, T]`` ids in ``[0, spec.vocab_size)``, ``outputs`` logits
     ``[N, T, C]`` (``C = spec.num_classes``, the output vocabulary).
+  ``segment_ids`` (keyword, only for a family registered with ``segments=True`` and only when the batch
+  has them): int32 ``[N, T]``, which example each position belongs to in a packed row; a position may
+  use only the positions of its own id (attention's ``segment_ids``).
 ``losses``: the loss heads it supports, the first its default: names from :data:`HEADS` (computed by
   ``train`` from the logits), or the family's own with a ``head``.
-``head`` (optional) ``head(name, params, outputs, targets, ops) -> (losses, predictions)``: per-example
+``head`` (optional) ``head(name, params, outputs, targets, ops, config) -> (losses, predictions)``: per-example
   (features) or per-position (tokens) losses and predicted classes, both shaped like ``targets``, for a
   head ``train`` cannot compute from logits (a fused linear cross-entropy whose ``outputs`` are the last
-  hidden states). Without it, ``outputs`` are logits and ``train`` applies the head named by ``--loss``.
+  hidden states); ``config`` is the family's config (the head's own options: a z-loss, label smoothing).
+  Without it, ``outputs`` are logits and ``train`` applies the head named by ``--loss``.
+``segments`` (optional, tokens) ``True`` when ``apply`` takes ``segment_ids``: only such a family trains on
+  packed data (a data set with segment ids); ``train`` refuses packed data for any other.
 ``train_defaults`` (optional): ``{TrainConfig field: value}`` that ``jaxbp train --model NAME`` uses where
   the user typed no flag, e.g. gradient clipping on for a recurrent model (``{"clip": 1.0}``, note 004).
 ``time_grad_norms`` (optional, sequence models) ``time_grad_norms(params, state, batch, config, spec, ops)
@@ -64,12 +70,16 @@ The batch and the metric (computed by ``train``, never by the model)
 ---------------------------------------------------------------------
 A batch is ``(inputs, targets)`` for ``"features"`` (targets int32 ``[N]``) and ``(inputs, targets,
 mask)`` for ``"tokens"`` (targets int32 ``[N, T]``, mask float32 ``[N, T]``: 1 at the scored positions,
-0 elsewhere, e.g. the prompt of a copy task). A data set for ``jaxbp.train.fit`` has ``x_train``,
-``y_train``, ``x_test``, ``y_test`` (and ``mask_train``, ``mask_test`` for tokens), ``name``, and, for
-tokens, ``spec`` (a :class:`DataSpec`); a features data set without ``spec`` gets one from its shapes.
-The loss is the mean over scored positions (Σ loss·mask / Σ mask); ``accuracy`` is the share of examples
-classified right (features) or of sequences whose every scored position is right (tokens, exact match),
-and tokens also report ``token_accuracy`` (the share of scored positions right).
+0 elsewhere, e.g. the prompt of a copy task). Packed token data (several examples per row) adds a fourth
+array, ``(inputs, targets, mask, segment_ids)``: int32 ``[N, T]``, the same id at every position of one
+example (ids are compared within a row only; padding has an id of its own and mask 0), passed to
+``apply`` as ``segment_ids``. A data set for ``jaxbp.train.fit`` has ``x_train``, ``y_train``,
+``x_test``, ``y_test`` (and ``mask_train``, ``mask_test`` for tokens; ``segments_train``,
+``segments_test`` for packed tokens), ``name``, and, for tokens, ``spec`` (a :class:`DataSpec`); a
+features data set without ``spec`` gets one from its shapes. The loss is the mean over scored positions
+(Σ loss·mask / Σ mask); ``accuracy`` is the share of examples classified right (features) or of
+sequences whose every scored position is right (tokens, exact match; with segment ids each example of a
+row counts as one sequence), and tokens also report ``token_accuracy`` (the share of scored positions right).
 """
 
 from collections.abc import Callable, Mapping
@@ -113,11 +123,25 @@ class Family(NamedTuple):
   train_defaults: Mapping[str, Any] = types.MappingProxyType({})
   time_grad_norms: Callable[..., Any] | None = None
   partition_specs: Callable[[Any], Any] | None = None
+  segments: bool = False
 
 
 def is_weight(leaf: Any) -> bool:
   """Whether a parameter leaf is a weight: two or more axes (the one meaning of "weight"; module docstring)."""
   return len(getattr(leaf, "shape", ())) >= 2
+
+
+def split_by_name(params: Any, split: Mapping[str, tuple]) -> Any:
+  """A pytree of ``PartitionSpec`` like ``params`` for a family's ``partition_specs``: a leaf whose key is
+  in ``split`` gets ``PartitionSpec(*split[key])`` (e.g. ``{"w1": (None, "model")}``), every other leaf is
+  replicated."""
+  import jax  # pylint: disable=import-outside-toplevel
+  P = jax.sharding.PartitionSpec
+
+  def spec(path, _):
+    name = getattr(path[-1], "key", None)
+    return P(*split[name]) if isinstance(name, str) and name in split else P()
+  return jax.tree_util.tree_map_with_path(spec, params)
 
 
 def weights_mask(params: Any) -> Any:
@@ -160,12 +184,13 @@ def register(name: str, config: type, init: Callable[..., tuple[Any, Any]], appl
              choices: Mapping[str, tuple] | None = None, help: Mapping[str, str] | None = None,
              summary: str = "", train_defaults: Mapping[str, Any] | None = None,
              time_grad_norms: Callable[..., Any] | None = None,
-             partition_specs: Callable[[Any], Any] | None = None) -> Family:
+             partition_specs: Callable[[Any], Any] | None = None, segments: bool = False) -> Family:
   """Registers a model family under ``name`` (see the module docstring); returns its :class:`Family`.
 
   Raises ValueError when the name is taken by another family, when a config field has no default or an
   unsupported type, when a field shares its name with another family's field of a different type, when
-  ``data`` is not one of ``KINDS``, or when a loss is neither in ``HEADS`` nor served by ``head``.
+  ``data`` is not one of ``KINDS`` (or ``segments`` without tokens), or when a loss is neither in ``HEADS``
+  nor served by ``head``.
   """
   fields = getattr(config, "_fields", None)
   if fields is None or set(getattr(config, "_field_defaults", {})) != set(fields):
@@ -184,12 +209,14 @@ def register(name: str, config: type, init: Callable[..., tuple[Any, Any]], appl
   if not losses or (head is None and not set(losses) <= set(HEADS)):
     raise ValueError(f"register({name!r}): losses must be a non-empty subset of {HEADS} without a head,"
                      f" got {losses}")
+  if segments and data != "tokens":
+    raise ValueError(f"register({name!r}): segments=True needs data='tokens', got {data!r}")
   known = _FAMILIES.get(name)
   if known is not None and known.config is not config:
     raise ValueError(f"register: a model family named {name!r} is already registered")
   family = Family(name, config, init, apply, tuple(losses), data, head, check,
                   types.MappingProxyType(dict(choices or {})), types.MappingProxyType(dict(help or {})), summary,
-                  types.MappingProxyType(dict(train_defaults or {})), time_grad_norms, partition_specs)
+                  types.MappingProxyType(dict(train_defaults or {})), time_grad_norms, partition_specs, segments)
   _FAMILIES[name] = family
   return family
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from jaxbp.models._registry import DataSpec
 from jaxbp.models._registry import register
+from jaxbp.models._registry import split_by_name
 
 NORMS = ("rms", "layer")
 
@@ -148,12 +149,7 @@ _MODEL_SPLIT = {"w_qkv": (None, "model"), "b_qkv": ("model",), "w_o": ("model", 
 def partition_specs(params: dict[str, Any]) -> Any:
   """A pytree of ``PartitionSpec`` like ``params``: heads and the MLP width over ``"model"``, the rest
   replicated. Pass ``NamedSharding(mesh, spec)`` of each to ``jax.device_put`` / ``jax.jit``."""
-  P = jax.sharding.PartitionSpec
-
-  def spec(path, _):
-    name = getattr(path[-1], "key", None)
-    return P(*_MODEL_SPLIT[name]) if name in _MODEL_SPLIT else P()
-  return jax.tree_util.tree_map_with_path(spec, params)
+  return split_by_name(params, _MODEL_SPLIT)
 
 
 # ------------------------------------------------------------------------------ the model registry
@@ -170,8 +166,9 @@ def _apply(params: Any, state: Any, inputs: jax.Array, config: Transformer, spec
   return transformer_apply(params, inputs, config, ops=ops), state
 
 
-def _head(name: str, params: Any, outputs: jax.Array, targets: jax.Array, ops: Any) -> tuple[jax.Array, jax.Array]:
-  del name  # one head: the fused linear cross-entropy
+def _head(name: str, params: Any, outputs: jax.Array, targets: jax.Array, ops: Any,
+          config: Transformer) -> tuple[jax.Array, jax.Array]:
+  del name, config  # one head, without options: the fused linear cross-entropy
   return transformer_head(params, outputs, targets, ops)
 
 

@@ -161,6 +161,10 @@ def _plan(config: TrainConfig, data: Any, out_dir: str | None, resume: bool | Re
     raise ConfigError("overwrite", "replaces the run in out_dir, resume continues it: give one of them")
   if resume and out_dir is None:
     raise ConfigError("resume", "needs out_dir, the directory of the run to continue")
+  if getattr(data, "segments_train", None) is not None and not config.family.segments:
+    takes = [n for n in models.names() if models.get(n).segments]
+    raise ConfigError("model", f"{config.family.name} does not take segment ids, which the packed rows of"
+                      f" {data.name} need; use {' or '.join(takes) or 'a family registered with segments=True'}")
   steps = _check_sizes(config, data.x_train.shape[0], mesh, observer.on_warning)
   check_mesh(config, data_spec(data), mesh)
   path = os.path.join(out_dir, CHECKPOINT) if out_dir else None

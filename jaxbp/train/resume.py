@@ -35,7 +35,7 @@ def data_identity(data: Any, source: dict | None = None) -> dict[str, Any]:
   index ``i`` (e.g. ``["setosa", "versicolor", "virginica"]``)."""
   h = hashlib.sha256()
   for split in ("train", "test"):
-    for part in ("x", "y", "mask"):
+    for part in ("x", "y", "mask", "segments"):
       a = getattr(data, f"{part}_{split}", None)
       if a is not None:
         a = np.ascontiguousarray(a)

@@ -2,8 +2,9 @@
 and the initial state (meshes and placement are ``sharding``'s).
 
 Batches, heads and metrics are as the model registry's contract says (``jaxbp.models.register``): a
-batch is ``(inputs, targets)`` or ``(inputs, targets, mask)``; the loss is the mean over scored positions;
-``accuracy`` is per example, or exact match over each sequence's scored positions.
+batch is ``(inputs, targets)``, ``(inputs, targets, mask)`` or ``(inputs, targets, mask, segment_ids)``;
+the loss is the mean over scored positions; ``accuracy`` is per example, or exact match over each
+sequence's (each packed example's) scored positions.
 """
 
 from typing import Any, NamedTuple
@@ -38,10 +39,11 @@ def data_spec(data: Any) -> models.DataSpec:
 
 
 def split_arrays(data: Any, split: str) -> tuple:
-  """``(x, y)``, or ``(x, y, mask)`` when the data set has masks, of ``split`` (``"train"`` or ``"test"``)."""
+  """``(x, y)``, ``(x, y, mask)`` when the data set has masks, or ``(x, y, mask, segment_ids)`` when it
+  also has segment ids (packed rows), of ``split`` (``"train"`` or ``"test"``)."""
   arrays = (getattr(data, f"x_{split}"), getattr(data, f"y_{split}"))
-  mask = getattr(data, f"mask_{split}", None)
-  return arrays if mask is None else (*arrays, mask)
+  extra = [getattr(data, f"{part}_{split}", None) for part in ("mask", "segments")]
+  return (*arrays, *(a for a in extra if a is not None))
 
 
 def _ops_of(config: TrainConfig, ops: Any) -> Any:
@@ -58,11 +60,28 @@ def _head(ops: Any, name: str, logits: jax.Array, targets: jax.Array, reduction:
   return losses.reshape(targets.shape)
 
 
+def _examples_right(right: jax.Array, mask: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
+  """Exact match: the share of sequences whose every scored position is right. With segment ids each run
+  of equal ids in a row is one example (a packed row's); an example with no scored position does not count."""
+  wrong = (~right & (mask > 0)).reshape(right.shape[0], -1)
+  if segment_ids is None:
+    return jnp.mean(~jnp.any(wrong, axis=1))
+  n, t = wrong.shape
+  ids = segment_ids.reshape(n, t)
+  run = jnp.cumsum(jnp.concatenate([jnp.zeros((n, 1), bool), ids[:, 1:] != ids[:, :-1]], axis=1), axis=1)
+  where = (jnp.arange(n)[:, None] * t + run).ravel()  # example k of row r is segment r·T + k
+  wrong_per = jax.ops.segment_sum(wrong.ravel().astype(jnp.int32), where, num_segments=n * t)
+  scored_per = jax.ops.segment_sum((mask.reshape(n, t) > 0).ravel().astype(jnp.int32), where, num_segments=n * t)
+  return jnp.sum((scored_per > 0) & (wrong_per == 0)) / jnp.maximum(jnp.sum(scored_per > 0), 1)
+
+
 def score(family: models.Family, head: str, params: Any, outputs: Any, targets: jax.Array,
-          mask: jax.Array | None, ops: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """``(loss, metrics)`` of a batch's model outputs: the mean loss over scored positions and the accuracy."""
+          mask: jax.Array | None, ops: Any, model: Any = None,
+          segment_ids: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """``(loss, metrics)`` of a batch's model outputs: the mean loss over scored positions and the accuracy
+  (``model``: the family's config, for its own head; ``segment_ids``: packed rows' examples, for exact match)."""
   if family.head is not None:
-    losses, predicted = family.head(head, params, outputs, targets, ops)
+    losses, predicted = family.head(head, params, outputs, targets, ops, model)
   else:  # the batch mean through the rule's own reduction when every example is scored
     losses = _head(ops, head, outputs, targets, "mean" if mask is None else "none")
     predicted = jnp.argmax(outputs, axis=-1)
@@ -72,8 +91,16 @@ def score(family: models.Family, head: str, params: Any, outputs: Any, targets: 
     return loss, {"loss": loss, "accuracy": jnp.mean(right)}
   scored = jnp.maximum(jnp.sum(mask), 1)
   loss = jnp.sum(losses * mask) / scored
-  exact = jnp.all(right | (mask == 0), axis=tuple(range(1, right.ndim)))
-  return loss, {"loss": loss, "accuracy": jnp.mean(exact), "token_accuracy": jnp.sum(right * mask) / scored}
+  return loss, {"loss": loss, "accuracy": _examples_right(right, mask, segment_ids),
+                "token_accuracy": jnp.sum(right * mask) / scored}
+
+
+def _apply(family: models.Family, config: TrainConfig, spec: models.DataSpec, params: Any, model_state: Any,
+           batch: tuple, ops: Any, **kwargs: Any) -> tuple[Any, Any]:
+  """The family's apply on ``batch[0]``, with the batch's segment ids (its fourth array) when it has them."""
+  if len(batch) > 3:
+    kwargs["segment_ids"] = batch[3]
+  return family.apply(params, model_state, batch[0], config.model, spec, ops=ops, **kwargs)
 
 
 def compute_dtype(config: TrainConfig, tree: Any) -> Any:
@@ -97,7 +124,8 @@ def _back_to(new: Any, old: Any) -> Any:
 def make_loss_fn(config: TrainConfig, spec: models.DataSpec, *, ops: Any = None) -> Any:
   """``loss_fn(params, model_state, batch, key) -> (loss, (model_state, metrics))`` of the run's model.
 
-  ``batch`` is ``(inputs, targets)`` or ``(inputs, targets, mask)``; the loss is the chosen head's mean
+  ``batch`` is ``(inputs, targets)``, ``(inputs, targets, mask)`` or ``(inputs, targets, mask,
+  segment_ids)`` (packed rows, passed to the model's apply); the loss is the chosen head's mean
   over scored positions, plus ``ops.l2_penalty`` of the weights when ``config.l2 > 0``. ``ops`` defaults
   to ``jaxbp.ops``, or ``jaxbp.ops.reference`` when ``config.autodiff``.
   """
@@ -105,9 +133,9 @@ def make_loss_fn(config: TrainConfig, spec: models.DataSpec, *, ops: Any = None)
 
   def loss_fn(params, model_state, batch, key):
     inner, x = compute_dtype(config, (params, batch[0]))
-    outputs, new_state = family.apply(inner, model_state, x, config.model, spec, train=True, key=key, ops=ops)
+    outputs, new_state = _apply(family, config, spec, inner, model_state, (x, *batch[1:]), ops, train=True, key=key)
     loss, metrics = score(family, config.loss, inner, outputs, batch[1], batch[2] if len(batch) > 2 else None,
-                          ops)
+                          ops, config.model, batch[3] if len(batch) > 3 else None)
     model_state = _back_to(new_state, model_state) if config.dtype != "float32" else new_state
     loss, metrics = jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)), (loss, metrics))
     if config.l2 > 0:
@@ -118,13 +146,15 @@ def make_loss_fn(config: TrainConfig, spec: models.DataSpec, *, ops: Any = None)
 
 
 def make_eval_fn(config: TrainConfig, spec: models.DataSpec, *, ops: Any = None) -> Any:
-  """Jitted ``evaluate(params, model_state, x, y[, mask]) -> {"loss", "accuracy", ...}`` in evaluation mode."""
+  """Jitted ``evaluate(params, model_state, x, y[, mask[, segment_ids]]) -> {"loss", "accuracy", ...}`` in
+  evaluation mode."""
   family, ops = models.family_of(config.model), _ops_of(config, ops)
 
-  def evaluate(params, model_state, x, y, mask=None):
-    params, x = compute_dtype(config, (params, x))
-    outputs, _ = family.apply(params, model_state, x, config.model, spec, train=False, key=None, ops=ops)
-    metrics = score(family, config.loss, params, outputs, y, mask, ops)[1]
+  def evaluate(params, model_state, *batch):
+    params, x = compute_dtype(config, (params, batch[0]))
+    outputs, _ = _apply(family, config, spec, params, model_state, (x, *batch[1:]), ops, train=False, key=None)
+    metrics = score(family, config.loss, params, outputs, batch[1], batch[2] if len(batch) > 2 else None, ops,
+                    config.model, batch[3] if len(batch) > 3 else None)[1]
     return jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)), metrics)
   return jax.jit(evaluate)
 

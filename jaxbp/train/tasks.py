@@ -1,6 +1,7 @@
-"""Sequence tasks generated offline from a seed: reverse, sort or add digit strings (no download).
+"""Sequence tasks generated offline from a seed: reverse, sort or add digit strings, packed rows of them,
+and a long lookup (no download).
 
-Every task is character-level over one shared vocabulary, ``VOCAB = "0123456789+=>"``, and every example
+Every task is character-level over one shared vocabulary, ``VOCAB = "0123456789+=>"``, and every row
 of a task has the same length, so a batch is one int32 array ``[N, L]`` and a jitted step compiles once:
 
 | task      | example (length 4)     | prompt            | answer               |
@@ -8,10 +9,25 @@ of a task has the same length, so a batch is one int32 array ``[N, L]`` and a ji
 | reverse   | ``3141>1413``          | 4 digits and ``>`` | the digits reversed  |
 | sort      | ``3141>1134``          | 4 digits and ``>`` | the digits sorted    |
 | add       | ``0314+0592=00906``    | a ``+`` b ``=``, each zero-padded to 4 digits | a + b in 5 digits |
+| packed    | ``314>413 2718>8172 ==`` | reverse examples, packed | each one's reversal |
+| lookup    | ``++37=05 81=42 … >37=`` | pairs ``key=value``, ``>key=`` | the key's value |
+
+``packed``: reverse examples of length // 2 + 1 .. length digits, packed into rows of 4·(2·length + 1)
+tokens with ``=`` padding at the end. ``lookup``: ``length`` + 1 tokens in all: ``+`` padding, pairs
+``key=value`` (distinct keys of w digits, 2-digit values), then ``>key=`` and the key's 2-digit value.
+
+``length`` is the digits per operand (1..32) except for ``lookup``, where it is the number of input
+positions T (16..65536: ``lookup`` at length 8192 trains at T = 8192); key width w is the smallest with
+10^w ≥ 2·pairs, and the queried pair lies in the first half of the row, so the answer is at least T/2 back.
 
 A model reads the whole sequence left to right and predicts each next token (a language model, as the
-recurrent models and the transformer are). Only the answer is scored: the logits at positions
+recurrent models and the transformers are). Only the answer is scored: the logits at positions
 ``prompt_length - 1 .. L - 2`` predict ``tokens[:, prompt_length:]`` (:func:`answer_logits`).
+
+Packed rows (:class:`PackedTask`) hold several examples each, told apart by segment ids (1, 2, … per row,
+0 for the padding): the data set carries them as ``segments_train``/``segments_test`` (the model registry's
+packed batches), a model that takes them lets each token see only its own example, and exact match counts
+each example. Only the answer tokens of each example are scored.
 
 Exact match (:func:`exact_match`): a sequence counts as solved when the argmax at EVERY answer position
 is the true token, given the true prefix (teacher forcing). That equals greedy decoding's exact match:
@@ -28,8 +44,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 VOCAB = "0123456789+=>"
-TASKS = ("reverse", "sort", "add")
+DIGIT_TASKS = ("reverse", "sort", "add")
+TASKS = (*DIGIT_TASKS, "packed", "lookup")
 DEFAULT_TASK = "reverse"
+# (least, most, default) of each task's length argument: digits per operand, or lookup's positions T
+LENGTHS = {**dict.fromkeys(("reverse", "sort", "add", "packed"), (1, 32, 8)), "lookup": (16, 65536, 64)}
+PACK = 4  # a packed row has room for PACK examples of the longest length
 PLUS, EQUALS, ARROW = VOCAB.index("+"), VOCAB.index("="), VOCAB.index(">")
 
 
@@ -95,40 +115,147 @@ def _answers(name, digits):
   return np.stack([carry] + out[::-1], axis=1)
 
 
+def _distinct_rows(rng, count, draw, what):
+  """``count`` distinct rows of ``draw(n) -> [n, W]`` in random order (rejection of repeats); ``what``
+  names what has too few distinct rows in the refusal."""
+  rows = draw(0)
+  for _ in range(64):
+    if len(rows) >= count:
+      return rng.permutation(rows)[:count]
+    rows = np.unique(np.concatenate([rows, draw(2 * (count - len(rows)) + 16)]), axis=0)  # sorted: shuffled
+  raise TaskError(f"too few distinct {what}; ask for fewer (num_train + num_test = {count})")
+
+
 def _distinct_digits(rng, count, width):
-  """``count`` distinct rows of ``width`` random digits (rejection of repeats; refuses when too few exist)."""
+  """``count`` distinct rows of ``width`` random digits (refuses when fewer than twice as many exist)."""
   if 10.0 ** width < 2 * count:
     raise TaskError(f"only 10^{width} distinct prompts exist; ask for fewer than half of them "
                     f"(num_train + num_test = {count})")
-  rows = np.zeros((0, width), np.int64)
-  while len(rows) < count:
-    new = rng.integers(0, 10, size=(2 * (count - len(rows)) + 16, width))
-    rows = np.unique(np.concatenate([rows, new]), axis=0)  # sorted: shuffled below
-  return rng.permutation(rows)[:count]
+  return _distinct_rows(rng, count, lambda n: rng.integers(0, 10, size=(n, width)), "prompts")
 
 
-def make_task(name: str = DEFAULT_TASK, *, length: int = 8, num_train: int = 20_000,
-              num_test: int = 2_000, seed: int = 0) -> SequenceTask:
+class PackedTask(NamedTuple):
+  """Reverse examples of varied lengths packed into rows of one length, told apart by segment ids.
+
+  Attributes:
+    name: ``"packed"``.
+    train, test: int32 ``[R, L]`` rows of examples (``digits>reversed``), ``=`` padding at the end.
+    segments_train, segments_test: int32 ``[R, L]``, 1, 2, … for a row's examples in order, 0 for padding.
+    answers_train, answers_test: bool ``[R, L]``, True at the answer tokens (the scored ones).
+    length: the most digits of an example (examples have length // 2 + 1 .. length digits).
+    seed: the seed it was generated from.
+  """
+  name: str
+  train: np.ndarray
+  test: np.ndarray
+  segments_train: np.ndarray
+  segments_test: np.ndarray
+  answers_train: np.ndarray
+  answers_test: np.ndarray
+  length: int
+  seed: int
+
+  @property
+  def seq_length(self) -> int:
+    return self.train.shape[1]
+
+
+def _pack(examples, width):
+  """Rows ``(tokens, segments, answers)`` of ``width`` tokens holding ``examples`` (1-D digit arrays) in
+  order, greedily: an example that does not fit in the space left in a row starts the next row."""
+  tokens, segments, answers = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, bool)]
+  for digits in examples:
+    k = len(digits)
+    if len(tokens[-1]) + 2 * k + 1 > width:
+      tokens.append(np.zeros(0, np.int64))
+      segments.append(np.zeros(0, np.int64))
+      answers.append(np.zeros(0, bool))
+    tokens[-1] = np.concatenate([tokens[-1], digits, [ARROW], digits[::-1]])
+    segments[-1] = np.concatenate([segments[-1], np.full(2 * k + 1, segments[-1].max(initial=0) + 1)])
+    answers[-1] = np.concatenate([answers[-1], np.arange(2 * k + 1) > k])
+  pad = lambda rows, value: np.stack([np.pad(r, (0, width - len(r)), constant_values=value) for r in rows])
+  return pad(tokens, EQUALS).astype(np.int32), pad(segments, 0).astype(np.int32), pad(answers, False)
+
+
+def make_packed(*, length: int = 8, num_train: int = 20_000, num_test: int = 2_000, seed: int = 0) -> PackedTask:
+  """The ``packed`` task: ``num_train`` and ``num_test`` reverse examples (not rows) of ``length`` // 2 + 1
+  .. ``length`` digits, distinct, none of the test prompts in training, packed into rows of
+  ``PACK``·(2·length + 1) tokens (:class:`PackedTask`)."""
+  rng = np.random.default_rng(seed)
+  count = num_train + num_test
+  widths = rng.integers(length // 2 + 1, length + 1, size=count)
+  examples: list[np.ndarray] = [np.zeros(0, np.int64)] * count
+  for width in np.unique(widths):
+    at = np.flatnonzero(widths == width)
+    for i, digits in zip(at, _distinct_digits(rng, len(at), int(width))):
+      examples[i] = digits
+  row = PACK * (2 * length + 1)
+  train, test = _pack(examples[:num_train], row), _pack(examples[num_train:], row)
+  return PackedTask("packed", train[0], test[0], train[1], test[1], train[2], test[2], length, seed)
+
+
+def lookup_layout(length: int) -> tuple[int, int, int]:
+  """``(key_width, pairs, padding)`` of a ``lookup`` row with ``length`` input positions (length + 1 tokens):
+  the least key width w with 10^w ≥ 2·pairs, pairs of w + 3 tokens, the query ``>key=`` and its 2-digit
+  answer (w + 4 tokens), and ``+`` padding at the start for the tokens left over."""
+  w = 1
+  while 10 ** w < 2 * ((length + 1 - (w + 4)) // (w + 3)):
+    w += 1
+  pairs = (length + 1 - (w + 4)) // (w + 3)
+  return w, pairs, length + 1 - pairs * (w + 3) - (w + 4)
+
+
+def _lookup_rows(rng, n, length):
+  """``n`` rows of the ``lookup`` task (see the module docstring), int64 ``[n, length + 1]``."""
+  w, pairs, padding = lookup_layout(length)
+  chunk = max(1, 2 ** 22 // 10 ** w)  # rows whose key permutations are drawn at once (4M draws)
+  codes = np.concatenate([np.argsort(rng.random((min(chunk, n - i), 10 ** w)), axis=1)[:, :pairs]
+                          for i in range(0, n, chunk)] or [np.zeros((0, pairs), np.int64)])
+  keys = codes[..., None] // 10 ** np.arange(w - 1, -1, -1) % 10  # [n, pairs, w] digits, distinct per row
+  values = rng.integers(0, 10, size=(n, pairs, 2))
+  body = np.concatenate([keys, np.full((n, pairs, 1), EQUALS), values], axis=2).reshape(n, pairs * (w + 3))
+  q = rng.integers(0, max(1, pairs // 2), size=n)  # the queried pair: in the first half of the row
+  query = np.concatenate([np.full((n, 1), ARROW), keys[np.arange(n), q], np.full((n, 1), EQUALS),
+                          values[np.arange(n), q]], axis=1)
+  return np.concatenate([np.full((n, padding), PLUS), body, query], axis=1)
+
+
+def make_task(name: str = DEFAULT_TASK, *, length: int | None = None, num_train: int | None = None,
+              num_test: int | None = None, seed: int = 0) -> SequenceTask | PackedTask:
   """Generates task ``name`` from ``seed``: the same arguments always give the same arrays.
 
   Args:
     name: one of ``TASKS``.
-    length: digits per operand (the string to reverse or sort; each addend for ``add``), 1..32.
-    num_train: training sequences, ≥ 1.
-    num_test: held-out sequences, ≥ 1, with prompts that never occur in training.
+    length: digits per operand (the string to reverse or sort; each addend for ``add``; the longest
+      example of ``packed``), 1..32, default 8; for ``lookup`` the input positions T, 16..65536, default 64.
+    num_train: training sequences (examples for ``packed``), ≥ 1; default 20,000 (``lookup``:
+      2²⁰ // length, at least 256, so that the tokens stay about a million).
+    num_test: held-out sequences, ≥ 1, with prompts that never occur in training; default 2,000
+      (``lookup``: num_train // 10, at least 32).
     seed: seeds NumPy's ``default_rng``.
 
   Returns:
-    A :class:`SequenceTask`.
+    A :class:`SequenceTask`, or a :class:`PackedTask` for ``packed``.
   """
   if name not in TASKS:
     raise TaskError(f"task must be one of {', '.join(TASKS)}; got {name!r}")
-  if not (isinstance(length, int) and 1 <= length <= 32):
-    raise TaskError(f"task length must be an integer in 1..32, got {length!r}")
+  least, most, default = LENGTHS[name]
+  length = default if length is None else length
+  if not (isinstance(length, int) and not isinstance(length, bool) and least <= length <= most):
+    raise TaskError(f"task length must be an integer in {least}..{most} for {name}, got {length!r}")
+  long = name == "lookup"
+  num_train = (max(256, 2 ** 20 // length) if long else 20_000) if num_train is None else num_train
+  num_test = (max(32, num_train // 10) if long else 2_000) if num_test is None else num_test
   for arg, value in (("num_train", num_train), ("num_test", num_test)):
     if not (isinstance(value, int) and value >= 1):
       raise TaskError(f"{arg} must be a positive integer, got {value!r}")
+  if name == "packed":
+    return make_packed(length=length, num_train=num_train, num_test=num_test, seed=seed)
   rng = np.random.default_rng(seed)
+  if long:
+    tokens = _distinct_rows(rng, num_train + num_test, lambda n: _lookup_rows(rng, n, length), "lookup rows")
+    return SequenceTask(name, tokens[:num_train].astype(np.int32), tokens[num_train:].astype(np.int32),
+                        length - 1, length, seed)
   width = 2 * length if name == "add" else length
   digits = _distinct_digits(rng, num_train + num_test, width)
   tokens = np.concatenate([_prompts(name, digits), _answers(name, digits)], axis=1).astype(np.int32)
@@ -148,7 +275,9 @@ class TaskDataset(NamedTuple):
     name: ``"task NAME (length K, seed S)"``, for reports.
     spec: the ``jaxbp.models.DataSpec``: kind ``"tokens"``, input shape ``(L − 1,)``, ``len(VOCAB)``
       classes and vocabulary.
-    task: the :class:`SequenceTask` it was made from.
+    task: the :class:`SequenceTask` (or :class:`PackedTask`) it was made from.
+    segments_train, segments_test: packed rows only (else ``None``): int32 ``[N, L − 1]``, the segment
+      ids of the inputs, which the model registry's packed batches carry as their fourth array.
   """
   x_train: np.ndarray
   y_train: np.ndarray
@@ -158,7 +287,9 @@ class TaskDataset(NamedTuple):
   mask_test: np.ndarray
   name: str
   spec: Any
-  task: SequenceTask
+  task: SequenceTask | PackedTask
+  segments_train: np.ndarray | None = None
+  segments_test: np.ndarray | None = None
 
 
 def language_model_arrays(tokens: np.ndarray, prompt_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -169,6 +300,17 @@ def language_model_arrays(tokens: np.ndarray, prompt_length: int) -> tuple[np.nd
   return tokens[:, :-1], tokens[:, 1:], np.broadcast_to(mask, (len(tokens), len(mask))).copy()
 
 
+def _split_arrays(task: SequenceTask | PackedTask,
+                  split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+  """``(inputs, targets, mask, segments)`` of a task's ``split`` (segments ``None`` unless packed): a packed
+  row scores the targets that are answer tokens (each lies in its example's segment, as its input does)."""
+  tokens = getattr(task, split)
+  if isinstance(task, SequenceTask):
+    return (*language_model_arrays(tokens, task.prompt_length), None)
+  answers, segments = getattr(task, f"answers_{split}"), getattr(task, f"segments_{split}")
+  return tokens[:, :-1], tokens[:, 1:], answers[:, 1:].astype(np.float32), segments[:, :-1]
+
+
 def load_task(name: str = DEFAULT_TASK, *, seed: int = 0, **kwargs: Any) -> TaskDataset:
   """:func:`make_task` as a data set for ``jaxbp.train.fit`` (what ``jaxbp train --task NAME`` loads).
 
@@ -176,11 +318,10 @@ def load_task(name: str = DEFAULT_TASK, *, seed: int = 0, **kwargs: Any) -> Task
   """
   from jaxbp.models import DataSpec  # pylint: disable=import-outside-toplevel  (NumPy-only until asked)
   task = make_task(name, seed=seed, **kwargs)
-  x_train, y_train, mask_train = language_model_arrays(task.train, task.prompt_length)
-  x_test, y_test, mask_test = language_model_arrays(task.test, task.prompt_length)
+  train, test = _split_arrays(task, "train"), _split_arrays(task, "test")
   spec = DataSpec("tokens", (task.seq_length - 1,), len(VOCAB), len(VOCAB))
-  return TaskDataset(x_train, y_train, mask_train, x_test, y_test, mask_test,
-                     f"task {name} (length {task.length}, seed {seed})", spec, task)
+  return TaskDataset(train[0], train[1], train[2], test[0], test[1], test[2],
+                     f"task {name} (length {task.length}, seed {seed})", spec, task, train[3], test[3])
 
 
 def encode(text: str) -> np.ndarray:

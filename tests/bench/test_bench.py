@@ -24,7 +24,7 @@ def tiny_run(tmp_path_factory):
   md = path.with_suffix(".md")
   printed = io.StringIO()
   with contextlib.redirect_stdout(printed):
-    status = cli.main(["bench", "--tiny", "--scale", "--models", "small,deep", "--no-torch", "--no-digits",
+    status = cli.main(["bench", "--tiny", "--scale", "--models", "small,deep", "--no-torch", "--no-digits", "--no-llm",
                        "--json", str(path), "--markdown", str(md)])
   assert status == 0
   return json.loads(path.read_text()), md.read_text(), printed.getvalue()

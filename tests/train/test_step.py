@@ -123,3 +123,15 @@ def test_bfloat16_computes_the_model_in_bfloat16_and_keeps_float32_outside():
   assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
   chex.assert_trees_all_close(grads, found["float32"][1], rtol=0.05, atol=2e-3)
   assert abs(float(loss) - float(found["float32"][0][0])) < 1e-2
+
+
+def test_with_segment_ids_exact_match_counts_each_packed_example():
+  family = train.TrainConfig(model=jaxbp.models.LSTM()).family
+  targets = jnp.array([[1, 1, 2, 2, 0, 0], [1, 1, 1, 2, 2, 2]])
+  predicted = targets.at[0, 3].set(0).at[1, 5].set(0)  # row 0's second example and row 1's second are wrong
+  logits = jax.nn.one_hot(predicted, 3) * 5.0
+  mask = jnp.array([[1.0, 1.0, 1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+  segments = jnp.array([[1, 1, 2, 2, 3, 3], [1, 1, 1, 2, 2, 2]])  # row 0's example 3 is unscored: not counted
+  metrics = step_lib.score(family, "cross-entropy", {}, logits, targets, mask, jaxbp.ops, None, segments)[1]
+  assert float(metrics["accuracy"]) == 0.5 and float(metrics["token_accuracy"]) == pytest.approx(0.8)
+  assert float(step_lib.score(family, "cross-entropy", {}, logits, targets, mask, jaxbp.ops)[1]["accuracy"]) == 0.0

@@ -6,7 +6,7 @@ import pytest
 from jaxbp.train import tasks
 
 
-@pytest.mark.parametrize("name", tasks.TASKS)
+@pytest.mark.parametrize("name", tasks.DIGIT_TASKS)
 def test_every_answer_is_right_and_the_split_is_held_out(name):
   task = tasks.make_task(name, length=5, num_train=300, num_test=100, seed=3)
   assert task.train.dtype == np.int32 and task.test.shape == (100, task.seq_length)
@@ -45,11 +45,56 @@ def test_encode_decode_round_trip_and_errors():
   assert tasks.decode(tasks.encode("12+3=15")) == "12+3=15"
   with pytest.raises(tasks.TaskError, match=r"characters \['x'\] are not in the vocabulary"):
     tasks.encode("1x")
-  with pytest.raises(tasks.TaskError, match="task must be one of reverse, sort, add; got 'copy'"):
+  with pytest.raises(tasks.TaskError, match="task must be one of reverse, sort, add, packed, lookup; got 'copy'"):
     tasks.make_task("copy")
-  with pytest.raises(tasks.TaskError, match="task length must be an integer in 1..32, got 0"):
+  with pytest.raises(tasks.TaskError, match="task length must be an integer in 1..32 for sort, got 0"):
     tasks.make_task("sort", length=0)
   with pytest.raises(tasks.TaskError, match="num_test must be a positive integer"):
     tasks.make_task("sort", num_test=0)
   with pytest.raises(tasks.TaskError, match="only 10\\^2 distinct prompts exist"):
     tasks.make_task("reverse", length=2, num_train=60, num_test=10)
+  with pytest.raises(tasks.TaskError, match="task length must be an integer in 16..65536 for lookup, got 8"):
+    tasks.make_task("lookup", length=8)
+
+
+def test_packed_rows_hold_reverse_examples_told_apart_by_segment_ids():
+  task = tasks.make_task("packed", length=5, num_train=200, num_test=40, seed=1)
+  assert task.train.shape[1] == tasks.PACK * 11 and task.segments_test.shape == task.test.shape
+  prompts = {}
+  for split in ("train", "test"):
+    rows, segments, answers = (getattr(task, f"{a}{split}") for a in ("", "segments_", "answers_"))
+    found = []
+    for row, seg, ans in zip(rows, segments, answers):
+      assert set(tasks.decode(row[seg == 0])) <= {"="}  # padding only where the id is 0, at the end
+      ids = seg[seg > 0]
+      assert np.all(np.diff(ids) >= 0) and ids[0] == 1 and set(ids) == set(range(1, ids.max() + 1))
+      for s in range(1, ids.max() + 1):
+        digits, answer = tasks.decode(row[seg == s]).split(">")
+        assert answer == digits[::-1] and 3 <= len(digits) <= 5
+        assert tasks.decode(row[(seg == s) & ans]) == answer  # exactly the answer tokens are marked
+        found.append(digits)
+    prompts[split] = found
+  assert len(prompts["train"]) == 200 and len(prompts["test"]) == 40
+  assert len(set(prompts["train"])) == 200 and not set(prompts["train"]) & set(prompts["test"])
+  data = tasks.load_task("packed", length=5, num_train=200, num_test=40, seed=1)
+  np.testing.assert_array_equal(data.segments_train, task.segments_train[:, :-1])
+  np.testing.assert_array_equal(data.mask_train, task.answers_train[:, 1:])  # a target that is an answer token
+  assert np.all(data.segments_train[data.mask_train > 0] > 0)
+
+
+@pytest.mark.parametrize("length", [16, 64, 1000])
+def test_lookup_asks_for_the_value_of_a_key_from_the_first_half(length):
+  task = tasks.make_task("lookup", length=length, num_train=50, num_test=10, seed=2)
+  w, pairs, padding = tasks.lookup_layout(length)
+  assert task.train.shape == (50, length + 1) and task.prompt_length == length - 1 and 10 ** w >= 2 * pairs >= 4
+  for row in task.train:
+    text = tasks.decode(row)
+    assert text[:padding] == "+" * padding
+    body, query = text[padding:].split(">")
+    table = [body[i:i + w + 3] for i in range(0, len(body), w + 3)]
+    keys = [p[:w] for p in table]
+    assert len(table) == pairs and all(p[w] == "=" for p in table) and len(set(keys)) == pairs
+    key, value = query.split("=")
+    assert keys.index(key) < max(1, pairs // 2) and table[keys.index(key)][w + 1:] == value == text[-2:]
+  assert not {bytes(r) for r in task.train} & {bytes(r) for r in task.test}
+  assert tasks.make_task("lookup").train.shape == (2 ** 20 // 64, 65)  # about a million tokens by default

@@ -1,0 +1,25 @@
+"""The LLM section of the benchmark runs at toy sizes and compares each case with its baselines. No timing
+asserted; the memory assertions hold at every size (a window never costs more than no window)."""
+
+from jaxbp.bench import _llm
+
+
+def test_tiny_llm_section_reports_each_case_against_its_baselines():
+  rows = _llm.measure(tiny=True, rounds=2, target_s=0.001)
+  assert [r["case"] for r in rows] == list(_llm.TINY)
+  window, step = rows
+  assert window["time_vs"] == "no window" and window["memory_vs"] == "jax.grad"
+  assert set(window["temp_bytes"]) == {"manual", "jax.grad", "no window"} and set(window["ms"]) == {"manual",
+                                                                                                   "no window"}
+  assert window["memory_ratio"] == window["temp_bytes"]["manual"] / window["temp_bytes"]["jax.grad"]
+  assert step["time_vs"] == "jax.grad" and all(v > 0 for v in step["ms"].values()) and step["time_ratio"] > 0
+  text = _llm.render(rows)
+  assert text.count("\n| ") == 3 and "| sliding window | window 8, T 64" in text and "vs no window" in text
+
+
+def test_every_case_of_the_issue_is_in_the_full_table():
+  names = [c.name for c in _llm._cases(False)]
+  assert names == ["GQA attention", "sliding window", "softcap", "ALiBi", "segment ids", "Llama MLP block",
+                   "RoPE on q and k", "linear CE (smoothing, z-loss, softcap)", "linear distillation (jsd)",
+                   "llama training step"]
+  assert {c.memory_vs for c in _llm._cases(False) if c.name in ("softcap", "ALiBi", "segment ids")} == {"plain rule"}
