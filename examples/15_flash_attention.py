@@ -115,14 +115,14 @@ def _run(html_path):
   print(f"T = {T}, blocks of {BLOCK}: {len(fwd_steps)} block steps forward, {len(bwd_steps)} backward\n")
   print(render(["row", "lse (online)", "log Σ exp(s) (full row)", "O (online)"],
                [[r, fmt(lse[r], 6), fmt(np.log(np.sum(np.exp(s[r]))), 6), fmt(out[r], 4)] for r in range(T)]), "\n")
-  print(f"kept for the backward beyond q, k, v: the rule {kept_rule} floats (O and lse), "
+  print(f"kept for the backward beyond q, k, v: the rule {kept_rule} floats (O, lse, O − V_t, top key), "
         f"autodiff of the reference {kept_auto} floats (bytes ÷ 8)\n")
   check = NoteCheck("the block-by-block replay against ops.attention and jax.grad of the plain reference")
   check.add("replay O = ops.attention(block_size=2)", np.ravel(rule_out), np.ravel(out), 1e-12)
   for name, replay, manual, ref in zip("QKV", (dq, dk, dv), rule_grads, auto):
     check.add(f"replay d{name} = ops.attention's VJP", np.ravel(manual), np.ravel(replay), 1e-12)
     check.add(f"replay d{name} = jax.grad of the reference", np.ravel(ref), np.ravel(replay), 1e-12)
-  check.add("rule keeps O and lse: T·Dv + T floats", T * 2 + T, kept_rule, 0)
+  check.add("rule keeps O, O − V_t, lse, top: 2·T·Dv + 1.5·T", T * 2 * 2 + T + T // 2, kept_rule, 0)
   check.add("autodiff keeps at least the T·T probabilities", T * T, min(kept_auto, T * T), 0)
   print(check.report())
   if html_path:
@@ -179,7 +179,9 @@ def _forward_step(k, st):
 
 def _saved(k, out, lse, d):
   text = ("<p>The backward starts from the saved O [8, 2] and lse [8] (24 floats), and D = rowsum(dO ∘ O) "
-          "(D_i = Σ_j P_ij·dP_ij, the softmax Jacobian's correction).</p>")
+          "(D_i = Σ_j P_ij·dP_ij, the softmax Jacobian's correction). jaxbp's rule also keeps O − V_t and the index of "
+          "each row's top key t (20 floats more), so that dP_it − D = −dO·(O − V_t) keeps its last digits where a "
+          "row's softmax is nearly one-hot.</p>")
   return tensor_page.section(k, "The forward is done: O = A/ℓ, and lse = m + log ℓ is all it keeps",
                              text + _cards(O=out, lse=lse, D=d))
 
@@ -198,7 +200,8 @@ def _end(k, replay, auto, kept):
   return tensor_page.section(k, "The blockwise backward equals jax.grad of the plain attention",
                              f'<table class="grads"><tr><th>gradient</th><th>max |blockwise − jax.grad|</th></tr>'
                              f"{rows}</table><p class=\"bytes\">Kept for the backward beyond Q, K, V: the rule "
-                             f'<b class="rule-floats">{kept[0]} floats</b> (O and lse), autodiff of the reference '
+                             f'<b class="rule-floats">{kept[0]} floats</b> (O, lse, O − V_t, top key), '
+                             "autodiff of the reference "
                              f'<b class="auto-floats">{kept[1]} floats</b> (bytes ÷ 8: it holds the [8, 8] '
                              "probabilities).</p>"
                              + _cards(dQ=replay[0], dK=replay[1], dV=replay[2]))

@@ -123,6 +123,6 @@ def test_tensors_notebook_shows_shapes_deltas_attention_and_memory(tensors):
   deltas = _outputs(_cell(tensors, "with jax.enable_x64(True):\n  params"))
   assert "δ2 = [0.138491]" in deltas and "δ1 = [0.013355 0.015003]" in deltas
   flash = _outputs(_cell(tensors, "with jax.enable_x64(True):\n  rng"))
-  assert "jax.grad of the plain attention: True" in flash and "the rule 24 (O and lse)" in flash
+  assert "jax.grad of the plain attention: True" in flash and "the rule 44 (O, lse, O − V_t, top key)" in flash
   model = _outputs(_cell(tensors, "step = model_step"))
   assert "['softmax_cross_entropy', 'linear', 'relu', 'linear']" in model and "residuals: manual rules" in model

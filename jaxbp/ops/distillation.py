@@ -251,6 +251,7 @@ _BRANCHES = {
     "ignore_index on every row (mean: NaN, zero gradients)": _distill_sampler(DIVERGENCES, REDUCTIONS, ignore=1.0),
     "one row, one chunk": _distill_sampler(DIVERGENCES, REDUCTIONS, (None, 4), n=(1, 1)),
     "D_t = 0 (a uniform teacher)": _distill_sampler(DIVERGENCES, REDUCTIONS, dt=(0, 0)),
+    "N = 0 (no rows)": _distill_sampler(DIVERGENCES, REDUCTIONS, (None,), n=(0, 0)),
 }
 
 register(linear_distillation_loss, _linear_distillation_loss_ref, any_branch(_BRANCHES), branches=_BRANCHES,

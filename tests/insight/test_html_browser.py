@@ -147,7 +147,7 @@ def test_tensor_pages_step_to_the_end_with_shapes_formulas_and_bytes(tmp_path):
       texts = _step_to_end(page, 22)
       assert "Forward, block (1, 0)" in texts[2] and "rescale [2]" in texts[2]
       assert "Backward, block (3, 0)" in texts[15] and "P = exp(S − lse)" in texts[15]
-      assert "the rule 24 floats (O and lse)" in texts[22] and "dV [8, 2]" in texts[22]
+      assert "the rule 44 floats (O, lse, O − V_t, top key)" in texts[22] and "dV [8, 2]" in texts[22]
       page.goto(model_page.as_uri())
       texts = _step_to_end(page, 5)  # softmax_cross_entropy, linear, relu, linear, then the memory
       assert "∂L/∂layers_0_w float32[64, 4] = the shape of layers_0_w" in texts[4] and "dW = Xᵀ·dY" in texts[4]

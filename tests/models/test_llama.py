@@ -2,11 +2,6 @@
 it trains through the CLI with autodiff's loss curve, and its sharded step equals one device's."""
 
 import functools
-import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import chex
 import jax
@@ -17,7 +12,6 @@ import pytest
 from jaxbp import models
 from jaxbp import ops
 from jaxbp import train
-from jaxbp.check._sharded import host_devices_env
 from jaxbp.models.llama import Llama
 from jaxbp.models.llama import check
 from jaxbp.models.llama import init_llama
@@ -82,19 +76,13 @@ def _tiny(monkeypatch, name="reverse", **sizes):
   monkeypatch.setattr(tasks, "load_task", functools.partial(tasks.load_task, **sizes))
 
 
-def _train(tmp_path, name, *flags, task="reverse"):
-  from jaxbp import cli  # pylint: disable=import-outside-toplevel
-  status = cli.main(["train", "--model", "llama", "--task", task, "--layers", "1", "--width", "16",
-                     "--heads", "2", "--kv-heads", "1", "--mlp-width", "32", "--epochs", "1", "--batch-size", "16",
-                     "--lr", "1e-2", "--schedule", "constant", "--z-loss", "1e-3", "--no-plot",
-                     "--out", str(tmp_path / name), *flags])
-  assert status == 0
-  return json.loads((tmp_path / name / "metrics.json").read_text())
+LLAMA_FLAGS = ("--kv-heads", "1", "--z-loss", "1e-3")
 
 
-def test_trains_through_the_cli_and_autodiff_gives_the_same_curve(tmp_path, monkeypatch, capsys):
+def test_trains_through_the_cli_and_autodiff_gives_the_same_curve(tmp_path, monkeypatch, capsys, train_cli):
   _tiny(monkeypatch)
-  manual, autodiff = _train(tmp_path, "manual"), _train(tmp_path, "autodiff", "--autodiff")
+  manual = train_cli(tmp_path / "manual", "llama", "--task", "reverse", *LLAMA_FLAGS)
+  autodiff = train_cli(tmp_path / "autodiff", "llama", "--task", "reverse", *LLAMA_FLAGS, "--autodiff")
   assert "llama(layers=1, width=16, heads=2, kv_heads=1" in capsys.readouterr().err
   assert manual["config"]["model"]["name"] == "llama" and manual["config"]["model"]["config"]["z_loss"] == 1e-3
   assert manual["test_loss"][0] < 2.3  # ln(13) = 2.56 for a uniform guess: it learned in 16 steps
@@ -102,9 +90,9 @@ def test_trains_through_the_cli_and_autodiff_gives_the_same_curve(tmp_path, monk
   np.testing.assert_allclose(manual["test_loss"], autodiff["test_loss"], rtol=1e-4)
 
 
-def test_packed_task_trains_with_segment_ids_and_other_families_refuse_it(tmp_path, monkeypatch, capsys):
+def test_packed_task_trains_with_segment_ids_and_other_families_refuse_it(tmp_path, monkeypatch, capsys, train_cli):
   _tiny(monkeypatch, length=5, num_train=1200, num_test=64)
-  record = _train(tmp_path, "packed", task="packed")
+  record = train_cli(tmp_path / "packed", "llama", "--task", "packed", *LLAMA_FLAGS)
   assert record["test_loss"][0] < 2.4  # ln(13) = 2.56: it learned in the 17 steps of 16 rows
   from jaxbp import cli  # pylint: disable=import-outside-toplevel
   capsys.readouterr()
@@ -114,40 +102,15 @@ def test_packed_task_trains_with_segment_ids_and_other_families_refuse_it(tmp_pa
       " (length 5, seed 0) need; use llama")
 
 
-# The training step over make_mesh(4, 2) with SGD at lr 1: equal new parameters are equal gradients.
-SHARDED = textwrap.dedent("""
-    import jax, jax.numpy as jnp, numpy as np, optax
-    from jax.sharding import NamedSharding, PartitionSpec as P
-    from jaxbp import models, train
-    from jaxbp.models.llama import Llama
-    config = train.TrainConfig(model=Llama(layers=1, width=16, heads=4, kv_heads=2, mlp_width=32, block_size=4),
-                               batch_size=4, model_parallel=2)
-    spec = models.DataSpec("tokens", (8,), 13, 13)
-    rng = np.random.default_rng(1)
-    batch = tuple(jnp.asarray(rng.integers(0, 13, size=(4, 8)), jnp.int32) for _ in range(2))
-    batch += (jnp.asarray(np.arange(8) >= 3, jnp.float32) * jnp.ones((4, 1)),)
-    sgd = optax.sgd(1.0)
-    state = train.init_state(config, spec, sgd)
-    step = lambda **kw: train.make_train_step(train.make_loss_fn(config, spec), sgd, donate=False, **kw)
-    one, m1 = step()(state, batch)
-    mesh = train.make_mesh(4, 2)
-    held = train.state_shardings(mesh, state, config.family)
-    many, m4 = step(mesh=mesh, state_sharding=held)(train.place(state, held),
-                                                   train.place(batch, NamedSharding(mesh, P("data"))))
+def test_sharded_step_over_data_and_model_axes_equals_one_device(sharded_step):
+  config = ("train.TrainConfig(model=Llama(layers=1, width=16, heads=4, kv_heads=2, mlp_width=32, block_size=4),"
+            " batch_size=4, model_parallel=2)")
+  split = """
     w = many.params["blocks"][0]["w_gate_up"]
     assert w.sharding.spec == P(None, "model") and w.addressable_shards[0].data.shape == (16, 64 // 2)
-    grad = lambda s: jax.tree.map(lambda new, old: old - new, s.params, state.params)
-    err = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grad(one)), jax.tree.leaves(grad(many))))
-    scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(grad(one)))
-    print("devices", jax.device_count(), "loss", float(m1["loss"]), float(m4["loss"]), "max error", err, scale)
-    assert abs(float(m1["loss"]) - float(m4["loss"])) <= 1e-6 * float(m1["loss"])
-    assert err <= 1e-5 * scale + 1e-7, err
-""")
-
-
-def test_sharded_step_over_data_and_model_axes_equals_one_device():
-  env = host_devices_env(4, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  run = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=300)
+  """
+  run = sharded_step(imports="from jaxbp.models.llama import Llama", config=config, batch=4, devices=4, parallel=2,
+                     after=split)
   assert run.returncode == 0, run.stderr[-3000:]
   assert "devices 4" in run.stdout
 
