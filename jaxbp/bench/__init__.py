@@ -18,7 +18,8 @@ Sections (each a Markdown table; ``--json FILE`` writes every number):
 
 ``--long-context`` measures instead the llama step on the manual rules against ``jax.grad`` of the references
 at T = 2048 .. 65536 (``_long``: compiled memory at every T, each step that fits run in its own process,
-the largest T each trains at; ``--long-context-max-T 512`` for a tiny run). About 20 minutes on 2 cores.
+the largest T each trains at; ``--long-context-max-T 256`` for a tiny run). Most of an hour on a loaded
+2-core CPU, T = 65536 most of it.
 
 ``--tiny`` runs everything at toy sizes in seconds (for CI); timings then mean nothing.
 
@@ -107,7 +108,7 @@ def configure(parser: argparse.ArgumentParser):
   parser.add_argument("--long-context", action="store_true",
                       help="only the long-context section: the llama step, manual vs jax.grad, T 2048..65536")
   parser.add_argument("--long-context-max-T", type=_max_length, default=65536, metavar="T",
-                      help="the largest T of --long-context (default 65536; 512 runs in a minute)")
+                      help="the largest T of --long-context (default 65536; 256: a run of seconds, for CI)")
   parser.add_argument("--long-context-timeout", type=_positive_seconds, default=900.0, metavar="S",
                       help="seconds one step's process may take before that variant stops (default 900)")
   parser.add_argument("--donate", choices=("auto", "on", "off"), default="auto",
