@@ -16,9 +16,14 @@ Sections (each a Markdown table; ``--json FILE`` writes every number):
      and V), ``llm`` (issue 20's table: grouped-query, sliding-window, softcapped, ALiBi and segmented
      attention, the SwiGLU MLP block, RoPE, the cross-entropy options, distillation, the llama step).
 
+``--long-context`` measures instead the llama step on the manual rules against ``jax.grad`` of the references
+at T = 2048 .. 65536 (``_long``: compiled memory at every T, each step that fits run in its own process,
+the largest T each trains at; ``--long-context-max-T 256`` for a tiny run). Most of an hour on a loaded
+2-core CPU, T = 65536 most of it.
+
 ``--tiny`` runs everything at toy sizes in seconds (for CI); timings then mean nothing.
 
-Usage: ``jaxbp bench [--tiny] [--scale] [--json FILE]`` or ``python -m jaxbp.bench ...``.
+Usage: ``jaxbp bench [--tiny] [--scale] [--long-context] [--json FILE]`` or ``python -m jaxbp.bench ...``.
 """
 
 import argparse
@@ -65,6 +70,27 @@ def _model_names(text):
   return names
 
 
+def _max_length(text):
+  """``--long-context-max-T``: an integer >= 16."""
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 16:
+    raise argparse.ArgumentTypeError(f"must be an integer >= 16, got {text!r}")
+  return value
+
+
+def _positive_seconds(text):
+  try:
+    value = float(text)
+  except ValueError:
+    value = 0.0
+  if not value > 0:
+    raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+  return value
+
+
 def configure(parser: argparse.ArgumentParser):
   """Adds the benchmark's options to ``parser``."""
   parser.add_argument("--tiny", action="store_true", help="toy sizes, 2 rounds: proves it runs (CI)")
@@ -79,6 +105,12 @@ def configure(parser: argparse.ArgumentParser):
   parser.add_argument("--no-digits", action="store_true", help="skip the digits time-to-97%% section")
   for name, (_, what) in RULE_SECTIONS.items():
     parser.add_argument(f"--no-{name}", action="store_true", help=f"skip the {what} section")
+  parser.add_argument("--long-context", action="store_true",
+                      help="only the long-context section: the llama step, manual vs jax.grad, T 2048..65536")
+  parser.add_argument("--long-context-max-T", type=_max_length, default=65536, metavar="T",
+                      help="the largest T of --long-context (default 65536; 256: a run of seconds, for CI)")
+  parser.add_argument("--long-context-timeout", type=_positive_seconds, default=900.0, metavar="S",
+                      help="seconds one step's process may take before that variant stops (default 900)")
   parser.add_argument("--donate", choices=("auto", "on", "off"), default="auto",
                       help="donate parameter buffers to the step (auto: on for GPU/TPU, off for CPU)")
 
@@ -88,6 +120,11 @@ def _measure(args) -> dict:
   # Heavy imports (JAX) only now.
   from jaxbp.bench import _report
   from jaxbp.bench import _run
+  if args.long_context:
+    from jaxbp.bench import _long
+    say = lambda line: print(line, file=sys.stderr, flush=True)
+    return _report.Results({"long_context": _long.measure(max_length=args.long_context_max_T,
+                                                          timeout_s=args.long_context_timeout, say=say)})
   cfg = TINY if args.tiny else FULL
   results = _report.Results(_run.run_all(args, cfg))
   for name, (module_name, _) in RULE_SECTIONS.items():

@@ -11,7 +11,10 @@ class Results(dict):
 
   def __str__(self) -> str:
     from jaxbp.bench import RULE_SECTIONS
-    text = render(self)
+    text = render(self) if "machine" in self else ""
+    if "long_context" in self:
+      from jaxbp.bench import _long
+      text += _long.render(self["long_context"])
     for name, (module_name, _) in RULE_SECTIONS.items():
       if name in self:
         text += "\n\n" + importlib.import_module(module_name).render(self[name])
