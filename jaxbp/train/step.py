@@ -116,9 +116,20 @@ def compute_dtype(config: TrainConfig, tree: Any) -> Any:
   return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, tree)
 
 
-def _back_to(new: Any, old: Any) -> Any:
-  """``new`` with each leaf in the dtype of ``old``'s (a model state, the loss and metrics: float32 outside)."""
-  return jax.tree.map(lambda n, o: n.astype(jnp.result_type(o)), new, old)
+def _forward(config: TrainConfig, spec: models.DataSpec, family: models.Family, ops: Any) -> Any:
+  """``forward(params, model_state, batch, train, key) -> (loss, metrics, model_state)``: the model and its
+  head across the step's dtype boundary (``compute_dtype`` in, float32 out), shared by the loss and the
+  evaluation."""
+  def forward(params, model_state, batch, train, key):
+    inner, x = compute_dtype(config, (params, batch[0]))
+    outputs, new_state = _apply(family, config, spec, inner, model_state, (x, *batch[1:]), ops, train=train, key=key)
+    loss, metrics = score(family, config.loss, inner, outputs, batch[1], batch[2] if len(batch) > 2 else None,
+                          ops, config.model, batch[3] if len(batch) > 3 else None)
+    if config.dtype != "float32":  # float32 outside: the state as it came in, the loss and metrics at least float32
+      new_state = jax.tree.map(lambda n, o: n.astype(jnp.result_type(o)), new_state, model_state)
+      loss, metrics = jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)), (loss, metrics))
+    return loss, metrics, new_state
+  return forward
 
 
 def make_loss_fn(config: TrainConfig, spec: models.DataSpec, *, ops: Any = None) -> Any:
@@ -130,14 +141,10 @@ def make_loss_fn(config: TrainConfig, spec: models.DataSpec, *, ops: Any = None)
   to ``jaxbp.ops``, or ``jaxbp.ops.reference`` when ``config.autodiff``.
   """
   family, ops = models.family_of(config.model), _ops_of(config, ops)
+  forward = _forward(config, spec, family, ops)
 
   def loss_fn(params, model_state, batch, key):
-    inner, x = compute_dtype(config, (params, batch[0]))
-    outputs, new_state = _apply(family, config, spec, inner, model_state, (x, *batch[1:]), ops, train=True, key=key)
-    loss, metrics = score(family, config.loss, inner, outputs, batch[1], batch[2] if len(batch) > 2 else None,
-                          ops, config.model, batch[3] if len(batch) > 3 else None)
-    model_state = _back_to(new_state, model_state) if config.dtype != "float32" else new_state
-    loss, metrics = jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)), (loss, metrics))
+    loss, metrics, model_state = forward(params, model_state, batch, True, key)
     if config.l2 > 0:
       weights = [w for w in jax.tree.leaves(params) if models.is_weight(w)]
       loss = loss + ops.l2_penalty(weights, config.l2)
@@ -149,14 +156,8 @@ def make_eval_fn(config: TrainConfig, spec: models.DataSpec, *, ops: Any = None)
   """Jitted ``evaluate(params, model_state, x, y[, mask[, segment_ids]]) -> {"loss", "accuracy", ...}`` in
   evaluation mode."""
   family, ops = models.family_of(config.model), _ops_of(config, ops)
-
-  def evaluate(params, model_state, *batch):
-    params, x = compute_dtype(config, (params, batch[0]))
-    outputs, _ = _apply(family, config, spec, params, model_state, (x, *batch[1:]), ops, train=False, key=None)
-    metrics = score(family, config.loss, params, outputs, batch[1], batch[2] if len(batch) > 2 else None, ops,
-                    config.model, batch[3] if len(batch) > 3 else None)[1]
-    return jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)), metrics)
-  return jax.jit(evaluate)
+  forward = _forward(config, spec, family, ops)
+  return jax.jit(lambda params, model_state, *batch: forward(params, model_state, batch, False, None)[1])
 
 
 def init_state(config: TrainConfig, spec: models.DataSpec, optimizer: optax.GradientTransformation) -> TrainState:
