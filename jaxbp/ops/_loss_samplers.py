@@ -41,6 +41,14 @@ def label_branches(probabilities):
   }
 
 
+def ignored(rng, shape, ignore):
+  """Which labels of ``shape`` get ignore_index: a random ``ignore`` fraction of them, or the first two
+  (``"first 2"``, every row of a first chunk of 2)."""
+  if ignore == "first 2":
+    return (np.arange(int(np.prod(shape))) < 2).reshape(shape)
+  return rng.random(shape) < ignore
+
+
 def with_options(sample, ignore=0.0, **options):
   """``sample``'s draws (labels last) with each keyword option drawn from its list; with ``ignore`` > 0,
   ignore_index −100 given to that fraction of the int labels (1.0: every one; "first 2": the first two)."""
@@ -48,8 +56,7 @@ def with_options(sample, ignore=0.0, **options):
     (*inputs, labels), kw = sample(rng, dtype)
     kw = {**kw, **{k: v[int(rng.integers(len(v)))] for k, v in options.items()}}
     if ignore:
-      drop = np.arange(labels.size) < 2 if ignore == "first 2" else rng.random(labels.shape) < ignore
-      labels = np.where(drop, -100, labels).astype(labels.dtype)
+      labels = np.where(ignored(rng, labels.shape, ignore), -100, labels).astype(labels.dtype)
       kw["ignore_index"] = -100
     return (*inputs, labels), kw
   return sample_options

@@ -10,6 +10,7 @@ from jax.typing import ArrayLike
 import numpy as np
 
 from jaxbp.ops._cross_entropy import reduce_kept
+from jaxbp.ops._loss_samplers import ignored
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
@@ -236,7 +237,7 @@ def _distill_sampler(divergences, reductions, chunk_sizes=(None, 2, 3), n=(1, 6)
           "temperature": float(rng.choice([1.0, 2.0])), "beta": float(rng.choice([0.1, 0.5, 0.9])),
           "chunk_size": chunk_sizes[int(rng.integers(len(chunk_sizes)))]}
     if ignore:
-      drop = np.arange(rows) < 2 if ignore == "first 2" else rng.random(rows) < ignore
+      drop = ignored(rng, (rows,), ignore)
       kw["labels"], kw["ignore_index"] = np.where(drop, -100, rng.integers(0, v, size=rows)).astype(np.int32), -100
     return (h, w), kw
   return sample
