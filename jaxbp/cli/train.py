@@ -22,6 +22,7 @@ from typing import Any
 
 from jaxbp import models
 from jaxbp.cli import _flags
+from jaxbp.cli import _source
 from jaxbp.cli._plots import TimeGradFlow
 from jaxbp.cli._plots import curves_title
 from jaxbp.cli._plots import import_matplotlib
@@ -60,14 +61,6 @@ OUTPUT_FILES = ("metrics.json", "curves.png", "grad_flow.png", "grad_flow_time.p
 _FIELD_FLAGS = {"out_dir": "--out", "mesh": "--devices", "num_devices": "--devices"}
 
 
-def _tasks() -> Any:
-  """``jaxbp.train.tasks`` (generated sequence tasks: ``TASKS`` and ``load_task``) if it is there, else None."""
-  if importlib.util.find_spec("jaxbp.train.tasks") is None:
-    return None
-  import jaxbp.train.tasks as tasks  # pylint: disable=import-outside-toplevel
-  return tasks if hasattr(tasks, "TASKS") and hasattr(tasks, "load_task") else None
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
   """Adds the flags of ``jaxbp train`` to ``parser``: TrainConfig's and every model family's fields."""
   d, hints = TrainConfig()._asdict(), models.field_types(TrainConfig)
@@ -82,20 +75,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _flags.add_field(group, field, str if field == "model" else hints[field], text, choices=choices.get(field),
                      metavar=_METAVARS.get(field))
   reserved = set(TrainConfig._fields) | {"data", "label_column", "task", "task_length", "out", "resume", "overwrite",
-                                         "devices",
+                                         "devices", "init_from",
                                          "coordinator_address", "num_processes", "process_id", "no_plot",
                                          "log_loss", "tensorboard"}
   _MODEL_FIELDS[:] = _flags.add_model_flags(m, reserved)
   io.add_argument("--data", metavar="PATH", help=".npz (arrays x, y) or .csv with a header; default: digits")
   io.add_argument("--label-column", default=argparse.SUPPRESS, metavar="NAME",
                   help="the label column of a .csv --data (default label)")
-  tasks = _tasks()
+  tasks = _source.tasks_module()
   if tasks is not None:
     io.add_argument("--task", choices=tuple(tasks.TASKS), help="a generated sequence task instead of --data")
     io.add_argument("--task-length", type=int, metavar="N", help="the task's length: digits per operand (default"
                     " 8), or the positions T of --task lookup (default 64)")
   io.add_argument("--out", metavar="DIR", help="output directory (default runs/<timestamp>)")
   io.add_argument("--resume", action="store_true", help="continue OUT's run with its saved config and data")
+  io.add_argument("--init-from", metavar="CKPT", help="start from the parameters of another run (its --out"
+                  " directory or checkpoint.npz): a new run, with this run's data, optimiser and schedule; e.g."
+                  " go on at a longer --task-length")
   io.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (its files are deleted)")
   io.add_argument("--devices", type=int, default=1, metavar="N", help="data parallel over N devices (default 1)")
   io.add_argument("--coordinator-address", metavar="HOST:PORT", help="multi-host: jax.distributed.initialize")
@@ -129,42 +125,6 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
   return TrainConfig(model=_flags.model_from_args(args, family.name, _MODEL_FIELDS), **typed)
 
 
-def _source(args: argparse.Namespace, family: models.Family) -> dict[str, Any]:
-  """Where the data comes from, as the flags say; recorded in the checkpoint to resume from. A sequence
-  family with neither --task nor --data trains on the default generated task (``default_task``)."""
-  length = getattr(args, "task_length", None)
-  sized = {} if length is None else {"length": length}
-  if not getattr(args, "task", None) and not args.data and family.data == "tokens":
-    tasks = _tasks()
-    if tasks is not None:
-      return {"task": tasks.DEFAULT_TASK, **sized}
-  if getattr(args, "task", None):
-    if args.data:
-      raise ValueError("--task and --data both name the data: give one of them")
-    return {"task": args.task, **sized}
-  if length is not None:
-    raise ValueError("--task-length sets the length of a --task; there is none")
-  if hasattr(args, "label_column") and not (args.data and args.data.lower().endswith(".csv")):
-    raise ValueError("--label-column names the label column of a .csv --data file; "
-                     + ("there is no --data" if not args.data else f"{args.data} is not a .csv"))
-  if not args.data:
-    return {}
-  source = {"path": os.path.abspath(args.data)}
-  return {**source, "label_column": getattr(args, "label_column", "label")} if args.data.lower().endswith(".csv") \
-      else source
-
-
-def _load(source: dict[str, Any], seed: int) -> Any:
-  from jaxbp.train import data as data_lib  # pylint: disable=import-outside-toplevel
-  if "task" in source:
-    tasks = _tasks()
-    if tasks is None:
-      raise ValueError(f"this run was trained on the task {source['task']!r}, but jaxbp.train.tasks is not"
-                       " installed")
-    return tasks.load_task(source["task"], seed=seed, **{k: v for k, v in source.items() if k == "length"})
-  return data_lib.load_dataset(source.get("path"), source.get("label_column", "label"))
-
-
 def _resume(args: argparse.Namespace, out: str, say: Any) -> tuple[Any, TrainConfig, dict]:
   """The checkpoint (read once), the config continuing it and the data source; warns of ignored flags.
   ``fit`` checks that the config continues the run; "resuming from epoch N" is said once it has
@@ -176,7 +136,7 @@ def _resume(args: argparse.Namespace, out: str, say: Any) -> tuple[Any, TrainCon
   if ignored:
     say(f"resuming with the checkpoint's config; ignoring {', '.join(ignored)}")
   config = resumed.config._replace(epochs=typed.get("epochs", resumed.config.epochs))
-  source = _source(args, config.family) if args.data or getattr(args, "task", None) else resumed.data["source"]
+  source = _source.source(args, config.family) if args.data or getattr(args, "task", None) else resumed.data["source"]
   return resumed, config, source
 
 
@@ -269,9 +229,12 @@ def _settings(args: argparse.Namespace) -> tuple[str, Any, TrainConfig, dict]:
     from jaxbp.cli.tensorboard import check_logdir  # pylint: disable=import-outside-toplevel
     check_logdir(args.tensorboard, args.resume)
   if args.resume:
+    if args.init_from:
+      raise ValueError("--init-from starts a new run from another run's parameters, --resume continues OUT's run:"
+                       " give one of them")
     return (out, *_resume(args, out, _say))
   config = _config_from_args(args)
-  source = _source(args, config.family)
+  source = _source.source(args, config.family)
   if args.tensorboard and not hasattr(args, "grad_flow"):  # the per-layer norms TensorBoard draws
     config = config._replace(grad_flow=True)
   return out, False, config, source
@@ -300,13 +263,14 @@ def _train(args: argparse.Namespace, started: float) -> int:
     import jax  # pylint: disable=import-outside-toplevel
     parallel = config.model_parallel
     mesh = train_lib.make_mesh(args.devices, parallel) if args.devices != 1 or parallel != 1 else None
-    data = _load(source, config.seed)
+    data = _source.load(source, config.seed)
+    start = _source.init_from(args.init_from) if args.init_from else None
     lead = jax.process_index() == 0
-    reporter = _Reporter(lead, _banner(args, config, data, source), resume, config.epochs,
-                         _epoch_hooks(args, config, data) if lead else {})
+    banner = _banner(args, config, data, source) + (_source.started_from(start) if start else "")
+    reporter = _Reporter(lead, banner, resume, config.epochs, _epoch_hooks(args, config, data) if lead else {})
     with reporter:
       result = train_lib.fit(config, data, out_dir=out, resume=resume, overwrite=args.overwrite,
-                             outputs=OUTPUT_FILES, source=source, mesh=mesh, observer=reporter)
+                             outputs=OUTPUT_FILES, source=source, mesh=mesh, observer=reporter, init_from=start)
   except KeyboardInterrupt:
     _say(_interrupted(out, held if reporter is None else reporter.saved))
     return 130

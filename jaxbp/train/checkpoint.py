@@ -19,6 +19,7 @@ every entry, and the JSON document's structure is checked field by field (:func:
 reads it; a training run's metadata inside it is checked by ``jaxbp.train.resume.read``.
 """
 
+from collections.abc import Sequence
 import contextlib
 import errno
 import io
@@ -289,6 +290,27 @@ def restore(path: str, doc: dict[str, Any], arrays: list[np.ndarray], template: 
   restored = [_restore_leaf(path, p, want, got, doc["keys"].get(str(i)))
               for i, (p, want, got) in enumerate(zip(paths, leaves, arrays))]
   return jax.tree_util.tree_unflatten(treedef, restored)
+
+
+def restore_fields(path: str, doc: dict[str, Any], arrays: list[np.ndarray], template: Any,
+                   fields: Sequence[str]) -> Any:
+  """Only the ``fields`` of the NamedTuple ``template`` from ``(doc, arrays)``, the other fields as in
+  ``template``: the file may hold more (another run's optimiser state), but under those fields it must hold
+  exactly the template's leaves, with their shapes and dtypes (:class:`CheckpointError` naming the first
+  that differs)."""
+  part = template._replace(**{f: None for f in template._fields if f not in fields})
+  paths = _flatten(part)[0]
+  ours = tuple(f".{f}" for f in fields)
+  under = [p for p in doc["paths"] if p in ours or p.startswith(tuple(f"{o}[" for o in ours))]
+  if sorted(under) != sorted(paths):
+    extra, missing = sorted(set(under) - set(paths))[:3], sorted(set(paths) - set(under))[:3]
+    raise CheckpointError(f"checkpoint {path} holds another model's {' and '.join(fields)}"
+                          f" (in the file only: {extra or '-'}; expected but absent: {missing or '-'})")
+  index = {p: i for i, p in enumerate(doc["paths"])}
+  picked = [index[p] for p in paths]
+  keys = {str(j): doc["keys"][str(i)] for j, i in enumerate(picked) if str(i) in doc["keys"]}
+  restored = restore(path, {**doc, "paths": paths, "keys": keys}, [arrays[i] for i in picked], part)
+  return template._replace(**{f: getattr(restored, f) for f in fields})
 
 
 def _restore_leaf(path, p, want, got, key_impl):

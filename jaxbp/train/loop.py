@@ -111,6 +111,7 @@ class _Plan(NamedTuple):
   path: str | None             # the checkpoint file
   resumed: Resumed | None
   data_id: dict
+  start: Resumed | None        # the checkpoint whose parameters a new run starts from (init_from)
 
 
 def _check_sizes(config: TrainConfig, n: int, mesh: Any, warn: Callable[[str], None]) -> int:
@@ -154,11 +155,16 @@ def _prepare_out_dir(out_dir: str, resume: bool, overwrite: bool, outputs: Seque
 
 
 def _plan(config: TrainConfig, data: Any, out_dir: str | None, resume: bool | Resumed, overwrite: bool,
-          outputs: Sequence[str], source: dict | None, mesh: Any, observer: FitObserver) -> _Plan:
+          outputs: Sequence[str], source: dict | None, mesh: Any, observer: FitObserver,
+          init_from: str | Resumed | None) -> _Plan:
   """Every check of ``fit``'s arguments, once, before anything compiles; what it decided."""
   check_config(config)
   if resume and overwrite:
     raise ConfigError("overwrite", "replaces the run in out_dir, resume continues it: give one of them")
+  if resume and init_from is not None:
+    raise ConfigError("init_from", "starts a new run from a checkpoint's parameters, resume continues the run in"
+                      " out_dir: give one of them")
+  start = read_checkpoint(init_from) if isinstance(init_from, str) else init_from
   if resume and out_dir is None:
     raise ConfigError("resume", "needs out_dir, the directory of the run to continue")
   if getattr(data, "segments_train", None) is not None and not config.family.segments:
@@ -174,7 +180,7 @@ def _plan(config: TrainConfig, data: Any, out_dir: str | None, resume: bool | Re
     check_continues(config, resumed, data_id)
   if out_dir:
     _prepare_out_dir(out_dir, resumed is not None, overwrite, outputs)
-  return _Plan(data_spec(data), steps, path, resumed, data_id)
+  return _Plan(data_spec(data), steps, path, resumed, data_id, start)
 
 
 class _Compiled(NamedTuple):
@@ -275,9 +281,25 @@ def _write_lines(path: str, records: list, mode: str) -> None:
     f.writelines(json.dumps(r) + "\n" for r in records)
 
 
+def _initial(plan: _Plan, compiled: _Compiled, held: Any) -> tuple[TrainState, list, dict]:
+  """The state a run starts its first epoch with, its history so far, and the ``init_from`` record its
+  checkpoints carry: the resumed checkpoint's, or a new state (with ``init_from``'s parameters)."""
+  if plan.resumed is not None:
+    r = plan.resumed
+    started_from = {k: v for k, v in r.doc["meta"].items() if k == "init_from"}  # kept by every save
+    return place(ckpt.restore(r.path, r.doc, r.arrays, compiled.abstract), held), list(r.history), started_from
+  state, s = compiled.init(), plan.start
+  if s is None:
+    return place(state, held), [], {}
+  state = ckpt.restore_fields(s.path, s.doc, s.arrays, state, ("params", "model_state"))
+  return place(state, held), [], {"init_from": {"path": os.path.abspath(s.path), "epoch": s.epoch,
+                                                "data": s.data.get("name")}}
+
+
 def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: bool | Resumed = False,
         overwrite: bool = False, outputs: Sequence[str] = (), source: dict | None = None,
-        mesh: jax.sharding.Mesh | None = None, observer: FitObserver | None = None) -> FitResult:
+        mesh: jax.sharding.Mesh | None = None, observer: FitObserver | None = None,
+        init_from: str | Resumed | None = None) -> FitResult:
   """Trains ``config.model`` on ``data`` as ``config`` says; everything is checked before anything compiles.
 
   Args:
@@ -297,6 +319,10 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
       ``config.model_parallel`` > 1), or ``None`` for the default device.
     observer: a :class:`FitObserver` told of warnings, the end of the checks, each epoch's start and end
       and each step; ``None``: warnings go to ``warnings.warn``, nothing else is reported.
+    init_from: a checkpoint (its path, or one read with :func:`read_checkpoint`) whose parameters and model
+      state the run starts from instead of initialising them; the optimiser state, schedule, step count and
+      data are this run's (fine-tuning; context extension: a model trained on short sequences goes on at
+      longer ones). Its parameters must have this model's shapes and dtypes. Not with ``resume``.
 
   Returns:
     A :class:`FitResult`.
@@ -308,17 +334,13 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
     NonFiniteError: a NaN/inf loss, gradient or update.
   """
   observer = FitObserver() if observer is None else observer
-  plan = _plan(config, data, out_dir, resume, overwrite, outputs, source, mesh, observer)
+  plan = _plan(config, data, out_dir, resume, overwrite, outputs, source, mesh, observer, init_from)
   observer.on_checked(plan.resumed.epoch if plan.resumed is not None else 0, plan.steps)
   compiled = _compile(config, plan.spec, data, plan.steps, mesh, plan.resumed is None)
   replicated, sharded = shardings(mesh) if mesh is not None else (None, None)
   held = state_shardings(mesh, compiled.abstract, config.family) if mesh is not None else None
-  if plan.resumed is not None:
-    r = plan.resumed
-    state, history, start = place(ckpt.restore(r.path, r.doc, r.arrays, compiled.abstract), held), \
-        list(r.history), r.epoch
-  else:
-    state, history, start = place(compiled.init(), held), [], 0
+  state, history, started_from = _initial(plan, compiled, held)
+  start = len(history)
   lead = jax.process_index() == 0
   lines = os.path.join(out_dir, "metrics.jsonl") if out_dir else None
   if lines and lead:
@@ -336,7 +358,7 @@ def fit(config: TrainConfig, data: Any, *, out_dir: str | None = None, resume: b
     history.append(record)
     if plan.path is not None and lead:
       ckpt.save(plan.path, state, {"config": config.to_json(), "epoch": epoch + 1, "history": history,
-                                   "data": plan.data_id})
+                                   "data": plan.data_id, **started_from})
       _write_lines(lines, [record], "a")  # type: ignore[arg-type]
     observer.on_epoch_end(record, state)
   return FitResult(state, history, compiled.seconds, plan.data_id)

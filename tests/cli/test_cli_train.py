@@ -195,6 +195,30 @@ def test_a_sequence_model_alone_trains_its_default_task_and_says_so(model, tmp_p
       in err[0], err
 
 
+def test_init_from_goes_on_at_a_longer_task_length(tmp_path, monkeypatch, jaxbp_cmd):
+  """Context extension as a user runs it: a llama trained on lookup rows of 32 goes on at 64 from its weights."""
+  from jaxbp.train import tasks  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(tasks, "load_task", functools.partial(tasks.load_task, num_train=32, num_test=8))
+  tiny = ["train", "--model", "llama", "--task", "lookup", "--width", "16", "--heads", "2", "--kv-heads", "1",
+          "--mlp-width", "16", "--batch-size", "16", "--epochs", "1", "--no-plot"]
+  short, long = str(tmp_path / "short"), str(tmp_path / "long")
+  assert jaxbp_cmd(*tiny, "--task-length", "32", "--out", short)[0] == 0
+  status, err = jaxbp_cmd(*tiny, "--task-length", "64", "--init-from", short, "--out", long)
+  assert status == 0, err
+  assert (f"; starting from the parameters of {short}/checkpoint.npz (epoch 1 of a llama run on task lookup"
+          " (length 32, seed 0))") in err[0], err
+  data = json.loads((tmp_path / "long" / "metrics.json").read_text())["data"]
+  assert data["name"] == "task lookup (length 64, seed 0)"
+  for flags, fragment in [(["--width", "32"], ".params['blocks'][0]['norm1'] has shape (16,) float32, the model"
+                                              " expects (32,) float32"),
+                          (["--init-from", str(tmp_path)], f"--init-from {tmp_path}: the directory holds no"
+                                                           " checkpoint.npz"),
+                          (["--resume"], "--init-from starts a new run from another run's parameters, --resume"
+                                         " continues OUT's run")]:
+    status, err = jaxbp_cmd(*tiny, "--init-from", short, "--out", str(tmp_path / "other"), *flags)
+    assert status == 2 and fragment in err[-1] and err[-1].startswith("jaxbp train: error: "), err
+
+
 def test_a_sequence_model_on_a_features_file_is_refused(tmp_path, jaxbp_cmd):
   np.savez(tmp_path / "d.npz", x=np.zeros((40, 3)), y=np.arange(40) % 2)
   status, err = jaxbp_cmd("train", "--model", "lstm", "--data", str(tmp_path / "d.npz"), "--batch-size", "8",

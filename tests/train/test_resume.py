@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 from test_loop import SMALL
@@ -146,3 +147,38 @@ def test_checkpoint_metadata_that_is_not_a_run_is_one_checkpoint_error(tmp_path,
   with pytest.raises(checkpoint.CheckpointError, match=fragment) as e:
     train.read_checkpoint(path)
   assert path in str(e.value)
+
+
+def test_init_from_starts_a_new_run_from_another_runs_parameters(tmp_path):
+  first = str(tmp_path / "first")
+  trained = train.fit(CONSTANT._replace(epochs=1), _dataset(), out_dir=first).state
+  # another seed and other data: the parameters must come from the checkpoint, not from the seed's init;
+  # a learning rate of 1e-30 leaves them where they started (to float32 rounding: atol 1e-20)
+  config = CONSTANT._replace(epochs=1, seed=7, lr=1e-30)
+  fresh = train.fit(config, _dataset(seed=1)).state
+  out = str(tmp_path / "second")
+  started = train.fit(config, _dataset(seed=1), out_dir=out, init_from=first + "/checkpoint.npz").state
+  for a, b, c in zip(*map(jax.tree_util.tree_leaves, (started.params, trained.params, fresh.params))):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-20)
+    assert not np.allclose(b, c)  # a fresh init is far from the trained parameters
+  assert int(started.step) == int(fresh.step)  # the step count (and the optimiser state) are the new run's
+  meta = checkpoint.read(out + "/checkpoint.npz")[0]["meta"]
+  assert meta["init_from"] == {"path": os.path.abspath(first + "/checkpoint.npz"), "epoch": 1, "data": "blobs"}
+  resumed = train.fit(config._replace(epochs=2), _dataset(seed=1), out_dir=out, resume=True)
+  assert len(resumed.history) == 2
+  assert checkpoint.read(out + "/checkpoint.npz")[0]["meta"]["init_from"] == meta["init_from"]  # kept on resume
+
+
+def test_init_from_another_model_or_with_resume_is_refused(tmp_path):
+  first = str(tmp_path / "first")
+  train.fit(CONSTANT._replace(epochs=1), _dataset(), out_dir=first)
+  wider = CONSTANT._replace(model=MLP(hidden=(9,)))
+  wrong = r"\['layers'\]\[0\]\['b'\] has shape \(8,\) float32, the model expects \(9,\)"
+  with pytest.raises(checkpoint.CheckpointError, match=wrong):
+    train.fit(wider, _dataset(), init_from=first + "/checkpoint.npz")
+  deeper = CONSTANT._replace(model=MLP(hidden=(8, 8)))
+  with pytest.raises(checkpoint.CheckpointError, match=r"another model's params.*expected but absent: \[\"\.params"):
+    train.fit(deeper, _dataset(), init_from=first + "/checkpoint.npz")
+  with pytest.raises(train.ConfigError, match="resume continues the run") as e:
+    train.fit(CONSTANT, _dataset(), out_dir=first, resume=True, init_from=first + "/checkpoint.npz")
+  assert e.value.field == "init_from"
