@@ -10,19 +10,24 @@ of a task has the same length, so a batch is one int32 array ``[N, L]`` and a ji
 | sort      | ``3141>1134``          | 4 digits and ``>`` | the digits sorted    |
 | add       | ``0314+0592=00906``    | a ``+`` b ``=``, each zero-padded to 4 digits | a + b in 5 digits |
 | packed    | ``314>413 2718>8172 ==`` | reverse examples, packed | each one's reversal |
-| lookup    | ``++37=05 81=42 … >37=`` | pairs ``key=value``, ``>key=`` | the key's value |
+| lookup    | ``0037=05 8101=42 … >8101=42 0037=05 …`` | pairs, ``>``, each key again | each key's value |
 
 ``packed``: reverse examples of length // 2 + 1 .. length digits, packed into rows of 4·(2·length + 1)
-tokens with ``=`` padding at the end. ``lookup``: ``length`` + 1 tokens in all: ``+`` padding, pairs
-``key=value`` (distinct keys of w digits, 2-digit values), then ``>key=`` and the key's 2-digit value.
+tokens with ``=`` padding at the end. ``lookup`` is multi-query associative recall (Arora et al., 2023,
+"Zoology"): ``length`` + 1 tokens in all: ``+`` padding, pairs ``key=value`` (distinct random keys of
+``LOOKUP_KEY`` = 4 digits, random 2-digit values) filling the first half, ``>``, then the same keys again in
+another order, each followed by ``=`` and its value: the answers are those values (two digits a query,
+``SequenceTask.answers``), each found by looking its key up anywhere in the first half, on average T/2 back.
 
 ``length`` is the digits per operand (1..32) except for ``lookup``, where it is the number of input
-positions T (16..65536: ``lookup`` at length 8192 trains at T = 8192); key width w is the smallest with
-10^w ≥ 2·pairs, and the queried pair lies in the first half of the row, so the answer is at least T/2 back.
+positions T (32..65536: ``lookup`` at length 8192 trains at T = 8192, 585 queries a row). The key width is
+the same at every length, so a model trained on short rows can go on at long ones (``--init-from``).
 
 A model reads the whole sequence left to right and predicts each next token (a language model, as the
 recurrent models and the transformers are). Only the answer is scored: the logits at positions
-``prompt_length - 1 .. L - 2`` predict ``tokens[:, prompt_length:]`` (:func:`answer_logits`).
+``prompt_length - 1 .. L - 2`` predict ``tokens[:, prompt_length:]`` (:func:`answer_logits`); for ``lookup``
+only the values of its queries (``answers``), so its exact match asks every query of a row to be right and
+its per-token accuracy is the share of answer digits right (chance 10%).
 
 Packed rows (:class:`PackedTask`) hold several examples each, told apart by segment ids (1, 2, … per row,
 0 for the padding): the data set carries them as ``segments_train``/``segments_test`` (the model registry's
@@ -48,7 +53,8 @@ DIGIT_TASKS = ("reverse", "sort", "add")
 TASKS = (*DIGIT_TASKS, "packed", "lookup")
 DEFAULT_TASK = "reverse"
 # (least, most, default) of each task's length argument: digits per operand, or lookup's positions T
-LENGTHS = {**dict.fromkeys(("reverse", "sort", "add", "packed"), (1, 32, 8)), "lookup": (16, 65536, 64)}
+LENGTHS = {**dict.fromkeys(("reverse", "sort", "add", "packed"), (1, 32, 8)), "lookup": (32, 65536, 64)}
+LOOKUP_KEY = 4  # digits of every lookup key
 PACK = 4  # a packed row has room for PACK examples of the longest length
 PLUS, EQUALS, ARROW = VOCAB.index("+"), VOCAB.index("="), VOCAB.index(">")
 
@@ -87,6 +93,14 @@ class SequenceTask(NamedTuple):
   @property
   def answer_length(self) -> int:
     return self.seq_length - self.prompt_length
+
+  @property
+  def answers(self) -> np.ndarray:
+    """bool ``[L]``: True at the answer tokens, the scored ones (``prompt_length`` onwards; for ``lookup``
+    each query's two value digits)."""
+    if self.name == "lookup":
+      return lookup_answers(self.length)
+    return np.arange(self.seq_length) >= self.prompt_length
 
 
 def _prompts(name, digits):
@@ -196,28 +210,36 @@ def make_packed(*, length: int = 8, num_train: int = 20_000, num_test: int = 2_0
 
 def lookup_layout(length: int) -> tuple[int, int, int]:
   """``(key_width, pairs, padding)`` of a ``lookup`` row with ``length`` input positions (length + 1 tokens):
-  the least key width w with 10^w ≥ 2·pairs, pairs of w + 3 tokens, the query ``>key=`` and its 2-digit
-  answer (w + 4 tokens), and ``+`` padding at the start for the tokens left over."""
-  w = 1
-  while 10 ** w < 2 * ((length + 1 - (w + 4)) // (w + 3)):
-    w += 1
-  pairs = (length + 1 - (w + 4)) // (w + 3)
-  return w, pairs, length + 1 - pairs * (w + 3) - (w + 4)
+  ``+`` padding, ``pairs`` pairs ``key=value`` of ``LOOKUP_KEY`` + 3 tokens, ``>``, then the same pairs again
+  as queries in another order. The key width is the same at every length (10^4 ≥ 2·pairs up to T = 65536),
+  so a model trained on short rows reads long ones."""
+  pairs = length // (2 * (LOOKUP_KEY + 3))
+  return LOOKUP_KEY, pairs, length - 2 * pairs * (LOOKUP_KEY + 3)
+
+
+def lookup_answers(length: int) -> np.ndarray:
+  """bool ``[length + 1]``: True at the answer tokens of a ``lookup`` row (each query's two value digits)."""
+  w, pairs, padding = lookup_layout(length)
+  first = padding + pairs * (w + 3) + 1 + w + 1  # the first query's value, after its key and "="
+  at = first + (w + 3) * np.arange(pairs)[:, None] + np.arange(2)
+  answers = np.zeros(length + 1, bool)
+  answers[at.ravel()] = True
+  return answers
 
 
 def _lookup_rows(rng, n, length):
   """``n`` rows of the ``lookup`` task (see the module docstring), int64 ``[n, length + 1]``."""
   w, pairs, padding = lookup_layout(length)
-  chunk = max(1, 2 ** 22 // 10 ** w)  # rows whose key permutations are drawn at once (4M draws)
-  codes = np.concatenate([np.argsort(rng.random((min(chunk, n - i), 10 ** w)), axis=1)[:, :pairs]
-                          for i in range(0, n, chunk)] or [np.zeros((0, pairs), np.int64)])
+  # distinct keys: sorted draws from 0..10^w − pairs plus 0, 1, 2, … are strictly increasing; then shuffled
+  codes = np.sort(rng.integers(0, 10 ** w - pairs + 1, size=(n, pairs)), axis=1) + np.arange(pairs)
+  codes = rng.permuted(codes, axis=1)
   keys = codes[..., None] // 10 ** np.arange(w - 1, -1, -1) % 10  # [n, pairs, w] digits, distinct per row
   values = rng.integers(0, 10, size=(n, pairs, 2))
-  body = np.concatenate([keys, np.full((n, pairs, 1), EQUALS), values], axis=2).reshape(n, pairs * (w + 3))
-  q = rng.integers(0, max(1, pairs // 2), size=n)  # the queried pair: in the first half of the row
-  query = np.concatenate([np.full((n, 1), ARROW), keys[np.arange(n), q], np.full((n, 1), EQUALS),
-                          values[np.arange(n), q]], axis=1)
-  return np.concatenate([np.full((n, padding), PLUS), body, query], axis=1)
+  table = np.concatenate([keys, np.full((n, pairs, 1), EQUALS), values], axis=2)  # [n, pairs, w + 3]
+  order = np.argsort(rng.random((n, pairs)), axis=1)  # the queries: every pair once, shuffled
+  queries = np.take_along_axis(table, order[..., None], axis=1)
+  return np.concatenate([np.full((n, padding), PLUS), table.reshape(n, pairs * (w + 3)), np.full((n, 1), ARROW),
+                         queries.reshape(n, pairs * (w + 3))], axis=1)
 
 
 def make_task(name: str = DEFAULT_TASK, *, length: int | None = None, num_train: int | None = None,
@@ -255,7 +277,7 @@ def make_task(name: str = DEFAULT_TASK, *, length: int | None = None, num_train:
   if long:
     tokens = _distinct_rows(rng, num_train + num_test, lambda n: _lookup_rows(rng, n, length), "lookup rows")
     return SequenceTask(name, tokens[:num_train].astype(np.int32), tokens[num_train:].astype(np.int32),
-                        length - 1, length, seed)
+                        int(np.argmax(lookup_answers(length))), length, seed)
   width = 2 * length if name == "add" else length
   digits = _distinct_digits(rng, num_train + num_test, width)
   tokens = np.concatenate([_prompts(name, digits), _answers(name, digits)], axis=1).astype(np.int32)
@@ -306,7 +328,8 @@ def _split_arrays(task: SequenceTask | PackedTask,
   row scores the targets that are answer tokens (each lies in its example's segment, as its input does)."""
   tokens = getattr(task, split)
   if isinstance(task, SequenceTask):
-    return (*language_model_arrays(tokens, task.prompt_length), None)
+    mask = np.broadcast_to(task.answers[1:].astype(np.float32), (len(tokens), tokens.shape[1] - 1)).copy()
+    return tokens[:, :-1], tokens[:, 1:], mask, None
   answers, segments = getattr(task, f"answers_{split}"), getattr(task, f"segments_{split}")
   return tokens[:, :-1], tokens[:, 1:], answers[:, 1:].astype(np.float32), segments[:, :-1]
 
