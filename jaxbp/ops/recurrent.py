@@ -24,6 +24,7 @@ from jax import lax
 import jax.numpy as jnp
 
 from jaxbp.ops._registry import any_branch
+from jaxbp.ops._registry import mixed_dtypes
 from jaxbp.ops._registry import register
 from jaxbp.ops._registry import uniform
 from jaxbp.ops._rule import vjp_rule
@@ -50,9 +51,15 @@ def _time_major(a):
   return jnp.swapaxes(a, 0, 1)
 
 
+def _state(first, *inputs):
+  """The initial state ``first`` in the dtype of the states: all inputs' promoted dtype, the dtype of
+  x_t·W_x + h_{t−1}·W_h + b, so that the scan's carry keeps one type when h0 (c0) is of another dtype."""
+  return first.astype(jnp.result_type(first, *inputs))
+
+
 def _previous(first, states):
   """[T, N, H] states shifted one step: the state before step t, ``first`` before step 1."""
-  return jnp.concatenate([first[None], states[:-1]], axis=0)
+  return jnp.concatenate([first[None].astype(states.dtype), states[:-1]], axis=0)
 
 
 def _input_projection(x, w_x, b):
@@ -99,7 +106,8 @@ def rnn(x: jax.typing.ArrayLike, h0: jax.typing.ArrayLike, w_x: jax.typing.Array
     b: float array [H].
 
   Returns:
-    ``(hs, h_T)``: the hidden states [N, T, H] and the final state [N, H] (= hs[:, -1]).
+    ``(hs, h_T)``: the hidden states [N, T, H] and the final state [N, H] (= hs[:, -1]), in the inputs'
+    promoted dtype (an h0 of another dtype than x is cast to it); each gradient is in its input's dtype.
   """
   x, h0, w_x, w_h, b = float_arrays("rnn", x=x, h0=h0, w_x=w_x, w_h=w_h, b=b)
   _check_shapes("rnn", x, h0, w_x, w_h, b, gates=1)
@@ -119,7 +127,7 @@ def _rnn_fwd(x, h0, w_x, w_h, b):
   def step(h, xw_t):
     h = jnp.tanh(xw_t + h @ w_h)
     return h, h
-  h_last, hs = lax.scan(step, h0, _input_projection(x, w_x, b))
+  h_last, hs = lax.scan(step, _state(h0, x, w_x, w_h, b), _input_projection(x, w_x, b))
   return (_time_major(hs), h_last), _RNNResiduals(x, h0, w_x, w_h, b, hs)
 
 
@@ -142,7 +150,7 @@ def _rnn_ref(x, h0, w_x, w_h, b):
   def step(h, xw_t):
     h = jnp.tanh(xw_t + jnp.matmul(h, w_h))
     return h, h
-  h_last, hs = lax.scan(step, h0, jnp.swapaxes(jnp.matmul(x, w_x) + b, 0, 1))
+  h_last, hs = lax.scan(step, _state(h0, x, w_x, w_h, b), jnp.swapaxes(jnp.matmul(x, w_x) + b, 0, 1))
   return jnp.swapaxes(hs, 0, 1), h_last
 
 
@@ -164,7 +172,7 @@ def _recurrent_branches(cell):
           "D = 0": _recurrent_sampler(cell, d=0)}
 
 
-_RNN = _recurrent_branches("rnn")
+_RNN = mixed_dtypes(_recurrent_branches("rnn"), "N, T > 1", arg=1)  # h0 below x and the weights
 
 
 _rnn = vjp_rule(rnn, _rnn_fwd, _rnn_bwd)
@@ -221,7 +229,8 @@ def lstm(x: jax.typing.ArrayLike, h0: jax.typing.ArrayLike, c0: jax.typing.Array
     b: float array [4H].
 
   Returns:
-    ``(hs, (h_T, c_T))``: the hidden states [N, T, H] and the final hidden and cell states [N, H].
+    ``(hs, (h_T, c_T))``: the hidden states [N, T, H] and the final hidden and cell states [N, H], in
+    the inputs' promoted dtype (h0 and c0 are cast to it); each gradient is in its input's dtype.
   """
   x, h0, c0, w_x, w_h, b = float_arrays("lstm", x=x, h0=h0, c0=c0, w_x=w_x, w_h=w_h, b=b)
   _check_shapes("lstm", x, h0, w_x, w_h, b, gates=4)
@@ -243,7 +252,8 @@ def _lstm_fwd(x, h0, c0, w_x, w_h, b):
     c = f * c + i * g
     h = o * jnp.tanh(c)
     return (h, c), (h, c)
-  (h_last, c_last), (hs, cs) = lax.scan(step, (h0, c0), _input_projection(x, w_x, b))
+  carry = (_state(h0, c0, x, w_x, w_h, b), _state(c0, h0, x, w_x, w_h, b))
+  (h_last, c_last), (hs, cs) = lax.scan(step, carry, _input_projection(x, w_x, b))
   return (_time_major(hs), (h_last, c_last)), _LSTMResiduals(x, h0, c0, w_x, w_h, b, hs, cs)
 
 
@@ -289,7 +299,7 @@ def _lstm_chunk_bwd(res, g_hs, start, length):
 def _state_before(first, states, start):
   """The state before step ``start`` (0-based): ``first`` at 0, else states[start − 1]."""
   previous = lax.dynamic_index_in_dim(states, jnp.maximum(start - 1, 0), keepdims=False)
-  return jnp.where(start == 0, first, previous)
+  return jnp.where(start == 0, first.astype(states.dtype), previous)
 
 
 def _lstm_bwd(res, g):
@@ -325,12 +335,14 @@ def _lstm_ref(x, h0, c0, w_x, w_h, b):
     c = f * c + i * g
     h = o * jnp.tanh(c)
     return (h, c), h
-  (h, c), hs = lax.scan(step, (h0, c0), jnp.swapaxes(jnp.matmul(x, w_x) + b, 0, 1))
+  carry = (_state(h0, c0, x, w_x, w_h, b), _state(c0, h0, x, w_x, w_h, b))
+  (h, c), hs = lax.scan(step, carry, jnp.swapaxes(jnp.matmul(x, w_x) + b, 0, 1))
   return jnp.swapaxes(hs, 0, 1), (h, c)
 
 
 _LSTM = {**_recurrent_branches("lstm"),  # T > CHUNK: full chunks of the backward and a remainder
          "T = CHUNK + 3": _recurrent_sampler("lstm", n=1, t=CHUNK + 3, d=1, h=1)}
+_LSTM = mixed_dtypes(mixed_dtypes(_LSTM, "N, T > 1", arg=1), "T = CHUNK + 3", arg=2)  # h0, then c0, lower
 
 
 _lstm = vjp_rule(lstm, _lstm_fwd, _lstm_bwd)

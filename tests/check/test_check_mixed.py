@@ -97,16 +97,12 @@ REFUSE_MIXED = {  # one dtype by design: a TypeError naming the arguments
     "linear_distillation_loss": "linear_distillation_loss: 'h' and 'w'",
     "linear_softmax_cross_entropy": "'h' and 'w'",
 }
-BROKEN_MIXED = {  # known bugs (issue 19's report): a mixed-dtype branch fails today
-    "lstm": "lax.scan's carry type error for an h0/c0 of another dtype than x",
-    "rnn": "lax.scan's carry type error for an h0 of another dtype than x",
-}
 SEVERAL = sorted(name for name, rule in REGISTRY.items() if _takes_several_float_inputs(rule))
 
 
 @pytest.mark.parametrize("name", SEVERAL)
 def test_every_rule_with_several_float_inputs_has_a_mixed_dtype_branch(name):
-  if name in REFUSE_MIXED or name in BROKEN_MIXED:
+  if name in REFUSE_MIXED:
     pytest.skip("no mixed-dtype branch: tested below")
   draw = _mixed_branch(REGISTRY[name])
   assert draw is not None, f"{name}: add a branch with mixed dtypes (ops._registry.mixed_dtypes)"
@@ -126,14 +122,21 @@ def test_a_rule_that_refuses_mixed_dtypes_says_so(name):
     rule.fn(*args, **kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(BROKEN_MIXED))
-@pytest.mark.xfail(strict=True, reason="a known bug with mixed input dtypes (BROKEN_MIXED)")
-def test_known_mixed_dtype_bugs_still_fail(name):
+@pytest.mark.parametrize("name, low", [("rnn", (1,)), ("lstm", (1, 2))])  # h0 or c0 alone: the registry's branches
+@pytest.mark.parametrize("dtype, lower", [(np.float32, jnp.bfloat16), (np.float64, np.float32)])
+def test_a_recurrent_state_of_another_dtype_than_x(name, low, dtype, lower):
+  """h0 (c0) one precision below x and the weights: the scan's carry was h0's dtype while each step
+  returned the promoted one (lax.scan's carry type error, in the rule and in its reference). The states
+  are now in the promoted dtype, and each gradient in its own input's dtype."""
   rule = REGISTRY[name]
-  args, kwargs = next(iter(rule.branches.values()))(np.random.default_rng(1), np.float32)
-  floats = _float_args(args)
-  args = tuple(np.asarray(a).astype(jnp.bfloat16) if i == floats[1] else a for i, a in enumerate(args))
-  check_vjp(rule.fn, rule.reference, *args, kwargs=kwargs, checks=("forward", "vjp"), self_test=False)
+  args, kwargs = rule.branches["N, T > 1"](np.random.default_rng(1), dtype)
+  args = tuple(np.asarray(a).astype(lower) if i in low else a for i, a in enumerate(args))
+  with jax.enable_x64(dtype == np.float64):
+    check_vjp(rule.fn, rule.reference, *args, kwargs=kwargs, checks=("forward", "vjp"), self_test=False)
+    out = rule.fn(*args)
+    grads = jax.grad(lambda *a: jnp.sum(rule.fn(*a)[0]), argnums=tuple(range(len(args))))(*args)
+  assert {leaf.dtype for leaf in jax.tree.leaves(out)} == {np.dtype(dtype)}
+  assert [g.dtype for g in grads] == [np.dtype(a.dtype) for a in args]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
