@@ -249,7 +249,7 @@ def make_task(name: str = DEFAULT_TASK, *, length: int | None = None, num_train:
   Args:
     name: one of ``TASKS``.
     length: digits per operand (the string to reverse or sort; each addend for ``add``; the longest
-      example of ``packed``), 1..32, default 8; for ``lookup`` the input positions T, 16..65536, default 64.
+      example of ``packed``), 1..32, default 8; for ``lookup`` the input positions T, 32..65536, default 64.
     num_train: training sequences (examples for ``packed``), ≥ 1; default 20,000 (``lookup``:
       2²⁰ // length, at least 256, so that the tokens stay about a million).
     num_test: held-out sequences, ≥ 1, with prompts that never occur in training; default 2,000

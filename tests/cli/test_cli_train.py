@@ -126,7 +126,7 @@ def test_info_lists_versions_and_devices(capsys):
     (["--loss", "hinge", "--dropout", "1.5"], "--model mlp: MLPConfig.dropout must be in [0, 1), got 1.5"),
     (["--accumulate", "1000", "--epochs", "2"], "--accumulate 1000 is more than the 44 micro-batches"),
     (["--out", "FILE"], "--out FILE is a file, not a directory"),
-    (["--task", "lookup", "--task-length", "8"], "--task-length must be in 16..65536 for --task lookup, got 8"),
+    (["--task", "lookup", "--task-length", "8"], "--task-length must be in 32..65536 for --task lookup, got 8"),
     (["--task", "sort", "--task-length", "0"], "--task-length must be in 1..32 for --task sort, got 0"),
     (["--model", "lstm", "--task-length", "33"], "--task-length must be in 1..32 for --task reverse, got 33"),
     (["--task", "copy"], "argument --task: invalid choice: 'copy'"),
@@ -213,13 +213,21 @@ def test_init_from_goes_on_at_a_longer_task_length(tmp_path, monkeypatch, jaxbp_
           " (length 32, seed 0))") in err[0], err
   data = json.loads((tmp_path / "long" / "metrics.json").read_text())["data"]
   assert data["name"] == "task lookup (length 64, seed 0)"
-  for flags, fragment in [(["--width", "32"], ".params['blocks'][0]['norm1'] has shape (16,) float32, the model"
-                                              " expects (32,) float32"),
+
+
+def test_init_from_another_model_a_directory_without_a_run_or_with_resume_is_one_line(tmp_path, jaxbp_cmd):
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 2, 40)
+  np.savez(tmp_path / "d.npz", x=rng.normal(size=(40, 3)) + y[:, None], y=y)
+  small = ["train", "--data", str(tmp_path / "d.npz"), "--batch-size", "20", "--epochs", "1", "--no-plot"]
+  assert jaxbp_cmd(*small, "--hidden", "4", "--out", str(tmp_path / "first"))[0] == 0
+  for flags, fragment in [(["--hidden", "5"], ".params['layers'][0]['b'] has shape (4,) float32, the model"
+                                              " expects (5,) float32"),
                           (["--init-from", str(tmp_path)], f"--init-from {tmp_path}: the directory holds no"
                                                            " checkpoint.npz"),
                           (["--resume"], "--init-from starts a new run from another run's parameters, --resume"
                                          " continues OUT's run")]:
-    status, err = jaxbp_cmd(*tiny, "--init-from", short, "--out", str(tmp_path / "other"), *flags)
+    status, err = jaxbp_cmd(*small, "--init-from", str(tmp_path / "first"), "--out", str(tmp_path / "o"), *flags)
     assert status == 2 and fragment in err[-1] and err[-1].startswith("jaxbp train: error: "), err
 
 
