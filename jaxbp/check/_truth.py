@@ -1,0 +1,87 @@
+"""``check_vjp`` and ``check_jvp`` on bfloat16 or float16 inputs: the rule against the float64 truth.
+
+A reference run in bfloat16 rounds at every step, and is often the less precise of the two (at a softmax
+of 0.999 its cross-entropy loss and gradient are 100% off): comparing a rule with it compares rounding
+with rounding. So when the coarsest differentiable input is bfloat16 or float16, every check that
+compares the rule with its reference (``forward``, ``vjp``, ``jacobian``, ``transpose``, and
+``check_jvp``'s ``jvp`` and ``vjp``) compares it instead with the truth: the reference's value on the same
+inputs (and cotangent or tangent) upcast to float64. A value ``d`` passes when
+
+    max|d − t| ≤ bound · max|t|,
+
+``bound`` the rule's precision contract (``jaxbp.ops.bf16_bound``: ε for a function not in the registry),
+in units of bfloat16's ε; for float16 it is scaled by float16's ε over bfloat16's (one rounding costs
+ε/2 in either). The detail names the bound and the error of the reference run at the inputs' dtype.
+"""
+
+from collections.abc import Callable
+from typing import Any
+import weakref
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxbp import ops
+from jaxbp.check import precision
+from jaxbp.check._compare import Entry
+from jaxbp.check._compare import array_entry
+from jaxbp.check._compare import entry
+from jaxbp.check._compare import f64
+
+NARROW = (np.dtype(jnp.bfloat16), np.dtype(np.float16))
+_TRUTHS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def narrow(checker: Any) -> bool:
+  """Whether the checker's coarsest differentiable input is bfloat16 or float16: then the contract applies."""
+  return np.dtype(checker.coarsest) in NARROW
+
+
+def bound(checker: Any) -> tuple[str, float]:
+  """The rule's name (as the registry knows it) and its bound at the checker's coarsest input dtype."""
+  name = next((n for n, r in ops.REGISTRY.items() if r.fn is checker.fn), None)
+  scale = float(jnp.finfo(checker.coarsest).eps) / float(jnp.finfo(jnp.bfloat16).eps)
+  return (name or "a rule not in the registry"), ops.bf16_bound(name or "") * scale
+
+
+def up(tree: Any) -> Any:
+  """Every floating leaf of ``tree`` as float64 (call with x64 on)."""
+  return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if hasattr(a, "dtype")
+                      and jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def reference64(checker: Any) -> Callable:
+  """The reference bound to the checker's leaves upcast to float64 (pass-through floats too): call with x64 on."""
+  return checker.spec.bind(checker.ref, up(checker.spec.leaves))
+
+
+def truth(checker: Any, key: Any, compute: Callable[[], Any]) -> Any:
+  """``compute()`` run once per checker and ``key`` with x64 on, its leaves as float64 NumPy arrays."""
+  found = _TRUTHS.setdefault(checker, {})
+  if key not in found:
+    with jax.enable_x64(True):
+      found[key] = jax.tree.map(f64, compute())
+  return found[key]
+
+
+def entries(check: str, checker: Any, labels: list, got: list, want: list, like: list,
+            at_dtype: list | None = None) -> list[Entry]:
+  """One entry per value: ``got[i]`` against the float64 truth ``want[i]``, with exactly the dtype and
+  shape of ``like[i]``; ``at_dtype[i]``, the reference's value at the inputs' dtype, is named beside."""
+  name, b = bound(checker)
+  dtype = np.dtype(checker.coarsest).name
+  found = []
+  for i, (label, d, t, x) in enumerate(zip(labels, got, want, like)):
+    if np.shape(d) != tuple(x.shape) or np.dtype(d.dtype) != np.dtype(x.dtype):
+      found.append(array_entry(check, label, d, t, (b, 0.0), x.dtype, x.shape))
+      continue
+    diff = np.abs(f64(jnp.asarray(d, jnp.float32)) - t)
+    err = float(diff.max()) if diff.size and np.all(np.isfinite(diff)) else (np.inf if diff.size else 0.0)
+    scale = float(np.abs(t).max()) if t.size else 0.0
+    ref = "" if at_dtype is None else (
+        f"; the reference in {dtype}: {precision.relative_error(at_dtype[i], t)[0]:.2e}")
+    detail = (f"{dtype} against the float64 truth: max error {err / (scale or 1):.2e} of max|truth|, bound"
+              f" {b:.1e} ({name}){ref}")
+    found.append(entry(check, label, str(np.dtype(d.dtype)), err, scale, (b, 0.0), detail))
+  return found
