@@ -68,7 +68,8 @@ def truth(checker: Any, key: Any, compute: Callable[[], Any]) -> Any:
 def entries(check: str, checker: Any, labels: list, got: list, want: list, like: list,
             at_dtype: list | None = None) -> list[Entry]:
   """One entry per value: ``got[i]`` against the float64 truth ``want[i]``, with exactly the dtype and
-  shape of ``like[i]``; ``at_dtype[i]``, the reference's value at the inputs' dtype, is named beside."""
+  shape of ``like[i]``; ``at_dtype[i]``, the reference's value at the inputs' dtype, is named beside.
+  NaN where the truth is NaN (or the same infinity) agrees, as in every check; NaN elsewhere fails."""
   name, b = bound(checker)
   dtype = np.dtype(checker.coarsest).name
   found = []
@@ -76,9 +77,11 @@ def entries(check: str, checker: Any, labels: list, got: list, want: list, like:
     if np.shape(d) != tuple(x.shape) or np.dtype(d.dtype) != np.dtype(x.dtype):
       found.append(array_entry(check, label, d, t, (b, 0.0), x.dtype, x.shape))
       continue
-    diff = np.abs(f64(jnp.asarray(d, jnp.float32)) - t)
+    d = f64(jnp.asarray(d, jnp.float32))
+    diff = np.where((d == t) | (np.isnan(d) & np.isnan(t)), 0.0, np.abs(d - t))  # NaN where the truth's: agreement
     err = float(diff.max()) if diff.size and np.all(np.isfinite(diff)) else (np.inf if diff.size else 0.0)
-    scale = float(np.abs(t).max()) if t.size else 0.0
+    finite = np.abs(t[np.isfinite(t)])
+    scale = float(finite.max()) if finite.size else 0.0
     ref = "" if at_dtype is None else (
         f"; the reference in {dtype}: {precision.relative_error(at_dtype[i], t)[0]:.2e}")
     detail = (f"{dtype} against the float64 truth: max error {err / (scale or 1):.2e} of max|truth|, bound"

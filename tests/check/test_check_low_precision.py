@@ -82,6 +82,13 @@ def test_float16_is_held_to_the_bound_in_its_own_ulps():
               self_test=False)
 
 
+def test_nan_where_the_truth_is_nan_agrees():
+  x = jnp.asarray([-1.0, 0.5, 2.0, 3.0], jnp.bfloat16)  # log(-1): NaN in the rule and in the float64 truth
+  report = check_vjp(ops.log, ops.reference.log, x, checks=("forward", "vjp"), self_test=False)
+  assert [e.check for e in report.entries] == ["forward", "forward", "vjp"]
+  assert all(np.isfinite(e.rel_err) for e in report.entries), report
+
+
 def test_float32_keeps_its_tolerances():
   z, y = _plain(np.float32)
   report = check_vjp(CE, REF, z, y, "none", argnums=0, checks=COMPARED, self_test=False)
