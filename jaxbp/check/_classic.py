@@ -30,7 +30,7 @@ def forward(m) -> list[Entry]:
   want, out = m.ref_out, []
   flat = jax.tree_util.tree_flatten_with_path(want)[0]
   refs = [w for _, w in flat]
-  truth = _truth.truth(m, "forward", lambda: jax.jit(_truth.reference64(m))(*_truth.up(m.x))) \
+  truth = _truth.truth(m, "forward", lambda: jax.jit(_truth.wide_reference(m))(*_truth.up(m, m.x))) \
       if _truth.narrow(m) else None
   for how, got in m.primals():
     if jax.tree.structure(got) != jax.tree.structure(want):  # type: ignore[operator]
@@ -52,8 +52,8 @@ def vjp(m) -> list[Entry]:
 
 def compare_vjp(m, ct) -> list[Entry]:
   if _truth.narrow(m):  # bfloat16 or float16: against the float64 truth, within the rule's bound
-    truth = _truth.truth(m, "vjp", lambda: jax.jit(lambda x, u: jax.vjp(_truth.reference64(m), *x)[1](u))(
-        _truth.up(m.x), _truth.up(m.u)))
+    truth = _truth.truth(m, "vjp", lambda: jax.jit(lambda x, u: jax.vjp(_truth.wide_reference(m), *x)[1](u))(
+        _truth.up(m, m.x), _truth.up(m, m.u)))
     return _truth.entries("vjp", m, m.labels, ct, truth, m.x, m.expected)
   return per_input(m, "vjp", ct, m.expected)
 

@@ -77,7 +77,8 @@ def _jvp(m):
   if not _truth.narrow(m):
     return [e for k in range(len(m.x)) for e in m.outputs("jvp", k, m.manual[k], want[k])]
   truth = _truth.truth(m, "jvp", lambda: [  # bfloat16 or float16: J·v of the float64 truth
-      m.spec.jvp_of(m.ref, _truth.up(m.x), k, _truth.up(v), _truth.up(m.spec.leaves)) for k, v in enumerate(m.v)])
+      m.spec.jvp_of(m.ref, _truth.up(m, m.x), k, _truth.up(m, v), _truth.up(m, m.spec.leaves))
+      for k, v in enumerate(m.v)])
   return [e for k in range(len(m.x)) for e in _truth.entries(
       "jvp", m, m.output_labels(k), jax.tree.leaves(m.manual[k]), jax.tree.leaves(truth[k]),
       jax.tree.leaves(m.out), jax.tree.leaves(want[k]))]
@@ -147,7 +148,8 @@ def _vjp(m):
   got = jax.vjp(m.spec.bind(m.fn), *m.x)[1](u)
   want = jax.vjp(m.spec.bind(m.ref), *m.x)[1](u)
   if _truth.narrow(m):  # bfloat16 or float16: against the float64 truth's VJP
-    truth = _truth.truth(m, "vjp", lambda: jax.vjp(_truth.reference64(m), *_truth.up(m.x))[1](_truth.up(u)))
+    truth = _truth.truth(m, "vjp", lambda: jax.vjp(_truth.wide_reference(m), *_truth.up(m, m.x))[1](
+        _truth.up(m, u)))
     return _truth.entries("vjp", m, m.labels, got, truth, m.x, want)
   return [array_entry("vjp", label, g, w, m.tol(x.dtype), x.dtype, x.shape)
           for label, x, g, w in zip(m.labels, m.x, got, want)]

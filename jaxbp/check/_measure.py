@@ -216,8 +216,8 @@ class Measured(Inputs):
     v = [jnp.where(ok, vk, 0) if not ok.all() else vk for vk, ok in zip(self.v, self.masks[1])]
     if _truth.narrow(self):  # bfloat16 or float16: J·v of the float64 truth
       return v, _truth.truth(self, "jv", lambda: jax.jit(lambda x, v: [
-          self.spec.jvp_of(self.ref, x, k, vk, _truth.up(self.spec.leaves)) for k, vk in enumerate(v)])(
-              _truth.up(self.x), _truth.up(v)))
+          self.spec.jvp_of(self.ref, x, k, vk, _truth.up(self, self.spec.leaves)) for k, vk in enumerate(v)])(
+              _truth.up(self, self.x), _truth.up(self, v)))
     return v, jax.jit(jvps)(self.x, v)
 
   def hvp(self, f):
@@ -251,8 +251,8 @@ def _jtu(m):
   if not small:
     return {}
   if _truth.narrow(m):  # bfloat16 or float16: the float64 truth's Jacobian
-    jacs = _truth.truth(m, "jacobian", lambda: jax.jit(jax.jacfwd(_truth.reference64(m), argnums=tuple(small)))(
-        *_truth.up(m.x)))
+    jacs = _truth.truth(m, "jacobian", lambda: jax.jit(jax.jacfwd(_truth.wide_reference(m), argnums=tuple(small)))(
+        *_truth.up(m, m.x)))
   else:
     jacs = jax.jit(jax.jacfwd(m.spec.bind(m.ref), argnums=tuple(small)))(*m.x)
   out = {}  # jacs: for each output leaf, a tuple of ∂out/∂x_k, shape out.shape + x_k.shape

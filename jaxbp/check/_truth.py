@@ -5,7 +5,8 @@ of 0.999 its cross-entropy loss and gradient are 100% off): comparing a rule wit
 with rounding. So when the coarsest differentiable input is bfloat16 or float16, every check that
 compares the rule with its reference (``forward``, ``vjp``, ``jacobian``, ``transpose``, and
 ``check_jvp``'s ``jvp`` and ``vjp``) compares it instead with the truth: the reference's value on the same
-inputs (and cotangent or tangent) upcast to float64. A value ``d`` passes when
+inputs (and cotangent or tangent) upcast to float64 (float32 where an input is a PRNG key and x64 is
+off: see ``width``). A value ``d`` passes when
 
     max|d − t| ≤ bound · max|t|,
 
@@ -15,6 +16,7 @@ in units of bfloat16's ε; for float16 it is scaled by float16's ε over bfloat1
 """
 
 from collections.abc import Callable
+import contextlib
 from typing import Any
 import weakref
 
@@ -45,22 +47,33 @@ def bound(checker: Any) -> tuple[str, float]:
   return (name or "a rule not in the registry"), ops.bf16_bound(name or "") * scale
 
 
-def up(tree: Any) -> Any:
-  """Every floating leaf of ``tree`` as float64 (call with x64 on)."""
-  return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if hasattr(a, "dtype")
+def width(checker: Any) -> np.dtype:
+  """The truth's dtype: float64, or float32 where an input is a PRNG key and x64 is off. ``jax.random``
+  draws another stream with x64 on (dropout's mask is another mask), so that truth is computed as the
+  rule runs, with x64 off, in float32: still far below a bfloat16 or float16 rounding."""
+  keyed = any(jax.dtypes.issubdtype(getattr(a, "dtype", np.float32), jax.dtypes.prng_key)
+              for a in checker.spec.leaves)
+  x64 = jax.dtypes.canonicalize_dtype(np.float64) == np.float64
+  return np.dtype(np.float32 if keyed and not x64 else np.float64)
+
+
+def up(checker: Any, tree: Any) -> Any:
+  """Every floating leaf of ``tree`` in the truth's dtype (call inside ``truth``)."""
+  wide = width(checker)
+  return jax.tree.map(lambda a: jnp.asarray(a, wide) if hasattr(a, "dtype")
                       and jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
-def reference64(checker: Any) -> Callable:
-  """The reference bound to the checker's leaves upcast to float64 (pass-through floats too): call with x64 on."""
-  return checker.spec.bind(checker.ref, up(checker.spec.leaves))
+def wide_reference(checker: Any) -> Callable:
+  """The reference bound to the checker's leaves upcast (pass-through floats too): call inside ``truth``."""
+  return checker.spec.bind(checker.ref, up(checker, checker.spec.leaves))
 
 
 def truth(checker: Any, key: Any, compute: Callable[[], Any]) -> Any:
-  """``compute()`` run once per checker and ``key`` with x64 on, its leaves as float64 NumPy arrays."""
+  """``compute()`` run once per checker and ``key`` (with x64 on for a float64 truth), as float64 NumPy arrays."""
   found = _TRUTHS.setdefault(checker, {})
   if key not in found:
-    with jax.enable_x64(True):
+    with jax.enable_x64(True) if width(checker) == np.float64 else contextlib.nullcontext():
       found[key] = jax.tree.map(f64, compute())
   return found[key]
 
@@ -71,7 +84,7 @@ def entries(check: str, checker: Any, labels: list, got: list, want: list, like:
   shape of ``like[i]``; ``at_dtype[i]``, the reference's value at the inputs' dtype, is named beside.
   NaN where the truth is NaN (or the same infinity) agrees, as in every check; NaN elsewhere fails."""
   name, b = bound(checker)
-  dtype = np.dtype(checker.coarsest).name
+  dtype, wide = np.dtype(checker.coarsest).name, width(checker).name
   found = []
   for i, (label, d, t, x) in enumerate(zip(labels, got, want, like)):
     if np.shape(d) != tuple(x.shape) or np.dtype(d.dtype) != np.dtype(x.dtype):
@@ -84,7 +97,7 @@ def entries(check: str, checker: Any, labels: list, got: list, want: list, like:
     scale = float(finite.max()) if finite.size else 0.0
     ref = "" if at_dtype is None else (
         f"; the reference in {dtype}: {precision.relative_error(at_dtype[i], t)[0]:.2e}")
-    detail = (f"{dtype} against the float64 truth: max error {err / (scale or 1):.2e} of max|truth|, bound"
+    detail = (f"{dtype} against the {wide} truth: max error {err / (scale or 1):.2e} of max|truth|, bound"
               f" {b:.1e} ({name}){ref}")
     found.append(entry(check, label, str(np.dtype(d.dtype)), err, scale, (b, 0.0), detail))
   return found

@@ -89,6 +89,15 @@ def test_nan_where_the_truth_is_nan_agrees():
   assert all(np.isfinite(e.rel_err) for e in report.entries), report
 
 
+def test_a_rule_that_draws_random_numbers_meets_its_own_mask():
+  """jax.random draws another stream with x64 on: a float64 truth would drop other elements than the rule."""
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 6)), jnp.bfloat16)
+  report = check_vjp(ops.dropout, ops.reference.dropout, jax.random.key(0), x, 0.5, argnums=1, checks=COMPARED,
+                     self_test=False)
+  bound = ops.bf16_bound("dropout")
+  assert len(report.entries) == 5 and all(e.rtol == bound and e.rel_err <= bound for e in report.entries), report
+
+
 def test_float32_keeps_its_tolerances():
   z, y = _plain(np.float32)
   report = check_vjp(CE, REF, z, y, "none", argnums=0, checks=COMPARED, self_test=False)
