@@ -82,22 +82,25 @@ def entries(check: str, checker: Any, labels: list, got: list, want: list, like:
             at_dtype: list | None = None) -> list[Entry]:
   """One entry per value: ``got[i]`` against the float64 truth ``want[i]``, with exactly the dtype and
   shape of ``like[i]``; ``at_dtype[i]``, the reference's value at the inputs' dtype, is named beside.
-  NaN where the truth is NaN (or the same infinity) agrees, as in every check; NaN elsewhere fails."""
+  NaN where the truth is NaN agrees, as in every check, and so does the infinity of a truth beyond the
+  dtype's range (exp(12) in float16); NaN or an infinity elsewhere fails."""
   name, b = bound(checker)
   dtype, wide = np.dtype(checker.coarsest).name, width(checker).name
   found = []
-  for i, (label, d, t, x) in enumerate(zip(labels, got, want, like)):
-    if np.shape(d) != tuple(x.shape) or np.dtype(d.dtype) != np.dtype(x.dtype):
-      found.append(array_entry(check, label, d, t, (b, 0.0), x.dtype, x.shape))
-      continue
-    d = f64(jnp.asarray(d, jnp.float32))
-    diff = np.where((d == t) | (np.isnan(d) & np.isnan(t)), 0.0, np.abs(d - t))  # NaN where the truth's: agreement
-    err = float(diff.max()) if diff.size and np.all(np.isfinite(diff)) else (np.inf if diff.size else 0.0)
-    finite = np.abs(t[np.isfinite(t)])
-    scale = float(finite.max()) if finite.size else 0.0
-    ref = "" if at_dtype is None else (
-        f"; the reference in {dtype}: {precision.relative_error(at_dtype[i], t)[0]:.2e}")
-    detail = (f"{dtype} against the {wide} truth: max error {err / (scale or 1):.2e} of max|truth|, bound"
-              f" {b:.1e} ({name}){ref}")
-    found.append(entry(check, label, str(np.dtype(d.dtype)), err, scale, (b, 0.0), detail))
+  with np.errstate(invalid="ignore"):  # inf − inf where both are the same infinity: masked as agreement
+    for i, (label, d, t, x) in enumerate(zip(labels, got, want, like)):
+      if np.shape(d) != tuple(x.shape) or np.dtype(d.dtype) != np.dtype(x.dtype):
+        found.append(array_entry(check, label, d, t, (b, 0.0), x.dtype, x.shape))
+        continue
+      d = f64(jnp.asarray(d, jnp.float32))
+      t = np.where(np.abs(t) > float(jnp.finfo(x.dtype).max), np.copysign(np.inf, t), t)  # as the dtype rounds it
+      diff = np.where((d == t) | (np.isnan(d) & np.isnan(t)), 0.0, np.abs(d - t))
+      err = float(diff.max()) if diff.size and np.all(np.isfinite(diff)) else (np.inf if diff.size else 0.0)
+      finite = np.abs(t[np.isfinite(t)])
+      scale = float(finite.max()) if finite.size else 0.0
+      ref = "" if at_dtype is None else (
+          f"; the reference in {dtype}: {precision.relative_error(at_dtype[i], t)[0]:.2e}")
+      detail = (f"{dtype} against the {wide} truth: max error {err / (scale or 1):.2e} of max|truth|, bound"
+                f" {b:.1e} ({name}){ref}")
+      found.append(entry(check, label, np.dtype(x.dtype).name, err, scale, (b, 0.0), detail))
   return found

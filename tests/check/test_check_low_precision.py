@@ -86,6 +86,12 @@ def test_nan_where_the_truth_is_nan_agrees():
   x = jnp.asarray([-1.0, 0.5, 2.0, 3.0], jnp.bfloat16)  # log(-1): NaN in the rule and in the float64 truth
   report = check_vjp(ops.log, ops.reference.log, x, checks=("forward", "vjp"), self_test=False)
   assert [e.check for e in report.entries] == ["forward", "forward", "vjp"]
+  assert all(np.isfinite(e.rel_err) and e.dtype == "bfloat16" for e in report.entries), report
+
+
+def test_a_truth_beyond_float16_is_its_infinity():
+  x = jnp.asarray([1.0, 5.0, 12.0], np.float16)  # exp(12) = 1.6e5 > float16's largest, 65504
+  report = check_vjp(ops.exp, ops.reference.exp, x, checks=("forward", "vjp"), self_test=False)
   assert all(np.isfinite(e.rel_err) for e in report.entries), report
 
 
