@@ -55,7 +55,8 @@ on the device, never copied to float64 on the host, so a [4096, 32768] rule is c
 bfloat16 and float16: when the coarsest differentiable input is one of them, ``forward``, ``vjp``,
 ``jacobian`` and ``transpose`` (and ``check_jvp``'s ``forward``, ``jvp`` and ``vjp``) compare the rule
 not with the reference run in that dtype, whose rounding is as large as the rule's or larger, but with
-the float64 truth (the reference on the same inputs, cotangent and tangents upcast), and pass when
+the float64 truth (the reference on the same inputs, cotangent and tangents upcast; float32 where an
+input is a PRNG key and x64 is off, since ``jax.random`` draws another stream with x64), and pass when
 ``max|d − t| ≤ bound·max|t|``: the rule's precision contract (``jaxbp.ops.bf16_bound``, in bfloat16's
 ulps; scaled to float16's). See ``jaxbp.check._truth``. The checks of the rule against itself (``jit``,
 ``vmap``, ``linearity``) keep the dtype's tolerance, as do ``second_order``, ``transforms`` and
