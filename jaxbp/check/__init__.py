@@ -57,10 +57,10 @@ bfloat16 and float16: when the coarsest differentiable input is one of them, ``f
 not with the reference run in that dtype, whose rounding is as large as the rule's or larger, but with
 the float64 truth (the reference on the same inputs, cotangent and tangents upcast; float32 where an
 input is a PRNG key and x64 is off, since ``jax.random`` draws another stream with x64), and pass when
-``max|d − t| ≤ bound·max|t|``: the rule's precision contract (``jaxbp.ops.bf16_bound``, in bfloat16's
-ulps; scaled to float16's). See ``jaxbp.check._truth``. The checks of the rule against itself (``jit``,
-``vmap``, ``linearity``) keep the dtype's tolerance, as do ``second_order``, ``transforms`` and
-``sharded`` (still against the reference in the inputs' dtype).
+``max|d − t| ≤ bound·max|t|``: the rule's precision contract (``jaxbp.ops.bf16_bound``; in float16,
+where none is measured, the default bound in float16's ε, 9.8e-4). See ``jaxbp.check._truth``. The
+checks of the rule against itself (``jit``, ``vmap``, ``linearity``) keep the dtype's tolerance, as do
+``second_order``, ``transforms`` and ``sharded`` (still against the reference in the inputs' dtype).
 
 Errors: arrays are compared element by element: element i passes when ``|got_i − want_i| ≤ atol +
 rtol·|want_i| + FLOOR_ULPS·ε·max|want|`` (its own size, plus a floor tied to the dtype and the scale), so a
