@@ -10,8 +10,6 @@ pytrees; integer arrays, PRNG keys and Python scalars are passed through unchang
   ``reference(*args)``, leaf by leaf.
 * ``vjp``: the manual ``Jᵀ·u = jax.vjp(fn)(u)`` equals ``jax.vjp(reference)(u)`` for a random cotangent ``u``,
   and has exactly its primal's dtype and shape (a float32 cotangent for a float16 input fails).
-  On bfloat16 inputs it is compared instead with the float64 truth, within the rule's bound
-  (``jaxbp.check.precision``: the precision contract, ``jaxbp.ops.bf16_bound``).
 * ``finite_differences``: in float64 whatever the inputs' dtype (x64 is switched on for the check and
   restored), ``⟨Jᵀ·u, v⟩`` from the manual rule equals ``⟨u, (f(x + εv) − f(x − εv)) / 2ε⟩`` of ``fn``
   itself (jitted), for ``directions`` random unit directions ``v`` per input: no autodiff at all on the
@@ -53,6 +51,16 @@ nondeterminism, a float cotangent for an integer input). On request (``checks=``
 Memory: no check allocates more than ``max(memory_factor × the rule's own memory, memory_floor)``; a
 check that would is skipped and reported with the reason. Arrays of more than 4M elements are compared
 on the device, never copied to float64 on the host, so a [4096, 32768] rule is checkable.
+
+bfloat16 and float16: when the coarsest differentiable input is one of them, ``forward``, ``vjp``,
+``jacobian`` and ``transpose`` (and ``check_jvp``'s ``forward``, ``jvp`` and ``vjp``) compare the rule
+not with the reference run in that dtype, whose rounding is as large as the rule's or larger, but with
+the float64 truth (the reference on the same inputs, cotangent and tangents upcast; float32 where an
+input is a PRNG key and x64 is off, since ``jax.random`` draws another stream with x64), and pass when
+``max|d − t| ≤ bound·max|t|``: the rule's precision contract (``jaxbp.ops.bf16_bound``; in float16,
+where none is measured, the default bound in float16's ε, 9.8e-4). See ``jaxbp.check._truth``. The
+checks of the rule against itself (``jit``, ``vmap``, ``linearity``) keep the dtype's tolerance, as do
+``second_order``, ``transforms`` and ``sharded`` (still against the reference in the inputs' dtype).
 
 Errors: arrays are compared element by element: element i passes when ``|got_i − want_i| ≤ atol +
 rtol·|want_i| + FLOOR_ULPS·ε·max|want|`` (its own size, plus a floor tied to the dtype and the scale), so a

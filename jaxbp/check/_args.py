@@ -33,14 +33,14 @@ class Args:
       return f(*jax.tree.unflatten(self.treedef, full), **self.kwargs)
     return bound
 
-  def jvp_of(self, f, x, k, vk):
+  def jvp_of(self, f, x, k, vk, leaves=None):
     """J·v of ``f`` (bound as ``bind`` does) with the tangent ``vk`` on differentiable input k alone.
 
     The other inputs are held fixed rather than given zero tangents, so no zero arrays exist: made inside
     a compiled program, XLA:CPU (jax 0.10.2) computed with them as garbage (J·v = −1.5e22 or NaN for
     linear_softmax_cross_entropy's W [256, 32768], where eager gave 0.0175).
     """
-    x, bound = tuple(x), self.bind(f)
+    x, bound = tuple(x), self.bind(f, leaves)
     return jax.jvp(lambda xk: bound(*x[:k], xk, *x[k + 1:]), (x[k],), (vk,))[1]
 
   def x(self):

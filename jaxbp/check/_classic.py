@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.check import precision
+from jaxbp.check import _truth
 from jaxbp.check._compare import Entry
 from jaxbp.check._compare import array_entry
 from jaxbp.check._compare import dot
@@ -29,13 +29,20 @@ def forward(m) -> list[Entry]:
   against the reference's output, leaf by leaf. Shared by ``check_vjp`` and ``check_jvp``."""
   want, out = m.ref_out, []
   flat = jax.tree_util.tree_flatten_with_path(want)[0]
+  refs = [w for _, w in flat]
+  truth = _truth.truth(m, "forward", lambda: jax.jit(_truth.wide_reference(m))(*_truth.up(m, m.x))) \
+      if _truth.narrow(m) else None
   for how, got in m.primals():
     if jax.tree.structure(got) != jax.tree.structure(want):  # type: ignore[operator]
       out.append(Entry("forward", "output" + how, "", np.inf, np.inf, 0.0, 0.0, False,
                        f"fn returns {jax.tree.structure(got)}, reference {jax.tree.structure(want)}"))
       continue
-    out += [array_entry("forward", "output" + jax.tree_util.keystr(p) + how, g, w, m.tol(w.dtype), w.dtype,
-                        w.shape) for (p, w), g in zip(flat, jax.tree.leaves(got))]
+    labels = ["output" + jax.tree_util.keystr(p) + how for p, _ in flat]
+    if truth is not None:  # bfloat16 or float16: against the float64 truth, within the rule's bound
+      out += _truth.entries("forward", m, labels, jax.tree.leaves(got), jax.tree.leaves(truth), refs, refs)
+      continue
+    out += [array_entry("forward", label, g, w, m.tol(w.dtype), w.dtype, w.shape)
+            for label, w, g in zip(labels, refs, jax.tree.leaves(got))]
   return out
 
 
@@ -44,8 +51,10 @@ def vjp(m) -> list[Entry]:
 
 
 def compare_vjp(m, ct) -> list[Entry]:
-  if precision.is_bfloat16(m.x):  # bfloat16: against the float64 truth, within the rule's bound
-    return precision.vjp_entries(m, ct)
+  if _truth.narrow(m):  # bfloat16 or float16: against the float64 truth, within the rule's bound
+    truth = _truth.truth(m, "vjp", lambda: jax.jit(lambda x, u: jax.vjp(_truth.wide_reference(m), *x)[1](u))(
+        _truth.up(m, m.x), _truth.up(m, m.u)))
+    return _truth.entries("vjp", m, m.labels, ct, truth, m.x, m.expected)
   return per_input(m, "vjp", ct, m.expected)
 
 
@@ -54,7 +63,12 @@ def jacobian(m) -> list[Entry]:
 
 
 def compare_jacobian(m, ct) -> list[Entry]:
-  """``Jᵀ·u`` against the reference's explicit Jacobian contracted with ``u``, for the inputs where it is built."""
+  """``Jᵀ·u`` against the reference's explicit Jacobian contracted with ``u``, for the inputs where it is built
+  (on bfloat16 or float16 inputs, the Jacobian in float64, within the rule's bound)."""
+  if _truth.narrow(m):
+    k = list(m.jtu)
+    return _truth.entries("jacobian", m, [m.labels[i] for i in k], [ct[i] for i in k], [m.jtu[i] for i in k],
+                          [m.x[i] for i in k])
   return [array_entry("jacobian", m.labels[k], ct[k], w, m.tol(m.x[k].dtype), m.x[k].dtype, m.x[k].shape)
           for k, w in m.jtu.items()]
 
@@ -64,16 +78,20 @@ def transpose(m) -> list[Entry]:
 
 
 def compare_transpose(m, ct) -> list[Entry]:
-  """``⟨u, J·v⟩`` from the reference's JVP against ``⟨Jᵀ·u, v⟩`` from the rule, per input."""
+  """``⟨u, J·v⟩`` from the reference's JVP against ``⟨Jᵀ·u, v⟩`` from the rule, per input (on bfloat16 or
+  float16 inputs J·v is the float64 truth's, and the tolerance the rule's bound)."""
   entries, (vs, jvs) = [], m.jv
+  bound = _truth.bound(m) if _truth.narrow(m) else None
   for k, (label, x, v, jv) in enumerate(zip(m.labels, m.x, vs, jvs)):
     ok = m.masks[1][k]
     c = jnp.where(ok, ct[k], 0) if not ok.all() else ct[k]
     lhs, rhs = dot(m.u, jv, m.masks[0]), dot(c, v)
     scale = max(norm(m.u, m.masks[0]) * norm(jv, m.masks[0]), norm(c) * norm(v))
     err = abs(lhs - rhs) if np.isfinite(lhs - rhs) else np.inf
-    entries.append(entry("transpose", label, str(x.dtype), err, scale, m.tol(x.dtype),
-                         f"⟨u, J·v⟩ = {lhs:.8g} from the reference, ⟨Jᵀ·u, v⟩ = {rhs:.8g} from the rule"))
+    tol, against = (m.tol(x.dtype), "") if bound is None else (
+        (bound[1], 0.0), f" (in float64; bound {bound[1]:.1e}, {bound[0]})")
+    entries.append(entry("transpose", label, str(x.dtype), err, scale, tol,
+                         f"⟨u, J·v⟩ = {lhs:.8g} from the reference{against}, ⟨Jᵀ·u, v⟩ = {rhs:.8g} from the rule"))
   return entries
 
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbp.check import _truth
 from jaxbp.check._args import Args
 from jaxbp.check._classic import forward
 from jaxbp.check._compare import FD_TOLERANCE
@@ -49,11 +50,13 @@ class JvpMeasured(Inputs):
     """J·v with v nonzero on input k only."""
     return self.spec.jvp_of(f, x, k, vk)
 
+  def output_labels(self, k) -> list[str]:
+    return [f"{self.labels[k]} → output{jax.tree_util.keystr(p)}"
+            for p, _ in jax.tree_util.tree_flatten_with_path(self.out)[0]]
+
   def outputs(self, check, k, got, want) -> list[Entry]:
-    flat = jax.tree_util.tree_flatten_with_path(self.out)[0]
-    return [array_entry(check, f"{self.labels[k]} → output{jax.tree_util.keystr(p)}", g, w,
-                        self.tol(o.dtype), o.dtype, o.shape)
-            for (p, o), g, w in zip(flat, jax.tree.leaves(got), jax.tree.leaves(want))]
+    return [array_entry(check, label, g, w, self.tol(o.dtype), o.dtype, o.shape) for label, o, g, w in
+            zip(self.output_labels(k), jax.tree.leaves(self.out), jax.tree.leaves(got), jax.tree.leaves(want))]
 
   @functools.cached_property
   def manual(self):
@@ -71,7 +74,14 @@ class JvpMeasured(Inputs):
 
 def _jvp(m):
   want = [m.tangent(m.ref, m.x, k, v) for k, v in enumerate(m.v)]
-  return [e for k in range(len(m.x)) for e in m.outputs("jvp", k, m.manual[k], want[k])]
+  if not _truth.narrow(m):
+    return [e for k in range(len(m.x)) for e in m.outputs("jvp", k, m.manual[k], want[k])]
+  truth = _truth.truth(m, "jvp", lambda: [  # bfloat16 or float16: J·v of the float64 truth
+      m.spec.jvp_of(m.ref, _truth.up(m, m.x), k, _truth.up(m, v), _truth.up(m, m.spec.leaves))
+      for k, v in enumerate(m.v)])
+  return [e for k in range(len(m.x)) for e in _truth.entries(
+      "jvp", m, m.output_labels(k), jax.tree.leaves(m.manual[k]), jax.tree.leaves(truth[k]),
+      jax.tree.leaves(m.out), jax.tree.leaves(want[k]))]
 
 
 def _finite_differences(m):
@@ -137,6 +147,10 @@ def _vjp(m):
   u = jax.tree.map(m.draw, m.out)
   got = jax.vjp(m.spec.bind(m.fn), *m.x)[1](u)
   want = jax.vjp(m.spec.bind(m.ref), *m.x)[1](u)
+  if _truth.narrow(m):  # bfloat16 or float16: against the float64 truth's VJP
+    truth = _truth.truth(m, "vjp", lambda: jax.vjp(_truth.wide_reference(m), *_truth.up(m, m.x))[1](
+        _truth.up(m, u)))
+    return _truth.entries("vjp", m, m.labels, got, truth, m.x, want)
   return [array_entry("vjp", label, g, w, m.tol(x.dtype), x.dtype, x.shape)
           for label, x, g, w in zip(m.labels, m.x, got, want)]
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.check import _fd
+from jaxbp.check import _truth
 from jaxbp.check._compare import LARGE
 from jaxbp.check._compare import f64
 from jaxbp.check._compare import tolerance
@@ -213,6 +214,10 @@ class Measured(Inputs):
     def jvps(x, v):  # J·v_k for each input k alone, in one compiled program
       return [self.spec.jvp_of(self.ref, x, k, vk) for k, vk in enumerate(v)]
     v = [jnp.where(ok, vk, 0) if not ok.all() else vk for vk, ok in zip(self.v, self.masks[1])]
+    if _truth.narrow(self):  # bfloat16 or float16: J·v of the float64 truth
+      return v, _truth.truth(self, "jv", lambda: jax.jit(lambda x, v: [
+          self.spec.jvp_of(self.ref, x, k, vk, _truth.up(self, self.spec.leaves)) for k, vk in enumerate(v)])(
+              _truth.up(self, self.x), _truth.up(self, v)))
     return v, jax.jit(jvps)(self.x, v)
 
   def hvp(self, f):
@@ -232,9 +237,9 @@ LINEAR_AB = (0.75, -1.5)
 
 def _jtu(m):
   out_size = sum(np.size(a) for a in jax.tree.leaves(m.u))
-  small = []
+  small, wide = [], 4 if _truth.narrow(m) else 1  # on 2-byte inputs the Jacobian is built in float64
   for k, (label, x) in enumerate(zip(m.labels, m.x)):
-    need = x.size * m.rule_bytes_estimate()  # jacfwd pushes one tangent per input element at once
+    need = x.size * m.rule_bytes_estimate() * wide  # jacfwd pushes one tangent per input element at once
     if out_size * x.size > m.opts.jacobian_max_size:
       m.skipped.append(("jacobian", label, f"the Jacobian has {out_size * x.size:,} entries"
                         f" > jacobian_max_size={m.opts.jacobian_max_size:,}"))
@@ -245,7 +250,11 @@ def _jtu(m):
       small.append(k)
   if not small:
     return {}
-  jacs = jax.jit(jax.jacfwd(m.spec.bind(m.ref), argnums=tuple(small)))(*m.x)
+  if _truth.narrow(m):  # bfloat16 or float16: the float64 truth's Jacobian
+    jacs = _truth.truth(m, "jacobian", lambda: jax.jit(jax.jacfwd(_truth.wide_reference(m), argnums=tuple(small)))(
+        *_truth.up(m, m.x)))
+  else:
+    jacs = jax.jit(jax.jacfwd(m.spec.bind(m.ref), argnums=tuple(small)))(*m.x)
   out = {}  # jacs: for each output leaf, a tuple of ∂out/∂x_k, shape out.shape + x_k.shape
   for i, k in enumerate(small):
     per_leaf = zip(jax.tree.leaves(m.u), m.masks[0], jax.tree.structure(m.u).flatten_up_to(jacs))  # type: ignore[attr-defined]

@@ -11,13 +11,13 @@ for the rule's own VJP in bfloat16 and for ``jax.vjp`` of the reference run in b
 The contract (``jaxbp.ops.bf16_bound``): the rule's ``max`` is within its bound, and no larger than
 autodiff's. ``HARD_CASES`` adds, per rule, the inputs where bfloat16 arithmetic loses most (a saturated
 softmax, scores of 30 and more, rows of mean square 1e4, large activations); ``benchmarks/precision.py``
-prints the table.
+prints the table. ``check_vjp`` and ``check_jvp`` hold a rule to the same bound on bfloat16 and float16 inputs
+(``jaxbp.check._truth``).
 """
 
 from collections.abc import Callable, Iterator
 import inspect
 from typing import Any, NamedTuple
-import weakref
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +26,7 @@ import numpy as np
 from jaxbp import ops
 from jaxbp.check.hard_cases import HARD_CASES
 
-__all__ = ["HARD_CASES", "GradError", "Measured", "gradient_errors", "is_bfloat16", "measure_rule", "vjp_entries",
+__all__ = ["HARD_CASES", "GradError", "Measured", "gradient_errors", "measure_rule", "relative_error",
            "within_contract"]
 
 
@@ -92,7 +92,8 @@ def _three_vjps(fn: Callable, reference: Callable, args: tuple, kwargs: dict) ->
   return program
 
 
-def _error(d: Any, t: np.ndarray) -> tuple[float, float]:
+def relative_error(d: Any, t: np.ndarray) -> tuple[float, float]:
+  """``(max, rms)`` of ``d − t`` relative to ``max|t|`` (absolute for a zero truth); inf where not finite."""
   d = np.asarray(jnp.asarray(d, jnp.float32), np.float64)
   if not t.size:
     return 0.0, 0.0
@@ -124,7 +125,7 @@ def gradient_errors(fn: Callable, reference: Callable, args: tuple, kwargs: dict
   with jax.enable_x64(True):
     rule, auto, truth = _three_vjps(fn, reference, args, kwargs)(floats, u)
     truth = [np.asarray(t, np.float64) for t in truth]
-  return tuple(GradError(label, *_error(r, t), *_error(a, t))
+  return tuple(GradError(label, *relative_error(r, t), *relative_error(a, t))
                for label, r, a, t in zip(_labels(fn, args), rule, auto, truth))
 
 
@@ -173,51 +174,3 @@ def within_contract(name: str, error: GradError, slack: float = 0.0) -> str:
   if not error.rule_max <= error.autodiff_max * (1 + slack):
     why.append(f"max error {error.rule_max:.3g} > autodiff's {error.autodiff_max:.3g}")
   return "; ".join(why)
-
-
-# --- check_vjp's ``vjp`` check on bfloat16 inputs: the rule against the float64 truth, held to its bound ---
-
-_TRUTHS: "weakref.WeakKeyDictionary[Any, list]" = weakref.WeakKeyDictionary()
-
-
-def is_bfloat16(x: list) -> bool:
-  """Whether any differentiable input is bfloat16: then ``check_vjp``'s ``vjp`` check uses the contract."""
-  return any(np.dtype(a.dtype) == np.dtype(jnp.bfloat16) for a in x)
-
-
-def _bound_of(fn: Callable) -> tuple[str, float]:
-  name = next((n for n, r in ops.REGISTRY.items() if r.fn is fn), None)
-  return (name or "a rule not in the registry"), ops.bf16_bound(name or "")
-
-
-def vjp_entries(checker: Any, ct: list) -> list:
-  """``check_vjp``'s ``vjp`` entries on bfloat16 inputs: each cotangent of ``ct`` against the float64 truth.
-
-  The truth is the reference's VJP on the checker's inputs and cotangent upcast to float64 (computed once
-  per checker); an input passes when ``max|d − t| ≤ bound · max|t|``, the bound of the rule
-  (``ops.bf16_bound``, the default for a function not in the registry). The detail names autodiff's
-  error in bfloat16 (the reference's VJP at the inputs' dtype, ``checker.expected``) for comparison.
-  A cotangent of the wrong shape or dtype fails as in every other check.
-  """
-  from jaxbp.check._compare import array_entry  # pylint: disable=import-outside-toplevel
-  from jaxbp.check._compare import entry  # pylint: disable=import-outside-toplevel
-  if checker not in _TRUTHS:
-    with jax.enable_x64(True):
-      up = [a.astype(jnp.float64) for a in checker.x]
-      u = jax.tree.map(lambda a: a.astype(jnp.float64), checker.u)
-      _TRUTHS[checker] = [np.asarray(t, np.float64) for t in
-                          jax.jit(lambda x, u: jax.vjp(checker.spec.bind(checker.ref), *x)[1](u))(up, u)]
-  name, bound = _bound_of(checker.fn)
-  found = []
-  for label, x, d, t, a in zip(checker.labels, checker.x, ct, _TRUTHS[checker], checker.expected):
-    if np.shape(d) != x.shape or np.dtype(d.dtype) != np.dtype(x.dtype):
-      found.append(array_entry("vjp", label, d, t, (bound, 0.0), x.dtype, x.shape))
-      continue
-    diff = np.abs(np.asarray(jnp.asarray(d, jnp.float32), np.float64) - t)
-    err = float(diff.max()) if diff.size and np.all(np.isfinite(diff)) else (np.inf if diff.size else 0.0)
-    scale = float(np.abs(t).max()) if t.size else 0.0
-    auto = _error(a, t)[0]
-    detail = (f"bfloat16 against the float64 truth: max error {err / (scale or 1):.2e} of max|truth|, bound"
-              f" {bound:.1e} ({name}); autodiff of the reference in bfloat16: {auto:.2e}")
-    found.append(entry("vjp", label, str(x.dtype), err, scale, (bound, 0.0), detail))
-  return found
