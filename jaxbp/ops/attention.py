@@ -100,7 +100,8 @@ def attention(q: jax.typing.ArrayLike, k: jax.typing.ArrayLike, v: jax.typing.Ar
   blk = _geometry(q, k, causal, scale, window, softcap, block_size)
   mask = None if mask is None else _check_mask(mask, (q.shape[0], q.shape[2], q.shape[1], k.shape[1]))
   seg_q, seg_k = _check_segments(segment_ids, q.shape[:2], k.shape[:2])
-  slopes = None if alibi_slopes is None else _check_slopes(alibi_slopes, q.shape[2])
+  # the slopes take no gradient and do not decide the output's dtype: in q's, as the reference rounds them
+  slopes = None if alibi_slopes is None else _check_slopes(alibi_slopes, q.shape[2]).astype(q.dtype)
   return _attention(q, k, v, mask, seg_q, seg_k, slopes, blk)
 
 

@@ -143,3 +143,17 @@ def test_check_jvp_sees_two_percent_in_bfloat16(scales, caught):
   with pytest.raises(AssertionError) as excinfo:
     check_jvp(_softplus(*scales), jax.nn.softplus, X, checks=("forward", "jvp", "vjp"))
   assert {e.check for e in excinfo.value.report.failures} == caught
+
+
+def test_attention_with_float32_alibi_slopes_keeps_the_dtype_of_q():
+  """ALiBi slopes take no gradient: float32 slopes beside bfloat16 q, k, v left the output float32 while the
+  reference's was bfloat16 (the vjp check then failed on a type error); now both are bfloat16 and the rule
+  passes against the float64 truth."""
+  rng = np.random.default_rng(3)
+  q, k, v = (jnp.asarray(rng.standard_normal((1, 8, 4, 8)), jnp.bfloat16) for _ in range(3))
+  slopes = jnp.asarray(2.0 ** -np.arange(1, 5), jnp.float32)
+  rule = lambda q, k, v: ops.attention(q, k, v, causal=True, alibi_slopes=slopes)
+  ref = lambda q, k, v: ops.reference.attention(q, k, v, causal=True, alibi_slopes=slopes)
+  assert rule(q, k, v).dtype == ref(q, k, v).dtype == jnp.bfloat16
+  report = check_vjp(rule, ref, q, k, v, checks=("forward", "vjp"), self_test=False)
+  assert not report.failures, report
