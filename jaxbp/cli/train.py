@@ -318,7 +318,9 @@ def _finish(args: argparse.Namespace, out: str, config: TrainConfig, result: Any
       compile_seconds=result.compile_seconds, train_seconds=train_seconds,
       wall_seconds=time.perf_counter() - started, device=f"{device.platform}: {device.device_kind}",
       num_devices=mesh.size if mesh is not None else 1, jax_version=jax.__version__)
-  print(f"test accuracy {final['test_accuracy']:.2%} after {final['epoch']} epochs"
+  tokens = f" (whole sequence; {final['test_token_accuracy']:.2%} per answer token)" \
+      if "test_token_accuracy" in final else ""
+  print(f"test accuracy {final['test_accuracy']:.2%}{tokens} after {final['epoch']} epochs"
         f" (compile {result.compile_seconds:.2f} s, training {train_seconds:.2f} s);"
         f" wrote {out}/metrics.json, metrics.jsonl, checkpoint.npz" + "".join(f", {p}" for p in plots)
         + (f"; TensorBoard events in {args.tensorboard}" if args.tensorboard else ""))

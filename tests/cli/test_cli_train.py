@@ -211,8 +211,10 @@ def test_init_from_goes_on_at_a_longer_task_length(tmp_path, monkeypatch, jaxbp_
   assert status == 0, err
   assert (f"; starting from the parameters of {short}/checkpoint.npz (epoch 1 of a llama run on task lookup"
           " (length 32, seed 0))") in err[0], err
-  data = json.loads((tmp_path / "long" / "metrics.json").read_text())["data"]
-  assert data["name"] == "task lookup (length 64, seed 0)"
+  metrics = json.loads((tmp_path / "long" / "metrics.json").read_text())
+  assert metrics["data"]["name"] == "task lookup (length 64, seed 0)"
+  per_token = metrics["history"][-1]["test_token_accuracy"]  # lookup's measure: exact match asks all 8 queries
+  assert f"(whole sequence; {per_token:.2%} per answer token) after 1 epochs" in jaxbp_cmd.stdout
 
 
 def test_init_from_another_model_a_directory_without_a_run_or_with_resume_is_one_line(tmp_path, jaxbp_cmd):
