@@ -77,9 +77,10 @@ def test_a_schedule_counts_updates_not_micro_batches():
   params = {"w": jnp.zeros(())}
   state = opt.init(params)
   grads = {"w": jnp.ones(())}
+  update = jax.jit(opt.update)  # one compiled update, not each step's ops dispatched one by one
   sizes = []
   for _ in range(100):
-    updates, state = opt.update(grads, state, params)
+    updates, state = update(grads, state, params)
     sizes.append(float(-updates["w"]))
   applied = [s for s in sizes if s]  # the micro-batches that close an update
   assert len(applied) == 25
