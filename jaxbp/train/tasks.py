@@ -10,24 +10,26 @@ of a task has the same length, so a batch is one int32 array ``[N, L]`` and a ji
 | sort      | ``3141>1134``          | 4 digits and ``>`` | the digits sorted    |
 | add       | ``0314+0592=00906``    | a ``+`` b ``=``, each zero-padded to 4 digits | a + b in 5 digits |
 | packed    | ``314>413 2718>8172 ==`` | reverse examples, packed | each one's reversal |
-| lookup    | ``0037=05 8101=42 … >8101=42 0037=05 …`` | pairs, ``>``, each key again | each key's value |
+| lookup    | ``++37=05+++81=42+ … >81=42 37=05 …`` | pairs among filler, ``>``, keys | each key's value |
 
 ``packed``: reverse examples of length // 2 + 1 .. length digits, packed into rows of 4·(2·length + 1)
 tokens with ``=`` padding at the end. ``lookup`` is multi-query associative recall (Arora et al., 2023,
-"Zoology"): ``length`` + 1 tokens in all: ``+`` padding, pairs ``key=value`` (distinct random keys of
-``LOOKUP_KEY`` = 4 digits, random 2-digit values) filling the first half, ``>``, then the same keys again in
-another order, each followed by ``=`` and its value: the answers are those values (two digits a query,
-``SequenceTask.answers``), each found by looking its key up anywhere in the first half, on average T/2 back.
+"Zoology") over a long haystack: ``length`` + 1 tokens in all: ``LOOKUP_PAIRS`` = 8 pairs ``key=value``
+(distinct random 2-digit keys, random 2-digit values) at random places among ``+`` filler, then ``>`` and
+the 8 keys again in another order, each followed by ``=`` and its value: the answers are those values (two
+digits a query, ``SequenceTask.answers``), each found by looking its key up anywhere before, on average
+T/2 back. Exact match asks all 8 of a row.
 
 ``length`` is the digits per operand (1..32) except for ``lookup``, where it is the number of input
-positions T (32..65536: ``lookup`` at length 8192 trains at T = 8192, 585 queries a row). The key width is
-the same at every length, so a model trained on short rows can go on at long ones (``--init-from``).
+positions T (96..65536, default 128: ``lookup`` at length 8192 trains at T = 8192). A row holds the same 8
+pairs at every length, only more filler, so a model trained on short rows can go on at long ones
+(``--init-from``).
 
 A model reads the whole sequence left to right and predicts each next token (a language model, as the
 recurrent models and the transformers are). Only the answer is scored: the logits at positions
 ``prompt_length - 1 .. L - 2`` predict ``tokens[:, prompt_length:]`` (:func:`answer_logits`); for ``lookup``
-only the values of its queries (``answers``), so its exact match asks every query of a row to be right and
-its per-token accuracy is the share of answer digits right (chance 10%).
+only the values of its queries (``answers``); its per-token accuracy is the share of answer digits right
+(chance 10%).
 
 Packed rows (:class:`PackedTask`) hold several examples each, told apart by segment ids (1, 2, … per row,
 0 for the padding): the data set carries them as ``segments_train``/``segments_test`` (the model registry's
@@ -53,8 +55,8 @@ DIGIT_TASKS = ("reverse", "sort", "add")
 TASKS = (*DIGIT_TASKS, "packed", "lookup")
 DEFAULT_TASK = "reverse"
 # (least, most, default) of each task's length argument: digits per operand, or lookup's positions T
-LENGTHS = {**dict.fromkeys(("reverse", "sort", "add", "packed"), (1, 32, 8)), "lookup": (32, 65536, 64)}
-LOOKUP_KEY = 4  # digits of every lookup key
+LENGTHS = {**dict.fromkeys(("reverse", "sort", "add", "packed"), (1, 32, 8)), "lookup": (96, 65536, 128)}
+LOOKUP_KEY, LOOKUP_PAIRS = 2, 8  # a lookup row: 8 pairs key=value, keys of 2 digits, at any length
 PACK = 4  # a packed row has room for PACK examples of the longest length
 PLUS, EQUALS, ARROW = VOCAB.index("+"), VOCAB.index("="), VOCAB.index(">")
 
@@ -209,18 +211,17 @@ def make_packed(*, length: int = 8, num_train: int = 20_000, num_test: int = 2_0
 
 
 def lookup_layout(length: int) -> tuple[int, int, int]:
-  """``(key_width, pairs, padding)`` of a ``lookup`` row with ``length`` input positions (length + 1 tokens):
-  ``+`` padding, ``pairs`` pairs ``key=value`` of ``LOOKUP_KEY`` + 3 tokens, ``>``, then the same pairs again
-  as queries in another order. The key width is the same at every length (10^4 ≥ 2·pairs up to T = 65536),
-  so a model trained on short rows reads long ones."""
-  pairs = length // (2 * (LOOKUP_KEY + 3))
-  return LOOKUP_KEY, pairs, length - 2 * pairs * (LOOKUP_KEY + 3)
+  """``(key_width, pairs, filler)`` of a ``lookup`` row with ``length`` input positions (length + 1 tokens):
+  ``LOOKUP_PAIRS`` pairs ``key=value`` (keys of ``LOOKUP_KEY`` digits) scattered among ``filler`` ``+``
+  tokens, then ``>`` and every key again, each with ``=`` and its value."""
+  pair = LOOKUP_KEY + 3
+  return LOOKUP_KEY, LOOKUP_PAIRS, length + 1 - (2 * LOOKUP_PAIRS * pair + 1)
 
 
 def lookup_answers(length: int) -> np.ndarray:
   """bool ``[length + 1]``: True at the answer tokens of a ``lookup`` row (each query's two value digits)."""
-  w, pairs, padding = lookup_layout(length)
-  first = padding + pairs * (w + 3) + 1 + w + 1  # the first query's value, after its key and "="
+  w, pairs, _ = lookup_layout(length)
+  first = length + 1 - pairs * (w + 3) + w + 1  # the first query's value, after its key and "="
   at = first + (w + 3) * np.arange(pairs)[:, None] + np.arange(2)
   answers = np.zeros(length + 1, bool)
   answers[at.ravel()] = True
@@ -229,17 +230,19 @@ def lookup_answers(length: int) -> np.ndarray:
 
 def _lookup_rows(rng, n, length):
   """``n`` rows of the ``lookup`` task (see the module docstring), int64 ``[n, length + 1]``."""
-  w, pairs, padding = lookup_layout(length)
-  # distinct keys: sorted draws from 0..10^w − pairs plus 0, 1, 2, … are strictly increasing; then shuffled
-  codes = np.sort(rng.integers(0, 10 ** w - pairs + 1, size=(n, pairs)), axis=1) + np.arange(pairs)
-  codes = rng.permuted(codes, axis=1)
-  keys = codes[..., None] // 10 ** np.arange(w - 1, -1, -1) % 10  # [n, pairs, w] digits, distinct per row
-  values = rng.integers(0, 10, size=(n, pairs, 2))
-  table = np.concatenate([keys, np.full((n, pairs, 1), EQUALS), values], axis=2)  # [n, pairs, w + 3]
-  order = np.argsort(rng.random((n, pairs)), axis=1)  # the queries: every pair once, shuffled
-  queries = np.take_along_axis(table, order[..., None], axis=1)
-  return np.concatenate([np.full((n, padding), PLUS), table.reshape(n, pairs * (w + 3)), np.full((n, 1), ARROW),
-                         queries.reshape(n, pairs * (w + 3))], axis=1)
+  w, pairs, filler = lookup_layout(length)
+  keys = np.stack([rng.permutation(10 ** w)[:pairs] for _ in range(n)]) if n else np.zeros((0, pairs), int)
+  digits = keys[..., None] // 10 ** np.arange(w - 1, -1, -1) % 10  # [n, pairs, w], distinct in a row
+  table = np.concatenate([digits, np.full((n, pairs, 1), EQUALS), rng.integers(0, 10, size=(n, pairs, 2))],
+                         axis=2)  # [n, pairs, w + 3]: key=value
+  # where each pair starts among the filler: sorted uniform cuts of the filler, pair j after j pairs
+  starts = np.sort(rng.integers(0, filler + 1, size=(n, pairs)), axis=1) + (w + 3) * np.arange(pairs)
+  head = np.full((n, filler + pairs * (w + 3)), PLUS)
+  np.put_along_axis(head, (starts[..., None] + np.arange(w + 3)).reshape(n, pairs * (w + 3)),
+                   table.reshape(n, pairs * (w + 3)), axis=1)
+  order = np.argsort(rng.random((n, pairs)), axis=1)  # the queries: every key once, shuffled
+  queries = np.take_along_axis(table, order[..., None], axis=1).reshape(n, pairs * (w + 3))
+  return np.concatenate([head, np.full((n, 1), ARROW), queries], axis=1)
 
 
 def make_task(name: str = DEFAULT_TASK, *, length: int | None = None, num_train: int | None = None,
@@ -249,7 +252,7 @@ def make_task(name: str = DEFAULT_TASK, *, length: int | None = None, num_train:
   Args:
     name: one of ``TASKS``.
     length: digits per operand (the string to reverse or sort; each addend for ``add``; the longest
-      example of ``packed``), 1..32, default 8; for ``lookup`` the input positions T, 32..65536, default 64.
+      example of ``packed``), 1..32, default 8; for ``lookup`` the input positions T, 96..65536, default 128.
     num_train: training sequences (examples for ``packed``), ≥ 1; default 20,000 (``lookup``:
       2²⁰ // length, at least 256, so that the tokens stay about a million).
     num_test: held-out sequences, ≥ 1, with prompts that never occur in training; default 2,000

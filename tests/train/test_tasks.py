@@ -53,7 +53,7 @@ def test_encode_decode_round_trip_and_errors():
     tasks.make_task("sort", num_test=0)
   with pytest.raises(tasks.TaskError, match="only 10\\^2 distinct prompts exist"):
     tasks.make_task("reverse", length=2, num_train=60, num_test=10)
-  with pytest.raises(tasks.TaskError, match="task length must be an integer in 32..65536 for lookup, got 8"):
+  with pytest.raises(tasks.TaskError, match="task length must be an integer in 96..65536 for lookup, got 8"):
     tasks.make_task("lookup", length=8)
 
 
@@ -82,16 +82,17 @@ def test_packed_rows_hold_reverse_examples_told_apart_by_segment_ids():
   assert np.all(data.segments_train[data.mask_train > 0] > 0)
 
 
-@pytest.mark.parametrize("length", [32, 64, 1000])
+@pytest.mark.parametrize("length", [96, 128, 1000])
 def test_lookup_asks_every_key_again_and_scores_its_value(length):
-  task = tasks.make_task("lookup", length=length, num_train=50, num_test=10, seed=2)
-  w, pairs, padding = tasks.lookup_layout(length)
-  assert task.train.shape == (50, length + 1) and w == tasks.LOOKUP_KEY and pairs >= 2
-  answers, reordered = task.answers, 0
+  task = tasks.make_task("lookup", length=length, num_train=60, num_test=10, seed=2)
+  w, pairs, filler = tasks.lookup_layout(length)
+  assert task.train.shape == (60, length + 1) and (w, pairs) == (tasks.LOOKUP_KEY, tasks.LOOKUP_PAIRS)
+  answers, reordered, starts = task.answers, 0, []
   for row in task.train:
     text = tasks.decode(row)
-    assert text[:padding] == "+" * padding
-    body, queries = text[padding:].split(">")
+    head, queries = text.split(">")
+    assert len(head) == filler + pairs * (w + 3) and head.count("+") == filler  # pairs whole among the filler
+    body = head.replace("+", "")
     table = {body[i:i + w]: body[i + w + 1:i + w + 3] for i in range(0, len(body), w + 3)}
     assert len(table) == pairs and all(body[i + w] == "=" for i in range(0, len(body), w + 3))
     asked = [queries[i:i + w] for i in range(0, len(queries), w + 3)]
@@ -99,9 +100,12 @@ def test_lookup_asks_every_key_again_and_scores_its_value(length):
     reordered += asked != list(table)
     scored = "".join(c for c, a in zip(text, answers) if a)
     assert scored == "".join(table[k] for k in asked)  # the answers are the values of the keys asked, in order
-  assert reordered >= 40 or pairs < 4  # in another order than the pairs' (the same in 1/pairs! of rows)
+    starts.append(head.index(body[:w + 3]))
+  assert reordered >= 50  # in another order than the pairs' (the same in 1/8! of rows)
+  if filler > 100:  # the first pair anywhere in the filler's first part, not always at the start
+    assert max(starts) > filler // 16 and min(starts) < filler // 16
   assert answers.sum() == 2 * pairs and task.prompt_length == np.argmax(answers)
-  data = tasks.load_task("lookup", length=length, num_train=50, num_test=10, seed=2)
+  data = tasks.load_task("lookup", length=length, num_train=60, num_test=10, seed=2)
   np.testing.assert_array_equal(data.mask_train[0], answers[1:])  # the loss scores the answers and nothing else
   assert not {bytes(r) for r in task.train} & {bytes(r) for r in task.test}
-  assert tasks.make_task("lookup").train.shape == (2 ** 20 // 64, 65)  # about a million tokens by default
+  assert tasks.make_task("lookup").train.shape == (2 ** 20 // 128, 129)  # about a million tokens by default
