@@ -68,6 +68,8 @@ def load(source: dict[str, Any], seed: int) -> Any:
 def init_from(path: str) -> Any:
   """The checkpoint ``--init-from`` names (a run's --out directory, or its checkpoint file), read once."""
   from jaxbp import train as train_lib  # pylint: disable=import-outside-toplevel
+  if not os.path.exists(path):
+    raise ValueError(f"--init-from {path}: no such run directory or checkpoint file")
   if os.path.isdir(path):
     inside = os.path.join(path, train_lib.CHECKPOINT)
     if not os.path.exists(inside):

@@ -227,6 +227,8 @@ def test_init_from_another_model_a_directory_without_a_run_or_with_resume_is_one
                                               " expects (5,) float32"),
                           (["--init-from", str(tmp_path)], f"--init-from {tmp_path}: the directory holds no"
                                                            " checkpoint.npz"),
+                          (["--init-from", str(tmp_path / "none")], f"--init-from {tmp_path / 'none'}: no such run"
+                                                                    " directory or checkpoint file"),
                           (["--resume"], "--init-from starts a new run from another run's parameters, --resume"
                                          " continues OUT's run")]:
     status, err = jaxbp_cmd(*small, "--init-from", str(tmp_path / "first"), "--out", str(tmp_path / "o"), *flags)
