@@ -200,19 +200,19 @@ def test_a_sequence_model_alone_trains_its_default_task_and_says_so(model, tmp_p
 
 
 def test_init_from_goes_on_at_a_longer_task_length(tmp_path, monkeypatch, jaxbp_cmd):
-  """Context extension as a user runs it: a llama trained on lookup rows of 32 goes on at 64 from its weights."""
+  """Context extension as a user runs it: a llama trained on lookup rows of 96 goes on at 192 from its weights."""
   from jaxbp.train import tasks  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(tasks, "load_task", functools.partial(tasks.load_task, num_train=32, num_test=8))
   tiny = ["train", "--model", "llama", "--task", "lookup", "--width", "16", "--heads", "2", "--kv-heads", "1",
           "--mlp-width", "16", "--batch-size", "16", "--epochs", "1", "--no-plot"]
   short, long = str(tmp_path / "short"), str(tmp_path / "long")
-  assert jaxbp_cmd(*tiny, "--task-length", "32", "--out", short)[0] == 0
-  status, err = jaxbp_cmd(*tiny, "--task-length", "64", "--init-from", short, "--out", long)
+  assert jaxbp_cmd(*tiny, "--task-length", "96", "--out", short)[0] == 0
+  status, err = jaxbp_cmd(*tiny, "--task-length", "192", "--init-from", short, "--out", long)
   assert status == 0, err
   assert (f"; starting from the parameters of {short}/checkpoint.npz (epoch 1 of a llama run on task lookup"
-          " (length 32, seed 0))") in err[0], err
+          " (length 96, seed 0))") in err[0], err
   metrics = json.loads((tmp_path / "long" / "metrics.json").read_text())
-  assert metrics["data"]["name"] == "task lookup (length 64, seed 0)"
+  assert metrics["data"]["name"] == "task lookup (length 192, seed 0)"
   per_token = metrics["history"][-1]["test_token_accuracy"]  # lookup's measure: exact match asks all 8 queries
   assert f"(whole sequence; {per_token:.2%} per answer token) after 1 epochs" in jaxbp_cmd.stdout
 
