@@ -86,7 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
   if tasks is not None:
     io.add_argument("--task", choices=tuple(tasks.TASKS), help="a generated sequence task instead of --data")
     io.add_argument("--task-length", type=int, metavar="N", help="the task's length: digits per operand (default"
-                    " 8), or the positions T of --task lookup (default 64)")
+                    " 8), or the positions T of --task lookup (default 128)")
   io.add_argument("--out", metavar="DIR", help="output directory (default runs/<timestamp>)")
   io.add_argument("--resume", action="store_true", help="continue OUT's run with its saved config and data")
   io.add_argument("--init-from", metavar="CKPT", help="start from the parameters of another run (its --out"
