@@ -21,14 +21,15 @@ def source(args: argparse.Namespace, family: models.Family) -> dict[str, Any]:
   """Where the data comes from, as the flags say; recorded in the checkpoint to resume from. A sequence
   family with neither --task nor --data trains on the default generated task (``default_task``)."""
   length = getattr(args, "task_length", None)
+  sized = {} if length is None else {"length": length}  # its range: make_task's TaskError, said as the flag
   if not getattr(args, "task", None) and not args.data and family.data == "tokens":
     tasks = tasks_module()
     if tasks is not None:
-      return {"task": tasks.DEFAULT_TASK, **_task_length(tasks, tasks.DEFAULT_TASK, length)}
+      return {"task": tasks.DEFAULT_TASK, **sized}
   if getattr(args, "task", None):
     if args.data:
       raise ValueError("--task and --data both name the data: give one of them")
-    return {"task": args.task, **_task_length(tasks_module(), args.task, length)}
+    return {"task": args.task, **sized}
   if length is not None:
     raise ValueError("--task-length sets the length of a --task; there is none")
   if hasattr(args, "label_column") and not (args.data and args.data.lower().endswith(".csv")):
@@ -41,17 +42,6 @@ def source(args: argparse.Namespace, family: models.Family) -> dict[str, Any]:
       else source
 
 
-def _task_length(tasks: Any, name: str, length: int | None) -> dict[str, int]:
-  """``{"length": length}`` of --task-length (nothing without it), in the task's range (``tasks.LENGTHS``):
-  checked here so that the error names the flag; ``load_task``'s own error names its argument ``length``."""
-  if length is None:
-    return {}
-  least, most, _ = tasks.LENGTHS[name]
-  if not least <= length <= most:
-    raise ValueError(f"--task-length must be in {least}..{most} for --task {name}, got {length}")
-  return {"length": length}
-
-
 def load(source: dict[str, Any], seed: int) -> Any:
   from jaxbp.train import data as data_lib  # pylint: disable=import-outside-toplevel
   if "task" in source:
@@ -61,8 +51,6 @@ def load(source: dict[str, Any], seed: int) -> Any:
                        " installed")
     return tasks.load_task(source["task"], seed=seed, **{k: v for k, v in source.items() if k == "length"})
   return data_lib.load_dataset(source.get("path"), source.get("label_column", "label"))
-
-
 
 
 def init_from(path: str) -> Any:

@@ -348,10 +348,14 @@ def run(args: argparse.Namespace) -> int:
   from jaxbp.train import NonFiniteError  # pylint: disable=import-outside-toplevel
   from jaxbp.train.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
   from jaxbp.train.data import DataError  # pylint: disable=import-outside-toplevel
+  from jaxbp.train.tasks import TaskError  # pylint: disable=import-outside-toplevel
   try:
     return _train(args, started)
   except ConfigError as e:  # fit's field, said as this command's flag
     _say(f"error: {_FIELD_FLAGS.get(e.field) or _flags.flag(e.field.removeprefix('model.'))} {e.reason}")
+  except TaskError as e:  # make_task's argument, said as this command's flag where it has one
+    flag = {"length": "--task-length"}.get(e.argument or "")
+    _say(f"error: {flag} {e.reason}" if flag else f"error: {e}")
   except (DataError, CheckpointError, ValueError) as e:
     _say(f"error: {e}")
   except OSError as e:

@@ -62,7 +62,14 @@ PLUS, EQUALS, ARROW = VOCAB.index("+"), VOCAB.index("="), VOCAB.index(">")
 
 
 class TaskError(ValueError):
-  """A task that cannot be generated as asked; the message names the argument."""
+  """A task that cannot be generated as asked. ``argument`` names the argument of :func:`make_task` that is
+  wrong (``"length"``, ``"num_train"``, ...; ``None`` where none alone is) and the message is
+  ``f"{argument} {reason}"``, so a caller with other names for them (``jaxbp train``'s flags) says its own
+  name before ``reason``, as with ``ConfigError``."""
+
+  def __init__(self, reason: str, argument: str | None = None):
+    super().__init__(reason if argument is None else f"{argument} {reason}")
+    self.argument, self.reason = argument, reason
 
 
 class SequenceTask(NamedTuple):
@@ -267,13 +274,13 @@ def make_task(name: str = DEFAULT_TASK, *, length: int | None = None, num_train:
   least, most, default = LENGTHS[name]
   length = default if length is None else length
   if not (isinstance(length, int) and not isinstance(length, bool) and least <= length <= most):
-    raise TaskError(f"task length must be an integer in {least}..{most} for {name}, got {length!r}")
+    raise TaskError(f"must be an integer in {least}..{most} for {name}, got {length!r}", "length")
   long = name == "lookup"
   num_train = (max(256, 2 ** 20 // length) if long else 20_000) if num_train is None else num_train
   num_test = (max(32, num_train // 10) if long else 2_000) if num_test is None else num_test
   for arg, value in (("num_train", num_train), ("num_test", num_test)):
     if not (isinstance(value, int) and value >= 1):
-      raise TaskError(f"{arg} must be a positive integer, got {value!r}")
+      raise TaskError(f"must be a positive integer, got {value!r}", arg)
   if name == "packed":
     return make_packed(length=length, num_train=num_train, num_test=num_test, seed=seed)
   rng = np.random.default_rng(seed)

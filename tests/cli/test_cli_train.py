@@ -126,9 +126,9 @@ def test_info_lists_versions_and_devices(capsys):
     (["--loss", "hinge", "--dropout", "1.5"], "--model mlp: MLPConfig.dropout must be in [0, 1), got 1.5"),
     (["--accumulate", "1000", "--epochs", "2"], "--accumulate 1000 is more than the 44 micro-batches"),
     (["--out", "FILE"], "--out FILE is a file, not a directory"),
-    (["--task", "lookup", "--task-length", "8"], "--task-length must be in 96..65536 for --task lookup, got 8"),
-    (["--task", "sort", "--task-length", "0"], "--task-length must be in 1..32 for --task sort, got 0"),
-    (["--model", "lstm", "--task-length", "33"], "--task-length must be in 1..32 for --task reverse, got 33"),
+    (["--task", "lookup", "--task-length", "8"], "--task-length must be an integer in 96..65536 for lookup, got 8"),
+    (["--task", "sort", "--task-length", "0"], "--task-length must be an integer in 1..32 for sort, got 0"),
+    (["--model", "lstm", "--task-length", "33"], "--task-length must be an integer in 1..32 for reverse, got 33"),
     (["--task", "copy"], "argument --task: invalid choice: 'copy'"),
 ])
 def test_flag_errors_are_one_line_before_any_compile(tmp_path, monkeypatch, capsys, flags, fragment, jaxbp_cmd):

@@ -47,13 +47,14 @@ def test_encode_decode_round_trip_and_errors():
     tasks.encode("1x")
   with pytest.raises(tasks.TaskError, match="task must be one of reverse, sort, add, packed, lookup; got 'copy'"):
     tasks.make_task("copy")
-  with pytest.raises(tasks.TaskError, match="task length must be an integer in 1..32 for sort, got 0"):
+  with pytest.raises(tasks.TaskError, match="^length must be an integer in 1..32 for sort, got 0") as e:
     tasks.make_task("sort", length=0)
-  with pytest.raises(tasks.TaskError, match="num_test must be a positive integer"):
+  assert (e.value.argument, e.value.reason) == ("length", "must be an integer in 1..32 for sort, got 0")
+  with pytest.raises(tasks.TaskError, match="^num_test must be a positive integer"):
     tasks.make_task("sort", num_test=0)
   with pytest.raises(tasks.TaskError, match="only 10\\^2 distinct prompts exist"):
     tasks.make_task("reverse", length=2, num_train=60, num_test=10)
-  with pytest.raises(tasks.TaskError, match="task length must be an integer in 96..65536 for lookup, got 8"):
+  with pytest.raises(tasks.TaskError, match="^length must be an integer in 96..65536 for lookup, got 8"):
     tasks.make_task("lookup", length=8)
 
 
