@@ -324,12 +324,11 @@ class TaskDataset(NamedTuple):
   segments_test: np.ndarray | None = None
 
 
-def language_model_arrays(tokens: np.ndarray, prompt_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def language_model_arrays(tokens: np.ndarray, answers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """``(inputs, targets, mask)`` of sequences ``tokens`` [N, L]: predict token t + 1 from tokens ≤ t,
-  scored on the answer only (the targets ``tokens[:, prompt_length:]``)."""
-  mask = np.zeros(tokens.shape[1] - 1, np.float32)
-  mask[prompt_length - 1:] = 1
-  return tokens[:, :-1], tokens[:, 1:], np.broadcast_to(mask, (len(tokens), len(mask))).copy()
+  scored on the answer tokens only (``answers``: bool [L] or [N, L], e.g. ``SequenceTask.answers``)."""
+  mask = np.broadcast_to(np.asarray(answers)[..., 1:], (len(tokens), tokens.shape[1] - 1)).astype(np.float32)
+  return tokens[:, :-1], tokens[:, 1:], mask
 
 
 def _split_arrays(task: SequenceTask | PackedTask,
@@ -338,10 +337,9 @@ def _split_arrays(task: SequenceTask | PackedTask,
   row scores the targets that are answer tokens (each lies in its example's segment, as its input does)."""
   tokens = getattr(task, split)
   if isinstance(task, SequenceTask):
-    mask = np.broadcast_to(task.answers[1:].astype(np.float32), (len(tokens), tokens.shape[1] - 1)).copy()
-    return tokens[:, :-1], tokens[:, 1:], mask, None
-  answers, segments = getattr(task, f"answers_{split}"), getattr(task, f"segments_{split}")
-  return tokens[:, :-1], tokens[:, 1:], answers[:, 1:].astype(np.float32), segments[:, :-1]
+    return (*language_model_arrays(tokens, task.answers), None)
+  segments = getattr(task, f"segments_{split}")
+  return (*language_model_arrays(tokens, getattr(task, f"answers_{split}")), segments[:, :-1])
 
 
 def load_task(name: str = DEFAULT_TASK, *, seed: int = 0, **kwargs: Any) -> TaskDataset:

@@ -13,7 +13,7 @@ from jaxbp.models import recurrent
 from jaxbp.train import tasks
 
 TASK = tasks.make_task("reverse", length=4, num_train=64, num_test=8, seed=0)
-BATCH = tuple(jnp.asarray(a) for a in tasks.language_model_arrays(TASK.train, TASK.prompt_length))
+BATCH = tuple(jnp.asarray(a) for a in tasks.language_model_arrays(TASK.train, TASK.answers))
 SPEC = DataSpec("tokens", (TASK.seq_length - 1,), len(tasks.VOCAB), len(tasks.VOCAB))
 
 
