@@ -131,6 +131,12 @@ def is_weight(leaf: Any) -> bool:
   return len(getattr(leaf, "shape", ())) >= 2
 
 
+def dense_init(key: Any, fan_in: int, fan_out: int, scale: float = 1.0) -> Any:
+  """A [fan_in, fan_out] float32 weight drawn from N(0, (scale / √fan_in)²): the transformers' linear layers."""
+  import jax  # pylint: disable=import-outside-toplevel  (the registry itself needs no JAX)
+  return jax.random.normal(key, (fan_in, fan_out), jax.numpy.float32) * (scale / fan_in ** 0.5)
+
+
 def split_by_name(params: Any, split: Mapping[str, tuple]) -> Any:
   """A pytree of ``PartitionSpec`` like ``params`` for a family's ``partition_specs``: a leaf whose key is
   in ``split`` gets ``PartitionSpec(*split[key])`` (e.g. ``{"w1": (None, "model")}``), every other leaf is

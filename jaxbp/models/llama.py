@@ -27,8 +27,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp.models._registry import DataSpec
+from jaxbp.models._registry import dense_init
 from jaxbp.models._registry import register
 from jaxbp.models._registry import split_by_name
+from jaxbp.models.transformer import transformer_head
 
 
 class Llama(NamedTuple):
@@ -85,10 +87,6 @@ def check(config: Llama) -> None:
     raise ValueError(f"label_smoothing must be in [0, 1], got {config.label_smoothing}")
 
 
-def _dense(key, fan_in, fan_out, scale=1.0):
-  return jax.random.normal(key, (fan_in, fan_out), jnp.float32) * (scale / jnp.sqrt(fan_in))
-
-
 def init_llama(key: jax.Array, config: Llama, vocab_size: int, num_classes: int) -> dict[str, Any]:
   """Parameters for ids in [0, vocab_size) and ``num_classes`` outputs (any sequence length: no positions).
 
@@ -102,12 +100,12 @@ def init_llama(key: jax.Array, config: Llama, vocab_size: int, num_classes: int)
   blocks = []
   for k in keys[2:]:
     k1, k2, k3, k4 = jax.random.split(k, 4)
-    blocks.append({"norm1": jnp.ones((d,), jnp.float32), "w_qkv": _dense(k1, d, qkv),
-                   "w_o": _dense(k2, config.heads * dh, d, depth),
-                   "norm2": jnp.ones((d,), jnp.float32), "w_gate_up": _dense(k3, d, 2 * f),
-                   "w_down": _dense(k4, f, d, depth)})
+    blocks.append({"norm1": jnp.ones((d,), jnp.float32), "w_qkv": dense_init(k1, d, qkv),
+                   "w_o": dense_init(k2, config.heads * dh, d, depth),
+                   "norm2": jnp.ones((d,), jnp.float32), "w_gate_up": dense_init(k3, d, 2 * f),
+                   "w_down": dense_init(k4, f, d, depth)})
   return {"embed": jax.random.normal(keys[0], (vocab_size, d), jnp.float32) * 0.5, "blocks": blocks,
-          "norm_out": jnp.ones((d,), jnp.float32), "w_out": _dense(keys[1], d, num_classes)}
+          "norm_out": jnp.ones((d,), jnp.float32), "w_out": dense_init(keys[1], d, num_classes)}
 
 
 def _attention(x, p, config, segment_ids, ops):
@@ -143,15 +141,10 @@ def llama_apply(params: dict[str, Any], ids: jax.Array, config: Llama, *, ops: A
 
 def llama_head(params: dict[str, Any], hidden: jax.Array, targets: jax.Array, config: Llama, ops: Any,
                chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
-  """Per-position losses [N, T] of the fused linear cross-entropy with the config's z-loss, label smoothing
-  and logit softcap, and the predicted classes [N, T] (argmax of the logits, no gradient)."""
-  n, t, d = hidden.shape
-  h2 = hidden.reshape(n * t, d)
-  losses = ops.linear_softmax_cross_entropy(h2, params["w_out"], targets.reshape(n * t), chunk_size=chunk_size,
-                                            reduction="none", z_loss=config.z_loss,
-                                            label_smoothing=config.label_smoothing, softcap=config.logit_softcap)
-  predictions = jnp.argmax(jax.lax.stop_gradient(h2) @ jax.lax.stop_gradient(params["w_out"]), axis=-1)
-  return losses.reshape(n, t), predictions.reshape(n, t).astype(targets.dtype)
+  """The transformer's head (per-position losses [N, T] of the fused linear cross-entropy, predicted classes
+  [N, T]) with the config's z-loss, label smoothing and logit softcap."""
+  return transformer_head(params, hidden, targets, ops, chunk_size, z_loss=config.z_loss,
+                          label_smoothing=config.label_smoothing, softcap=config.logit_softcap)
 
 
 _MODEL_SPLIT = {"w_qkv": (None, "model"), "w_o": ("model", None), "w_gate_up": (None, "model"),

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp.models._registry import DataSpec
+from jaxbp.models._registry import dense_init
 from jaxbp.models._registry import register
 from jaxbp.models._registry import split_by_name
 
@@ -67,10 +68,6 @@ def _norm_params(config, d):
   return p
 
 
-def _dense(key, fan_in, fan_out, scale=1.0):
-  return jax.random.normal(key, (fan_in, fan_out), jnp.float32) * (scale / jnp.sqrt(fan_in))
-
-
 def init_transformer(key: jax.Array, config: Transformer, vocab_size: int, length: int,
                      num_classes: int) -> dict[str, Any]:
   """Parameters for ids in [0, vocab_size), sequences of at most ``length``, ``num_classes`` outputs.
@@ -87,14 +84,14 @@ def init_transformer(key: jax.Array, config: Transformer, vocab_size: int, lengt
     k1, k2, k3, k4 = jax.random.split(k, 4)
     blocks.append({
         "norm1": _norm_params(config, d), "norm2": _norm_params(config, d),
-        "w_qkv": _dense(k1, d, 3 * d), "b_qkv": jnp.zeros((3 * d,), jnp.float32),
-        "w_o": _dense(k2, d, d, depth), "b_o": jnp.zeros((d,), jnp.float32),
-        "w1": _dense(k3, d, f), "b1": jnp.zeros((f,), jnp.float32),
-        "w2": _dense(k4, f, d, depth), "b2": jnp.zeros((d,), jnp.float32),
+        "w_qkv": dense_init(k1, d, 3 * d), "b_qkv": jnp.zeros((3 * d,), jnp.float32),
+        "w_o": dense_init(k2, d, d, depth), "b_o": jnp.zeros((d,), jnp.float32),
+        "w1": dense_init(k3, d, f), "b1": jnp.zeros((f,), jnp.float32),
+        "w2": dense_init(k4, f, d, depth), "b2": jnp.zeros((d,), jnp.float32),
     })
   return {"embed": jax.random.normal(keys[0], (vocab_size, d), jnp.float32) * 0.5,
           "embed_pos": jax.random.normal(keys[1], (length, d), jnp.float32) * 0.5,
-          "blocks": blocks, "norm_out": _norm_params(config, d), "w_out": _dense(keys[2], d, num_classes)}
+          "blocks": blocks, "norm_out": _norm_params(config, d), "w_out": dense_init(keys[2], d, num_classes)}
 
 
 def _norm(x, p, ops):
@@ -127,17 +124,17 @@ def transformer_apply(params: dict[str, Any], ids: jax.Array, config: Transforme
 
 
 def transformer_head(params: dict[str, Any], hidden: jax.Array, targets: jax.Array, ops: Any,
-                     chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+                     chunk_size: int | None = None, **options: Any) -> tuple[jax.Array, jax.Array]:
   """Per-position losses [N, T] of the fused linear cross-entropy, and the predicted classes [N, T].
 
-  The losses come from ``ops.linear_softmax_cross_entropy(..., reduction="none")`` on h [N·T, D] and
-  W_out, so the caller can weight positions (a mask) before reducing. The predictions (argmax of h·W_out)
-  carry no gradient.
+  The losses come from ``ops.linear_softmax_cross_entropy(..., reduction="none", **options)`` on h [N·T, D]
+  and W_out (``options``: its ``z_loss``, ``label_smoothing``, ``softcap``, ...), so the caller can weight
+  positions (a mask) before reducing. The predictions (argmax of h·W_out) carry no gradient.
   """
   n, t, d = hidden.shape
   h2 = hidden.reshape(n * t, d)
   losses = ops.linear_softmax_cross_entropy(h2, params["w_out"], targets.reshape(n * t),
-                                            chunk_size=chunk_size, reduction="none")
+                                            chunk_size=chunk_size, reduction="none", **options)
   predictions = jnp.argmax(jax.lax.stop_gradient(h2) @ jax.lax.stop_gradient(params["w_out"]), axis=-1)
   return losses.reshape(n, t), predictions.reshape(n, t).astype(targets.dtype)
 
