@@ -2,7 +2,7 @@
 
     python benchmarks/soak_multidevice.py                  # 2 epochs of --task reverse (312 steps each), 2 devices
     python benchmarks/soak_multidevice.py --devices 8 --model-parallel 4
-    python benchmarks/soak_multidevice.py --short          # what CI runs (tests/test_soak_multidevice.py)
+    python benchmarks/soak_multidevice.py --short          # what CI runs (tests/train/test_in_flight.py)
     python benchmarks/soak_multidevice.py --short --in-flight 0   # jaxbp 0.2's unbounded dispatch: deadlocks
 
 Until jaxbp.train.IN_FLIGHT bounded the steps dispatched ahead, XLA:CPU deadlocked in the gradient's
@@ -43,10 +43,11 @@ def main(argv=None) -> int:
   from jaxbp import models  # pylint: disable=import-outside-toplevel
   from jaxbp import train  # pylint: disable=import-outside-toplevel
   from jaxbp.train import tasks  # pylint: disable=import-outside-toplevel
-  if args.in_flight is not None:
-    train.IN_FLIGHT = args.in_flight or 10**9
-  model, batch = (models.TransformerConfig(layers=1, width=32, heads=2, mlp_width=64), 256) if args.short else \
-      (models.TransformerConfig(), 64)
+  if args.in_flight is not None:  # run_steps reads loop's own global (jaxbp.train's is a copy of the name)
+    from jaxbp.train import loop  # pylint: disable=import-outside-toplevel
+    loop.IN_FLIGHT = args.in_flight or 10**9
+  model, batch = (models.Transformer(layers=1, width=32, heads=2, mlp_width=64), 256) if args.short else \
+      (models.Transformer(), 64)
   data = tasks.load_task("reverse", num_train=batch * 40, num_test=256) if args.short else tasks.load_task("reverse")
   family = models.family_of(model)
   config = train.TrainConfig(model=model, **dict(family.train_defaults, epochs=args.epochs, batch_size=batch))
