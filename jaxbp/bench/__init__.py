@@ -151,13 +151,13 @@ def run(args) -> int:
   """Runs the benchmark described by ``args``; prints Markdown; returns the exit status."""
   from jaxbp.bench import _run
   results = _measure(args)
+  if args.json:  # first: an hour of measurements is kept even if rendering them fails
+    _run.write_json(args.json, results)
   text = str(results)
   print(text)
   if args.markdown:
     with open(args.markdown, "w") as f:
       f.write(text)
-  if args.json:
-    _run.write_json(args.json, results)
   return 0
 
 

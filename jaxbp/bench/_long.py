@@ -226,6 +226,11 @@ def _secs(s: float | None) -> str:
   return "–" if s is None else f"{s:.2f}"
 
 
+def _ratio(a: int | None, b: int | None) -> str:
+  """a / b, or – where a variant never compiled (it failed or timed out first)."""
+  return "–" if a is None or b is None else f"{a / max(b, 1):.4f}"
+
+
 def _row_line(r: dict) -> str:
   return (f"temp {_gib(r['manual_temp_bytes'])} vs {_gib(r['autodiff_temp_bytes'])}; step "
           f"{_secs(r['manual_step_s'])} s vs {_secs(r['autodiff_step_s'])} s")
@@ -237,7 +242,7 @@ def render(section: dict) -> str:
   headers = ["T", "manual temp", "jax.grad temp", "memory ratio", "manual step s", "jax.grad step s",
              "manual peak RSS", "grad rel. error"] + [f"sdpa {n} temp / step s" for n in sdpa]
   body = [[r["T"], _gib(r["manual_temp_bytes"]), _gib(r["autodiff_temp_bytes"]),
-           f"{r['manual_temp_bytes'] / max(r['autodiff_temp_bytes'], 1):.4f}", _secs(r["manual_step_s"]),
+           _ratio(r["manual_temp_bytes"], r["autodiff_temp_bytes"]), _secs(r["manual_step_s"]),
            _secs(r["autodiff_step_s"]), _gib(r["manual_peak_rss_bytes"]),
            "–" if r["grad_rel_error"] is None else f"{r['grad_rel_error']:.1e}"]
           + [f"{_gib(r['sdpa'][n]['temp_bytes'])} / {_secs(r['sdpa'][n]['step_s'])}" for n in sdpa]

@@ -95,3 +95,12 @@ def test_a_step_that_outlives_its_timeout_is_reported_not_run(tmp_path):
 def test_growth_exponent_is_the_log_log_slope():
   assert _long.growth_exponent([1024, 2048, 4096], [3.0, 12.0, 48.0]) == pytest.approx(2.0)
   assert _long.growth_exponent([1024], [3.0]) is None
+
+
+def test_a_variant_that_failed_before_it_compiled_renders_as_a_dash(tiny_long):
+  """A timeout or crash before the child wrote its JSON leaves temp_bytes None: the table says –, it does not
+  end an hour's run in a TypeError before the JSON is written."""
+  section = json.loads(json.dumps(tiny_long[0]["long_context"]))
+  section["rows"][-1]["autodiff_temp_bytes"] = None
+  line = next(l for l in _long.render(section).splitlines() if l.startswith("| 256 "))
+  assert line.split("|")[3:5] == [" – ", " – "]  # jax.grad temp and the memory ratio
