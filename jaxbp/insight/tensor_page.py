@@ -19,6 +19,7 @@ The last step compares every input's gradient with ``jax.grad``. No network: sty
 import html
 import re
 
+import jax
 import numpy as np
 
 from jaxbp.insight import rule_facts
@@ -46,7 +47,7 @@ def to_html(trace, title: str = "", decimals: int = 4, check: bool = True, capti
   known = {}
   sections = [_forward_section(trace, decimals)]
   for k, node in enumerate(order, 1):
-    key = (node.op, tuple((np.shape(a), str(np.asarray(a).dtype)) for a in node.args))
+    key = (node.op, tuple(shape_text(a) for a in node.args))
     if node.manual and key not in known:  # one check per rule and input shapes
       known[key] = rule_facts.facts(node, check)
     sections.append(_node_section(node, k, len(order), known.get(key), decimals, (captions or {}).get(node.name)))
@@ -79,14 +80,19 @@ def shape_text(x) -> str:
   """``float32[2, 3]``: the dtype and shape, as a tensor's type reads (several, for a tuple)."""
   if isinstance(x, (tuple, list)):
     return ", ".join(shape_text(v) for v in x)
-  a = np.asarray(x)
-  return f"{a.dtype}{list(a.shape)}"
+  dtype, shape = getattr(x, "dtype", None), getattr(x, "shape", None)  # a PRNG key has no NumPy form
+  if dtype is None or shape is None:
+    a = np.asarray(x)
+    dtype, shape = a.dtype, a.shape
+  return f"{dtype}{list(shape)}"
 
 
 def array_html(x, decimals: int = 4) -> str:
   """A value as HTML: a number, a table (at most 8×8 after folding leading axes), or a heat map."""
   if x is None:
     return '<span class="none">— (no gradient)</span>'
+  if jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.extended):  # a PRNG key: its type only
+    return f"<span>{html.escape(shape_text(x))}</span>"
   a = np.asarray(x)
   if a.ndim == 0:
     return f'<span class="num">{fmt(a, decimals)}</span>'
@@ -157,15 +163,17 @@ def _node_section(node, k, n, facts, decimals, caption):
   return section(k, heading, "".join(parts))
 
 
-# Nodes that loop over time, and the axis of their first output that is time.
+# Nodes that loop over time, and the axis of their stacked output that is time: a scan's outputs are its
+# final carries then its stacked ys (the last is one of those), the RNN and LSTM rules' first is hs.
 _LOOPS = {"scan": 0, "rnn": 1, "lstm": 1}
 
 
 def _time_steps(node, decimals):
   """For a loop (a ``lax.scan``, an RNN or LSTM rule): its steps inside, one expandable line each."""
   axis = _LOOPS.get(node.op)
-  out = node.value[0] if isinstance(node.value, tuple) else node.value
-  up = node.upstream[0] if isinstance(node.upstream, tuple) else node.upstream
+  at = -1 if node.op == "scan" else 0
+  out = node.value[at] if isinstance(node.value, tuple) else node.value
+  up = node.upstream[at] if isinstance(node.upstream, tuple) else node.upstream
   if axis is None or np.ndim(out) <= axis:
     return ""
   steps = []

@@ -67,3 +67,18 @@ def test_a_page_without_checks_runs_none():
   t = trace(lambda x, w, y: ops.mse(ops.matmul(x, w), y), x=X, w=W, y=Y)
   page = t.to_html(check=False)
   assert "check_vjp" not in page and 'class="rule-bytes">72 bytes' in page
+
+
+def test_a_scan_steps_over_its_stacked_outputs_not_its_carry():
+  """A scan's outputs are its final carry then its stacked ys: 5 steps here, not the carry's 3 entries."""
+  def f(x):
+    carry, ys = jax.lax.scan(lambda c, x_t: (c + x_t, jnp.sum(c * x_t)), jnp.zeros(3), x)
+    return jnp.sum(ys) + jnp.sum(carry)
+  page = trace(f, x=np.arange(15, dtype=np.float32).reshape(5, 3) / 10).to_html(check=False)
+  assert "step t = 4" in page and "step t = 5" not in page
+
+
+def test_a_prng_key_input_is_shown_by_its_type():
+  t = trace(lambda key, x: jnp.sum(ops.dropout(key, x, 0.5)), key=jax.random.key(0), x=np.ones((4, 4), np.float32))
+  page = t.to_html(check=False)
+  assert "key&lt;fry&gt;[]" in page
