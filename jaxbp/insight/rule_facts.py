@@ -85,7 +85,7 @@ def pair(node) -> tuple[Any, Any, bool]:
   entry = REGISTRY.get(node.op)
   if entry is not None:
     try:
-      want = node.fn(*node.args)
+      want = node.value  # the traced forward's output, already computed
       if all(_same(f(*node.args), want) for f in (entry.fn, entry.reference)):
         return entry.fn, entry.reference, True
     except Exception:  # pylint: disable=broad-except  # a signature of its own: use the equation
