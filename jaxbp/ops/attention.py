@@ -195,9 +195,17 @@ class _AttentionResiduals(NamedTuple):
   top: jax.Array   # [B, H, T] int32 index of each row's largest score t: where dP − D cancels
 
 
-@functools.partial(jax.jit, static_argnums=(7,))  # one program per shape, also when called eagerly
 def _attention_fwd(q, k, v, mask, seg_q, seg_k, slopes, blk):
-  """O and its residuals: lse and t [B, H, T] by the online log-sum-exp over key blocks, per query block."""
+  """O and its residuals. The inputs are kept as the caller's arrays, built outside the jitted program:
+  ``vjp_rule`` keeps an input in its own dtype by its identity, which a jitted function's outputs lose."""
+  o, off, lse, top = _forward(q, k, v, mask, seg_q, seg_k, slopes, blk)
+  return o.astype(q.dtype), _AttentionResiduals(q, k, v, mask, seg_q, seg_k, slopes, o, off, lse, top)
+
+
+@functools.partial(jax.jit, static_argnums=(7,))  # one program per shape, also when called eagerly
+def _forward(q, k, v, mask, seg_q, seg_k, slopes, blk):
+  """O (float32 at least), O − V_t, lse and t [B, H, T] by the online log-sum-exp over key blocks, per query
+  block."""
   dt = _compute_dtype(q.dtype)
   qb = ab.to_blocks(q.astype(dt), blk.bq, blk.nq, blk.group)
   kb, vb = ab.kv_blocks(k.astype(dt), blk.bk, blk.nk), ab.kv_blocks(v.astype(dt), blk.bk, blk.nk)
@@ -224,7 +232,7 @@ def _attention_fwd(q, k, v, mask, seg_q, seg_k, slopes, blk):
   _, (ob, offb, lseb, topb) = jax.lax.scan(query_block, None, (jnp.arange(blk.nq), qb, start, lo, hi))
   o, off = ab.from_blocks(ob, blk.t), ab.from_blocks(offb, blk.t)
   lse, top = ab.rows_from_blocks(lseb, blk.t), ab.rows_from_blocks(topb, blk.t)
-  return o.astype(q.dtype), _AttentionResiduals(q, k, v, mask, seg_q, seg_k, slopes, o, off, lse, top)
+  return o, off, lse, top
 
 
 def _finite(m):

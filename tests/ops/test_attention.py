@@ -268,3 +268,13 @@ def test_option_errors_name_the_argument():
   for args, kw, err, msg in cases:
     with pytest.raises(err, match=msg):
       ops.attention(*args, **kw)
+
+
+def test_bfloat16_inputs_are_kept_in_bfloat16_for_the_backward():
+  """vjp_rule keeps an input residual in its own dtype by its identity; the jitted forward's outputs lost
+  it, so q, k and v were kept as float32 copies (twice their bytes). Now only O and O − V_t are float32."""
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.standard_normal((1, 64, 2, 8)), jnp.bfloat16) for _ in range(3))
+  _, pull = jax.vjp(lambda q, k, v: ops.attention(q, k, v, causal=True), q, k, v)
+  kept = [str(a.dtype) for a in jax.tree.leaves(pull) if getattr(a, "shape", None) == q.shape]
+  assert sorted(kept) == ["bfloat16"] * 3 + ["float32"] * 2
