@@ -31,7 +31,6 @@ class _Distill(NamedTuple):
   beta: float
   temperature: float
   ignore_index: int | None
-  teacher: tuple = ()  # ((shape, dtype) of h_teacher, of w_teacher): the zero cotangents' types
 
 
 def linear_distillation_loss(h: ArrayLike, w: ArrayLike, h_teacher: ArrayLike, w_teacher: ArrayLike, *,
@@ -85,8 +84,7 @@ def linear_distillation_loss(h: ArrayLike, w: ArrayLike, h_teacher: ArrayLike, w
                      f"w {w.shape}, got {h_teacher.shape} and {w_teacher.shape}")
   divergence, beta, temperature, ignore_index = _check_divergence(op, divergence, beta, temperature,
                                                                   ignore_index, labels)
-  static = _Distill(chunks, divergence, beta, temperature, ignore_index,
-                    ((h_teacher.shape, h_teacher.dtype), (w_teacher.shape, w_teacher.dtype)))
+  static = _Distill(chunks, divergence, beta, temperature, ignore_index)
   labels = jnp.zeros((h.shape[0],), jnp.int32) if labels is None else int_array(op, "labels", labels)
   if labels.shape != (h.shape[0],):
     raise ValueError(f"{op}: argument 'labels' must have shape {(h.shape[0],)}, got {labels.shape}")
@@ -168,8 +166,8 @@ def _linear_distillation_loss(h, w, h_t, w_t, labels, st):
 
 
 class _Gradients(NamedTuple):
-  dh: jax.Array         # [N, D] ∂(Σ_n L_n)/∂h, formed in the forward
-  dw: jax.Array         # [D, V] ∂(Σ_n L_n)/∂W, formed in the forward
+  dh: jax.Array         # [N, D] ∂(Σ_n L_n)/∂h, formed in the forward (float32 at least, rounded once in _bwd)
+  dw: jax.Array         # [D, V] ∂(Σ_n L_n)/∂W, formed in the forward (float32 at least)
   kept_rows: jax.Array  # [] the rows kept: "mean"'s divisor
 
 
@@ -184,8 +182,7 @@ def _linear_distillation_loss_fwd(h, w, h_t, w_t, labels, st):
     return loss.astype(h.dtype), _Recompute((h, w, h_t, w_t, labels))
   loss, dh, dw = _pass(h, w, h_t, w_t, labels, st, True)
   kept_rows = jnp.asarray(st.chunks.n if keep is None else jnp.sum(keep), dw.dtype)
-  return (reduce_kept(loss, keep, reduction).astype(h.dtype),
-          _Gradients(dh.astype(h.dtype), dw.astype(w.dtype), kept_rows))
+  return reduce_kept(loss, keep, reduction).astype(h.dtype), _Gradients(dh, dw, kept_rows)  # rounded once, in _bwd
 
 
 def _linear_distillation_loss_bwd(st, res, g):
@@ -194,10 +191,10 @@ def _linear_distillation_loss_bwd(st, res, g):
     _, dh, dw = _pass(h, w, h_t, w_t, labels, st, True, g)
     dh, dw = dh.astype(h.dtype), dw.astype(w.dtype)
   else:  # the cotangent of the reduction; with no row kept, dh = dW = 0 (not 0/0)
-    scale = g / jnp.maximum(res.kept_rows, 1) if st.chunks.reduction == "mean" else g
-    dh, dw = (scale * res.dh).astype(res.dh.dtype), (scale * res.dw).astype(res.dw.dtype)
-  zeros = tuple(jnp.zeros(shape, dtype) for shape, dtype in st.teacher)   # the teacher is a constant
-  return dh, dw, *zeros, None
+    g32 = g.astype(res.dh.dtype)                                    # g is of h's (and W's) dtype
+    scale = g32 / jnp.maximum(res.kept_rows, 1) if st.chunks.reduction == "mean" else g32
+    dh, dw = (scale * res.dh).astype(g.dtype), (scale * res.dw).astype(g.dtype)
+  return dh, dw, None, None, None  # the teacher is a constant: zero cotangents
 
 
 _linear_distillation_loss.defvjp(_linear_distillation_loss_fwd, _linear_distillation_loss_bwd)
