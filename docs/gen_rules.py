@@ -63,8 +63,9 @@ def _args(lines):
 def _helpers(module, source, shown):
   """The private jaxbp.ops functions ``source`` calls, and those they call in turn (but ``shown``),
   in the order of the rule's module, so every name the quoted code uses is defined on the page."""
-  candidates = {name: obj for name, obj in vars(module).items()
-                if name.startswith("_") and inspect.isfunction(obj) and obj.__module__.startswith("jaxbp.ops")}
+  candidates = {name: obj for name, obj in vars(module).items()  # jitted ones too (jax.jit keeps __wrapped__)
+                if name.startswith("_") and inspect.isfunction(inspect.unwrap(obj))
+                and inspect.unwrap(obj).__module__.startswith("jaxbp.ops")}
   names, todo = set(), set(re.findall(r"\b(_\w+)\(", source))
   while todo:
     name = todo.pop()
