@@ -121,10 +121,15 @@ def _chunked(chunks, x):
   return x.reshape((chunks.number, chunks.rows) + x.shape[1:])
 
 
+def _scores(h_c, w, opts):
+  """One chunk's logits s = softcap(h·W) [rows, V] in float32 at least."""
+  return softcapped(jnp.matmul(h_c, w, preferred_element_type=jnp.promote_types(h_c.dtype, jnp.float32)), opts)
+
+
 def _chunk_logits(h_c, w, y_c, opts):
-  """One chunk's logits s = softcap(h·W) [rows, V] in float32 at least, their log-sum-exp [rows] and each
-  row's loss [rows] (the options' formula; ignored rows are masked by ``_finish``)."""
-  s = softcapped(jnp.matmul(h_c, w, preferred_element_type=jnp.promote_types(h_c.dtype, jnp.float32)), opts)
+  """One chunk's logits ``_scores`` [rows, V], their log-sum-exp [rows] and each row's loss [rows] (the
+  options' formula; ignored rows are masked by ``_finish``)."""
+  s = _scores(h_c, w, opts)
   m = jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True))
   r = s - m                                                             # shifted: lse − s_y = logz − r_y
   logz = jnp.log(jnp.sum(jnp.exp(r), axis=-1))
@@ -195,7 +200,7 @@ def _pass(h, w, labels, chunks, row_scale, lse=None):
   """One pass over the row chunks forming dh = (s ∘ G)·Wᵀ and dW = hᵀ·(s ∘ G), s = ``row_scale`` (or 1).
 
   With ``lse`` given (the backward of "none"), the chunk's log-sum-exp is not recomputed.
-  Returns (per-row losses, dh, dW); the losses only where ``lse`` is None.
+  Returns (per-row losses, dh, dW); the losses only where ``lse`` is None (else an empty array).
   """
   dt, keep = jnp.promote_types(h.dtype, jnp.float32), kept(labels, chunks.options)
   scale = jnp.ones((chunks.n,), dt) if row_scale is None else row_scale.astype(dt)
@@ -205,8 +210,10 @@ def _pass(h, w, labels, chunks, row_scale, lse=None):
 
   def chunk(dw, x):
     h_c, y_c, s_c, lse_c = x
-    s, lse_new, loss = _chunk_logits(h_c, w, y_c, chunks.options)
-    lse_c = lse_new if lse is None else lse_c
+    if lse is None:
+      s, lse_c, loss = _chunk_logits(h_c, w, y_c, chunks.options)
+    else:  # the backward of "none": the log-sum-exp is kept, the loss is not wanted
+      s, loss = _scores(h_c, w, chunks.options), jnp.zeros((0,), dt)
     grad = _scaled_grad(s, lse_c, y_c, s_c, chunks.options)                 # s ∘ G
     dh_c = jnp.matmul(grad, w.T.astype(dt))                                  # dh = (s ∘ G)·Wᵀ
     dw = dw + jnp.matmul(h_c.T.astype(dt), grad)                             # dW += hᵀ·(s ∘ G)
