@@ -58,7 +58,7 @@ _MODEL_FIELDS: list[str] = []
 # holding any of them and --overwrite deletes them with its own (a stale grad_flow_time.png stayed, once).
 OUTPUT_FILES = ("metrics.json", "curves.png", "grad_flow.png", "grad_flow_time.png")
 # The flag of each field of fit's errors (ConfigError.field) that is not its own name with dashes.
-_FIELD_FLAGS = {"out_dir": "--out", "mesh": "--devices", "num_devices": "--devices"}
+_FIELD_FLAGS = {"out_dir": "--out", "num_devices": "--devices"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -88,8 +88,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--task-length", type=int, metavar="N", help="the task's length: digits per operand (default"
                     " 8), or the positions T of --task lookup (default 128)")
   io.add_argument("--out", metavar="DIR", help="output directory (default runs/<timestamp>)")
-  io.add_argument("--resume", action="store_true", help="continue OUT's run with its saved config and data")
-  io.add_argument("--init-from", metavar="CKPT", help="start from the parameters of another run (its --out"
+  start = io.add_mutually_exclusive_group()  # continue OUT's run, or start a new one from another's parameters
+  start.add_argument("--resume", action="store_true", help="continue OUT's run with its saved config and data")
+  start.add_argument("--init-from", metavar="CKPT", help="start from the parameters of another run (its --out"
                   " directory or checkpoint.npz): a new run, with this run's data, optimiser and schedule; e.g."
                   " go on at a longer --task-length")
   io.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (its files are deleted)")
@@ -135,7 +136,7 @@ def _resume(args: argparse.Namespace, out: str, say: Any) -> tuple[Any, TrainCon
   ignored = [_flags.flag(f) for f in [*typed, *(f for f in _MODEL_FIELDS if hasattr(args, f))] if f != "epochs"]
   if ignored:
     say(f"resuming with the checkpoint's config; ignoring {', '.join(ignored)}")
-  config = resumed.config._replace(epochs=typed.get("epochs", resumed.config.epochs))
+  config = train_lib.continue_config(resumed, typed.get("epochs"))  # a bad --epochs: said before anything loads
   source = _source.source(args, config.family) if args.data or getattr(args, "task", None) else resumed.data["source"]
   return resumed, config, source
 
@@ -229,9 +230,6 @@ def _settings(args: argparse.Namespace) -> tuple[str, Any, TrainConfig, dict]:
     from jaxbp.cli.tensorboard import check_logdir  # pylint: disable=import-outside-toplevel
     check_logdir(args.tensorboard, args.resume)
   if args.resume:
-    if args.init_from:
-      raise ValueError("--init-from starts a new run from another run's parameters, --resume continues OUT's run:"
-                       " give one of them")
     return (out, *_resume(args, out, _say))
   config = _config_from_args(args)
   source = _source.source(args, config.family)

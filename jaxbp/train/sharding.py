@@ -24,8 +24,8 @@ def make_mesh(num_devices: int, model_parallel: int = 1) -> jax.sharding.Mesh:
   if not 1 <= num_devices <= len(devices):
     hint = ("; on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N gives N devices"
             if jax.default_backend() == "cpu" else "")
-    raise ValueError(f"devices must be between 1 and {len(devices)} (the devices JAX sees), got {num_devices}"
-                     + hint)
+    raise ConfigError("num_devices", f"must be between 1 and {len(devices)} (the devices JAX sees), got"
+                      f" {num_devices}{hint}")
   if model_parallel < 1:
     raise ConfigError("model_parallel", f"must be positive, got {model_parallel}")
   if num_devices % model_parallel:

@@ -116,7 +116,7 @@ def test_info_lists_versions_and_devices(capsys):
 @pytest.mark.parametrize("flags,fragment", [
     (["--resume"], "--resume needs --out DIR"),
     (["--batch-size", "5000"], "--batch-size 5000 is larger than the 1438 training examples"),
-    (["--devices", "3"], "devices must be between 1 and 1 (the devices JAX sees), got 3; on a CPU,"
+    (["--devices", "3"], "--devices must be between 1 and 1 (the devices JAX sees), got 3; on a CPU,"
                          " XLA_FLAGS=--xla_force_host_platform_device_count=N gives N devices"),
     (["--seed", "99999999999999999999"], "--seed must be between 0 and 4294967295 (2**32 - 1)"),
     (["--seed", "-1"], "--seed must be between 0 and 4294967295"),
@@ -229,8 +229,8 @@ def test_init_from_another_model_a_directory_without_a_run_or_with_resume_is_one
                                                            " checkpoint.npz"),
                           (["--init-from", str(tmp_path / "none")], f"--init-from {tmp_path / 'none'}: no such run"
                                                                     " directory or checkpoint file"),
-                          (["--resume"], "--init-from starts a new run from another run's parameters, --resume"
-                                         " continues OUT's run")]:
+                          (["--resume", "--out", str(tmp_path / "first")],
+                           "argument --resume: not allowed with argument --init-from")]:
     status, err = jaxbp_cmd(*small, "--init-from", str(tmp_path / "first"), "--out", str(tmp_path / "o"), *flags)
     assert status == 2 and fragment in err[-1] and err[-1].startswith("jaxbp train: error: "), err
 

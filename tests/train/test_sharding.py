@@ -79,5 +79,5 @@ def test_a_mesh_without_the_model_axis_that_model_parallel_asks_for_is_refused()
   with pytest.raises(train.ConfigError, match="must divide the 1 devices") as e:
     train.make_mesh(1, 2)
   assert e.value.field == "model_parallel"
-  with pytest.raises(ValueError, match="devices must be between 1 and"):
+  with pytest.raises(train.ConfigError, match="^num_devices must be between 1 and"):
     train.make_mesh(len(jax.devices()) + 1)
