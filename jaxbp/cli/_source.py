@@ -21,14 +21,16 @@ def source(args: argparse.Namespace, family: models.Family) -> dict[str, Any]:
   """Where the data comes from, as the flags say; recorded in the checkpoint to resume from. A sequence
   family with neither --task nor --data trains on the default generated task (``default_task``)."""
   length = getattr(args, "task_length", None)
-  sized = {} if length is None else {"length": length}  # its range: make_task's TaskError, said as the flag
+  sized = {} if length is None else {"length": length}
   if not getattr(args, "task", None) and not args.data and family.data == "tokens":
     tasks = tasks_module()
     if tasks is not None:
+      tasks.check_length(tasks.DEFAULT_TASK, length)  # a TaskError: said as --task-length by run()
       return {"task": tasks.DEFAULT_TASK, **sized}
   if getattr(args, "task", None):
     if args.data:
       raise ValueError("--task and --data both name the data: give one of them")
+    tasks_module().check_length(args.task, length)
     return {"task": args.task, **sized}
   if length is not None:
     raise ValueError("--task-length sets the length of a --task; there is none")

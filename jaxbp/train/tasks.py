@@ -252,6 +252,19 @@ def _lookup_rows(rng, n, length):
   return np.concatenate([head, np.full((n, 1), ARROW), queries], axis=1)
 
 
+def check_length(name: str, length: int | None) -> int:
+  """Task ``name``'s length: ``length``, or its default for None; :class:`TaskError` for an unknown task
+  or a length outside ``LENGTHS[name]`` (its ``argument`` is ``"length"``, which ``jaxbp train`` says as
+  ``--task-length`` before anything loads)."""
+  if name not in TASKS:
+    raise TaskError(f"task must be one of {', '.join(TASKS)}; got {name!r}")
+  least, most, default = LENGTHS[name]
+  length = default if length is None else length
+  if not (isinstance(length, int) and not isinstance(length, bool) and least <= length <= most):
+    raise TaskError(f"must be an integer in {least}..{most} for {name}, got {length!r}", "length")
+  return length
+
+
 def make_task(name: str = DEFAULT_TASK, *, length: int | None = None, num_train: int | None = None,
               num_test: int | None = None, seed: int = 0) -> SequenceTask | PackedTask:
   """Generates task ``name`` from ``seed``: the same arguments always give the same arrays.
@@ -269,12 +282,7 @@ def make_task(name: str = DEFAULT_TASK, *, length: int | None = None, num_train:
   Returns:
     A :class:`SequenceTask`, or a :class:`PackedTask` for ``packed``.
   """
-  if name not in TASKS:
-    raise TaskError(f"task must be one of {', '.join(TASKS)}; got {name!r}")
-  least, most, default = LENGTHS[name]
-  length = default if length is None else length
-  if not (isinstance(length, int) and not isinstance(length, bool) and least <= length <= most):
-    raise TaskError(f"must be an integer in {least}..{most} for {name}, got {length!r}", "length")
+  length = check_length(name, length)
   long = name == "lookup"
   num_train = (max(256, 2 ** 20 // length) if long else 20_000) if num_train is None else num_train
   num_test = (max(32, num_train // 10) if long else 2_000) if num_test is None else num_test
