@@ -105,7 +105,8 @@ def measure(tiny: bool, rounds: int, target_s: float, *, with_torch: bool = Fals
           for family, label, sizes in (TINY if tiny else FULL)]
 
 
-def _mib(b: float) -> str:
+def mib(b: float) -> str:
+  """Bytes as the tables show them: MiB, or KiB below one MiB (the llm section's too)."""
   return f"{b / 2**20:.1f} MiB" if b >= 2**20 else f"{b / 2**10:.1f} KiB"
 
 
@@ -126,7 +127,7 @@ def _growth(rows: list[dict]) -> list[list[str]]:
 def render(rows: list[dict]) -> str:
   """The section as Markdown: the table of cases, then how memory grows with T and V."""
   body = [[r["family"], r["size"], f"{r['ms'][MANUAL]:.1f}", f"{r['ms'][AUTODIFF]:.1f}", f"{r['time_ratio']:.3f}",
-           _mib(r["temp_bytes"][MANUAL]), _mib(r["temp_bytes"][AUTODIFF]),
+           mib(r["temp_bytes"][MANUAL]), mib(r["temp_bytes"][AUTODIFF]),
            "–" if r["memory_ratio"] is None else f"{r['memory_ratio']:.3f}",
            " / ".join(GOALS[r["family"]]) +
            (f"; {r['tokens_per_s'][MANUAL]:.0f} vs {r['tokens_per_s'][AUTODIFF]:.0f} tokens/s"

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp import ops
+from jaxbp.bench._attn import mib
 from jaxbp.bench._compare import AUTODIFF
 from jaxbp.bench._compare import MANUAL
 from jaxbp.bench._compare import manual_vs_autodiff
@@ -179,13 +180,9 @@ def measure(tiny: bool, rounds: int, target_s: float, *, with_torch: bool = Fals
           if not tiny or case.name in TINY]
 
 
-def _mib(b: float) -> str:
-  return f"{b / 2**20:.1f} MiB" if b >= 2**20 else f"{b / 2**10:.1f} KiB"
-
-
 def render(rows: list[dict]) -> str:
   """The section as Markdown: one row per case, memory and time against each case's baselines."""
-  body = [[r["case"], r["size"], _mib(r["temp_bytes"][MANUAL]), _mib(r["temp_bytes"][r["memory_vs"]]),
+  body = [[r["case"], r["size"], mib(r["temp_bytes"][MANUAL]), mib(r["temp_bytes"][r["memory_vs"]]),
            "–" if r["memory_ratio"] is None else f"{r['memory_ratio']:.3f} vs {r['memory_vs']}",
            f"{r['ms'][MANUAL]:.1f}", f"{r['ms'][r['time_vs']]:.1f}", f"{r['time_ratio']:.3f} vs {r['time_vs']}",
            r["goal"]] for r in rows]
