@@ -177,9 +177,6 @@ def _check_slopes(slopes, heads):
   return slopes
 
 
-def _compute_dtype(dtype):
-  return jnp.promote_types(dtype, jnp.float32)
-
 
 class _AttentionResiduals(NamedTuple):
   q: jax.Array     # [B, T, H, Dh] input: dK needs it
@@ -206,9 +203,9 @@ def _attention_fwd(q, k, v, mask, seg_q, seg_k, slopes, blk):
 def _forward(q, k, v, mask, seg_q, seg_k, slopes, blk):
   """O (float32 at least), O − V_t, lse and t [B, H, T] by the online log-sum-exp over key blocks, per query
   block."""
-  dt = _compute_dtype(q.dtype)
-  qb = ab.to_blocks(q.astype(dt), blk.bq, blk.nq, blk.group)
-  kb, vb = ab.kv_blocks(k.astype(dt), blk.bk, blk.nk), ab.kv_blocks(v.astype(dt), blk.bk, blk.nk)
+  dt = q.dtype  # float32 at least: vjp_rule upcasts bfloat16 and float16 inputs
+  qb = ab.to_blocks(q, blk.bq, blk.nq, blk.group)
+  kb, vb = ab.kv_blocks(k, blk.bk, blk.nk), ab.kv_blocks(v, blk.bk, blk.nk)
   ex = ab.extras(blk, mask, seg_q, seg_k, slopes, dt)
   start, lo, hi, width = ab.key_spans(blk)
 
@@ -269,12 +266,11 @@ def _online_step(blk, ex, i, j, q_i, k_j, v_j, carry):
 def _attention_bwd(blk, res, g):
   """FlashAttention-2's backward: outer loop over key blocks j (dK_j, dV_j), inner over query blocks i."""
   q, k, v, mask, seg_q, seg_k, slopes, o, off, lse, top = res
-  dt = _compute_dtype(q.dtype)
-  g = g.astype(dt)
+  dt = q.dtype  # q, k, v, g: float32 at least (vjp_rule upcasts the narrower ones)
   delta = jnp.sum(g * o, axis=-1)                                           # D = rowsum(dO ∘ O), [B, T, H]
   near = -jnp.sum(g * off, axis=-1)                                         # dP_it − D = dO·(V_t − O)
-  qb, gb = ab.to_blocks(q.astype(dt), blk.bq, blk.nq, blk.group), ab.to_blocks(g, blk.bq, blk.nq, blk.group)
-  kb, vb = ab.kv_blocks(k.astype(dt), blk.bk, blk.nk), ab.kv_blocks(v.astype(dt), blk.bk, blk.nk)
+  qb, gb = ab.to_blocks(q, blk.bq, blk.nq, blk.group), ab.to_blocks(g, blk.bq, blk.nq, blk.group)
+  kb, vb = ab.kv_blocks(k, blk.bk, blk.nk), ab.kv_blocks(v, blk.bk, blk.nk)
   rows = jnp.stack([lse, delta.transpose(0, 2, 1), near.transpose(0, 2, 1)], -1)  # [B, H, T, 3]
   rb = jax.vmap(lambda r: ab.rows_to_blocks(r, blk), in_axes=-1, out_axes=-1)(rows)
   tb = ab.rows_to_blocks(top, blk)

@@ -27,12 +27,6 @@ from jaxbp.ops.smooth import _gelu_of
 from jaxbp.ops.smooth import _gelu_slope
 from jaxbp.ops.smooth import _silu_slope
 
-
-def _compute_dtype(dtype):
-  """The dtype the rules compute in: float32 at least (bfloat16 and float16 inputs are promoted)."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
 # ---------------------------------------------------------------------------------------------- rope
 
 def rope(x: ArrayLike, *, positions: ArrayLike | None = None, base: float = 10000.0) -> jax.Array:
@@ -83,17 +77,14 @@ def _rotate(x, cos, sin):
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
-def _rope_fwd(x, positions, base):
-  dt = _compute_dtype(x.dtype)
-  cos, sin = _cos_sin(positions, base, x.shape[-1], dt)
-  return _rotate(x.astype(dt), cos, sin).astype(x.dtype), positions  # keeps the positions only
+def _rope_fwd(x, positions, base):  # in float32 at least: vjp_rule upcasts bfloat16 and float16
+  cos, sin = _cos_sin(positions, base, x.shape[-1], x.dtype)
+  return _rotate(x, cos, sin), positions  # keeps the positions only
 
 
 def _rope_bwd(base, positions, g):
-  dt = _compute_dtype(g.dtype)
-  cos, sin = _cos_sin(positions, base, g.shape[-1], dt)
-  dx = _rotate(g.astype(dt), cos, -sin)      # Rᵀ·g = R(−a)·g: dx₁ = g₁cos + g₂sin, dx₂ = g₂cos − g₁sin
-  return dx.astype(g.dtype), None
+  cos, sin = _cos_sin(positions, base, g.shape[-1], g.dtype)
+  return _rotate(g, cos, -sin), None      # Rᵀ·g = R(−a)·g: dx₁ = g₁cos + g₂sin, dx₂ = g₂cos − g₁sin
 
 
 def _rope_ref(x, *, positions=None, base=10000.0):
@@ -148,17 +139,16 @@ def _glu_inputs(op, a, b):
 
 
 def _glu_fwd(act, a, b):
-  """act(a)·b in float32 at least, of a and b's promoted dtype; keeps a and b."""
-  dt = _compute_dtype(jnp.result_type(a, b))
-  return (act(a.astype(dt)) * b.astype(dt)).astype(jnp.result_type(a, b)), _GLUResiduals(a, b)
+  """act(a)·b in a and b's promoted dtype (float32 at least: vjp_rule upcasts narrower ones); keeps a and b."""
+  dt = jnp.result_type(a, b)
+  return act(a.astype(dt)) * b.astype(dt), _GLUResiduals(a, b)
 
 
 def _glu_bwd(act, slope, res, g):
   """da = g·b·act'(a), db = g·act(a): act recomputed from a; each cotangent of its input's dtype."""
   a, b = res
-  dt = _compute_dtype(g.dtype)
-  a32, b32, g32 = a.astype(dt), b.astype(dt), g.astype(dt)
-  return (g32 * b32 * slope(a32)).astype(a.dtype), (g32 * act(a32)).astype(b.dtype)
+  a_, b_ = a.astype(g.dtype), b.astype(g.dtype)  # of mixed dtypes: computed in the output's
+  return (g * b_ * slope(a_)).astype(a.dtype), (g * act(a_)).astype(b.dtype)
 
 
 def swiglu(a: ArrayLike, b: ArrayLike) -> jax.Array:
