@@ -85,16 +85,6 @@ def dlogits(p: jax.Array, t: jax.Array, mass: Any, lse: jax.Array, s: jax.Array,
   return grad if opts.softcap is None else grad * (1 - (s / opts.softcap) ** 2)
 
 
-def reduce_kept(per_row: jax.Array, keep: jax.Array | None, reduction: str) -> jax.Array:
-  """``reduction`` of per-row losses whose ignored rows are already 0: "mean" divides by the rows kept."""
-  if reduction == "none":
-    return per_row
-  total = jnp.sum(per_row)
-  if reduction == "sum":
-    return total
-  return total / (per_row.size if keep is None else jnp.sum(keep).astype(per_row.dtype))
-
-
 def cross_entropy_ref(logits, labels, opts: CEOptions, reduction: str):
   """The plain-jnp reference both rules' references share: torch's formulas, differentiated by JAX."""
   s = softcapped(logits, opts)

@@ -188,15 +188,18 @@ def require_reduction(op: str, reduction: Any) -> None:
     raise ValueError(f"{op}: argument 'reduction' must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def reduce_batch(per_sample: jax.Array, reduction: str) -> jax.Array:
-  """Applies ``reduction`` ("mean", "sum" or "none") over the batch axis of per-sample losses.
+def reduce_batch(per_sample: jax.Array, reduction: str, keep: jax.Array | None = None) -> jax.Array:
+  """Applies ``reduction`` ("mean", "sum" or "none") over the batch axis of per-sample losses; with ``keep``
+  (bool, the samples not ignored, whose losses are already 0 elsewhere) "mean" divides by the samples kept.
 
   The mean of no samples is NaN (0/0), as ``jnp.mean`` gives.
   """
   if reduction == "none":
     return per_sample
   total = jnp.sum(per_sample)
-  return total / per_sample.size if reduction == "mean" else total
+  if reduction == "sum":
+    return total
+  return total / (per_sample.size if keep is None else jnp.sum(keep).astype(per_sample.dtype))
 
 
 def balanced_blocks(n: int, most: int) -> tuple[int, int]:

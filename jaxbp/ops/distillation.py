@@ -9,7 +9,6 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 import numpy as np
 
-from jaxbp.ops._cross_entropy import reduce_kept
 from jaxbp.ops._loss_samplers import ignored
 from jaxbp.ops._registry import any_branch
 from jaxbp.ops._registry import register
@@ -17,6 +16,7 @@ from jaxbp.ops._registry import uniform
 from jaxbp.ops._util import REDUCTIONS
 from jaxbp.ops._util import float_arrays
 from jaxbp.ops._util import int_array
+from jaxbp.ops._util import reduce_batch
 from jaxbp.ops._util import static_number
 from jaxbp.ops.linear_cross_entropy import _check_linear_ce
 from jaxbp.ops.linear_cross_entropy import _chunked
@@ -162,7 +162,7 @@ def _pass(h, w, h_t, w_t, labels, st, grads, row_scale=None):
 def _linear_distillation_loss(h, w, h_t, w_t, labels, st):
   """A plain evaluation: the loss only (NOT ``_fwd(...)[0]``, which would also form the gradients)."""
   loss = _pass(h, w, h_t, w_t, labels, st, False)[0]
-  return reduce_kept(loss, _kept(labels, st), st.chunks.reduction).astype(h.dtype)
+  return reduce_batch(loss, st.chunks.reduction, _kept(labels, st)).astype(h.dtype)
 
 
 class _Gradients(NamedTuple):
@@ -182,7 +182,7 @@ def _linear_distillation_loss_fwd(h, w, h_t, w_t, labels, st):
     return loss.astype(h.dtype), _Recompute((h, w, h_t, w_t, labels))
   loss, dh, dw = _pass(h, w, h_t, w_t, labels, st, True)
   kept_rows = jnp.asarray(st.chunks.n if keep is None else jnp.sum(keep), dw.dtype)
-  return reduce_kept(loss, keep, reduction).astype(h.dtype), _Gradients(dh, dw, kept_rows)  # rounded once, in _bwd
+  return reduce_batch(loss, reduction, keep).astype(h.dtype), _Gradients(dh, dw, kept_rows)  # rounded once, in _bwd
 
 
 def _linear_distillation_loss_bwd(st, res, g):

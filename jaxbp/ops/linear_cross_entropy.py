@@ -13,7 +13,6 @@ from jaxbp.ops._cross_entropy import checkable_labels
 from jaxbp.ops._cross_entropy import cross_entropy_ref
 from jaxbp.ops._cross_entropy import dlogits
 from jaxbp.ops._cross_entropy import kept
-from jaxbp.ops._cross_entropy import reduce_kept
 from jaxbp.ops._cross_entropy import smoothed_loss
 from jaxbp.ops._cross_entropy import softcapped
 from jaxbp.ops._loss_samplers import with_options
@@ -24,6 +23,7 @@ from jaxbp.ops._util import REDUCTIONS
 from jaxbp.ops._util import balanced_blocks
 from jaxbp.ops._util import class_labels
 from jaxbp.ops._util import float_arrays
+from jaxbp.ops._util import reduce_batch
 from jaxbp.ops._util import require_reduction
 from jaxbp.ops.losses import _nan_where_invalid
 
@@ -154,7 +154,7 @@ def _finish(loss, labels, w, chunks, dtype):
   opts, keep = chunks.options, kept(labels, chunks.options)
   loss = loss if keep is None else jnp.where(keep, loss, 0)
   loss = _nan_where_invalid(loss, labels, w.shape[1], opts.ignore_index)
-  return reduce_kept(loss, keep, chunks.reduction).astype(dtype)
+  return reduce_batch(loss, chunks.reduction, keep).astype(dtype)
 
 
 def _scaled_grad(s, lse, y_c, s_c, opts):

@@ -19,7 +19,6 @@ from jaxbp.ops._cross_entropy import checkable_labels
 from jaxbp.ops._cross_entropy import cross_entropy_ref
 from jaxbp.ops._cross_entropy import dlogits
 from jaxbp.ops._cross_entropy import kept
-from jaxbp.ops._cross_entropy import reduce_kept
 from jaxbp.ops._cross_entropy import smoothed_loss
 from jaxbp.ops._cross_entropy import softcapped
 from jaxbp.ops._loss_samplers import CE_OPTIONS
@@ -41,7 +40,7 @@ from jaxbp.ops._util import static_number
 
 def _per_sample_scale(g, batch_shape, reduction, dtype, keep=None):
   """The cotangent of ``reduce_batch``: one upstream gradient per sample, shape ``batch_shape``. With
-  ``keep`` (bool, ``batch_shape``), the cotangent of ``reduce_kept``: "mean" divides by the samples kept,
+  ``keep`` (bool, ``batch_shape``), the cotangent of ``reduce_batch(..., keep)``: "mean" divides by the samples kept,
   and the others get 0."""
   if keep is None:
     n = int(np.prod(batch_shape))
@@ -242,7 +241,7 @@ def _softmax_cross_entropy_fwd(logits, labels, reduction, probs, opts):
   per_sample = per_sample if keep is None else jnp.where(keep, per_sample, 0)
   if not probs:
     per_sample = _nan_where_invalid(per_sample, labels, s.shape[-1], opts.ignore_index)
-  return (reduce_kept(per_sample, keep, reduction).astype(logits.dtype),
+  return (reduce_batch(per_sample, reduction, keep).astype(logits.dtype),
           _SCEResiduals(logits, labels, m, logz))
 
 
