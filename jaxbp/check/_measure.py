@@ -60,6 +60,7 @@ class Inputs:
   def __init__(self, fn, reference, spec, rng, rtol=None, atol=None, kind="check_vjp"):
     self.fn, self.ref, self.spec, self.rng, self.kind = fn, reference, spec, rng, kind
     self.rtol, self.atol = rtol, atol
+    self.truths: dict = {}  # the float64 truths of bfloat16/float16 checks, by what they are (_truth.truth)
     self.x = spec.x()
     self.labels = [spec.labels[i] for i in spec.diff]
     self.skipped: list[tuple[str, str, str]] = []

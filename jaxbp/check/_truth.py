@@ -18,7 +18,6 @@ roundings, 9.8e-4). The detail names the bound and the error of the reference ru
 from collections.abc import Callable
 import contextlib
 from typing import Any
-import weakref
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +31,6 @@ from jaxbp.check._compare import entry
 from jaxbp.check._compare import f64
 
 NARROW = (np.dtype(jnp.bfloat16), np.dtype(np.float16))
-_TRUTHS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
 def narrow(checker: Any) -> bool:
@@ -78,7 +76,7 @@ def wide_reference(checker: Any) -> Callable:
 
 def truth(checker: Any, key: Any, compute: Callable[[], Any]) -> Any:
   """``compute()`` run once per checker and ``key`` (with x64 on for a float64 truth), as float64 NumPy arrays."""
-  found = _TRUTHS.setdefault(checker, {})
+  found = checker.truths
   if key not in found:
     with jax.enable_x64(True) if width(checker) == np.float64 else contextlib.nullcontext():
       found[key] = jax.tree.map(f64, compute())
